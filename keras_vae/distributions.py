@@ -1,0 +1,90 @@
+"""Distribution math for the VAE, in pure `keras.ops` (works on every backend).
+
+Every log-probability here is in nats. Functions that reduce over an event
+(the latent dimensions, or the pixels of an image) say which axes they sum.
+"""
+
+import math
+
+from keras import ops
+from keras import random
+
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+def reparameterize(mean, log_var, seed, num_samples=None):
+    """Draws z = μ + σ·ε with ε ~ N(0, I), so gradients flow through μ and σ.
+
+    Args:
+        mean, log_var: tensors of the same shape, e.g. (B, D).
+        seed: a `keras.random.SeedGenerator` (or int) for ε.
+        num_samples: if given, draw K = num_samples samples along a new
+            leading axis.
+
+    Returns:
+        z: (B, D), or (K, B, D) with num_samples.
+    """
+    shape = tuple(ops.shape(mean))
+    if num_samples is not None:
+        shape = (num_samples,) + shape
+    epsilon = random.normal(shape, dtype=mean.dtype, seed=seed)
+    return mean + ops.exp(0.5 * log_var) * epsilon
+
+
+def sum_over_trailing_axes(values, num_axes):
+    """Sums the last `num_axes` axes: (..., e1, …, en) -> (...)."""
+    if num_axes == 0:
+        return values
+    return ops.sum(values, axis=tuple(range(-num_axes, 0)))
+
+
+def gaussian_kl_to_standard_normal(mean, log_var):
+    """KL(N(μ, diag σ²) ‖ N(0, I)) in closed form, summed over the last axis.
+
+    KL = ½ Σ_j (μ_j² + σ_j² − 1 − log σ_j²).
+
+    Args:
+        mean, log_var: (..., D).
+
+    Returns:
+        (...) KL in nats.
+    """
+    return 0.5 * ops.sum(ops.square(mean) + ops.exp(log_var) - 1.0 - log_var, axis=-1)
+
+
+def diagonal_gaussian_log_prob(x, mean, log_var, event_axes=1):
+    """log N(x; μ, diag σ²), summed over the last `event_axes` axes.
+
+    Args:
+        x, mean, log_var: broadcastable tensors (..., *event).
+        event_axes: how many trailing axes form one event.
+
+    Returns:
+        (...) log-density in nats.
+    """
+    log_density = -0.5 * (LOG_2PI + log_var + ops.square(x - mean) * ops.exp(-log_var))
+    return sum_over_trailing_axes(log_density, event_axes)
+
+
+def standard_normal_log_prob(z):
+    """log N(z; 0, I) summed over the last axis: (..., D) -> (...) nats."""
+    return -0.5 * ops.sum(LOG_2PI + ops.square(z), axis=-1)
+
+
+def bernoulli_log_prob_from_logits(x, logits, event_axes=1):
+    """log Bernoulli(x; sigmoid(logits)), summed over the last `event_axes` axes.
+
+    Computed as x·l − softplus(l), which is stable for large |l| (no clipped
+    probabilities). x may be real-valued in [0, 1] (the cross-entropy form).
+
+    Returns:
+        (...) log-probability in nats.
+    """
+    log_prob = x * logits - ops.softplus(logits)
+    return sum_over_trailing_axes(log_prob, event_axes)
+
+
+def log_mean_exp(values, axis=0):
+    """log( (1/K) Σ_k exp(values_k) ) along `axis`, computed stably."""
+    count = ops.shape(values)[axis]
+    return ops.logsumexp(values, axis=axis) - ops.log(ops.cast(count, values.dtype))

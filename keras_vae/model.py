@@ -1,0 +1,353 @@
+"""`VAE`: a variational autoencoder that trains with `model.fit` on any Keras backend."""
+
+import numpy as np
+
+import keras
+from keras import ops
+from keras import random
+
+from keras_vae import distributions as dist
+from keras_vae.networks import build_decoder
+from keras_vae.networks import build_encoder
+from keras_vae.networks import check_architecture
+from keras_vae.trainers import BackendTrainer
+
+LIKELIHOODS = ("bernoulli", "gaussian")
+OBJECTIVES = ("elbo", "iwae")
+IMAGE_EVENT_AXES = 3  # (H, W, C): log p(x|z) sums over these.
+
+# log σ² of a learned Gaussian decoder is clipped to this range: on data with
+# pixels that never vary, an unclipped variance collapses and the likelihood
+# grows without bound.
+DECODER_LOG_VAR_RANGE = (-7.0, 7.0)
+
+
+@keras.saving.register_keras_serializable(package="keras_vae")
+class VAE(BackendTrainer, keras.Model):
+    """Variational autoencoder with a custom, backend-native `train_step`.
+
+    q(z|x) = N(μ(x), diag σ²(x)), p(z) = N(0, I), and p(x|z) Bernoulli (decoder
+    emits logits, data in [0, 1]) or Gaussian. Training minimises the negative
+    ELBO, or the negative importance-weighted bound (`objective="iwae"`), with
+    z drawn by reparameterization. Losses are reported in nats per example.
+
+    Args:
+        input_shape: image shape (height, width, channels).
+        latent_dim: number of latent dimensions D.
+        architecture: "mlp" or "conv".
+        hidden_units: widths of the MLP's hidden layers (encoder order; the
+            decoder mirrors them).
+        conv_filters: filters of the conv encoder's stride-2 layers (the decoder
+            mirrors them); height and width must divide by 2**len(conv_filters).
+        likelihood: "bernoulli" or "gaussian".
+        decoder_std: for a Gaussian decoder, a fixed σ (float) or "learned"
+            (a trainable per-pixel log-variance).
+        beta: weight of the KL term (1.0 gives the true ELBO).
+        kl_warmup_steps: β rises linearly from 0 to `beta` over this many
+            training steps (0: no warm-up).
+        num_samples: K samples of z per example in each training step.
+        objective: "elbo" (K-sample average) or "iwae" (log-mean-exp over K).
+        dynamic_binarization: if true, each training step draws x ~ Bernoulli(x).
+        seed: seed of the noise ε (and of dynamic binarization).
+
+    Example:
+
+    ```python
+    vae = keras_vae.VAE(input_shape=(28, 28, 1), latent_dim=16)
+    vae.compile(optimizer="adam")
+    vae.fit(x_train, epochs=10, validation_data=(x_test,))
+    images = vae.sample(16, seed=0)  # (16, 28, 28, 1) numpy, pixel means
+    ```
+    """
+
+    def __init__(
+        self,
+        input_shape=(28, 28, 1),
+        latent_dim=16,
+        architecture="mlp",
+        hidden_units=(512, 512),
+        conv_filters=(32, 64),
+        likelihood="bernoulli",
+        decoder_std=1.0,
+        beta=1.0,
+        kl_warmup_steps=0,
+        num_samples=1,
+        objective="elbo",
+        dynamic_binarization=False,
+        seed=None,
+        **kwargs,
+    ):
+        input_shape = tuple(int(d) for d in input_shape)
+        hidden_units = tuple(int(u) for u in hidden_units)
+        conv_filters = tuple(int(f) for f in conv_filters)
+        _check_arguments(
+            input_shape, latent_dim, architecture, conv_filters, likelihood, decoder_std,
+            beta, kl_warmup_steps, num_samples, objective,
+        )
+        super().__init__(**kwargs)
+
+        # === Layers ===
+        self.encoder = build_encoder(input_shape, latent_dim, architecture, hidden_units, conv_filters)
+        self.decoder = build_decoder(input_shape, latent_dim, architecture, hidden_units, conv_filters)
+        if likelihood == "gaussian" and decoder_std == "learned":
+            self.decoder_log_var = self.add_weight(
+                shape=input_shape, initializer="zeros", name="decoder_log_var"
+            )
+        else:
+            self.decoder_log_var = None
+
+        # === State that changes during training (variables, so jit sees it) ===
+        self.beta = self.add_weight(
+            shape=(), initializer=keras.initializers.Constant(beta), trainable=False, name="beta"
+        )
+        self.steps_seen = self.add_weight(
+            shape=(), initializer="zeros", trainable=False, name="steps_seen"
+        )
+        self.seed_generator = random.SeedGenerator(seed, name="noise_seed")
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.reconstruction_loss_tracker = keras.metrics.Mean(name="reconstruction_loss")
+        self.kl_loss_tracker = keras.metrics.Mean(name="kl_loss")
+        self.built = True
+
+        # === Config ===
+        self.image_shape = input_shape
+        self.latent_dim = int(latent_dim)
+        self.architecture = architecture
+        self.hidden_units = hidden_units
+        self.conv_filters = conv_filters
+        self.likelihood = likelihood
+        self.decoder_std = decoder_std
+        self.initial_beta = float(beta)
+        self.kl_warmup_steps = int(kl_warmup_steps)
+        self.num_samples = int(num_samples)
+        self.objective = objective
+        self.dynamic_binarization = bool(dynamic_binarization)
+        self.seed = seed
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            input_shape=list(self.image_shape),
+            latent_dim=self.latent_dim,
+            architecture=self.architecture,
+            hidden_units=list(self.hidden_units),
+            conv_filters=list(self.conv_filters),
+            likelihood=self.likelihood,
+            decoder_std=self.decoder_std,
+            beta=self.initial_beta,
+            kl_warmup_steps=self.kl_warmup_steps,
+            num_samples=self.num_samples,
+            objective=self.objective,
+            dynamic_binarization=self.dynamic_binarization,
+            seed=self.seed,
+        )
+        return config
+
+    def compile_from_config(self, config):
+        # A model saved under JAX stores jit_compile=True, which under torch
+        # would switch on torch.compile; let the loading backend choose.
+        config = dict(config, jit_compile="auto")
+        super().compile_from_config(config)
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker, self.reconstruction_loss_tracker, self.kl_loss_tracker]
+
+    def call(self, x, training=False):
+        """Reconstruction from the posterior mean: (B, H, W, C) pixel means."""
+        z_mean, _ = self.encoder(x, training=training)
+        return self.decoder_output_to_mean(self.decoder(z_mean, training=training))
+
+    # === The objective, shared by train_step and test_step on every backend ===
+
+    def compute_losses(self, x, training=False):
+        """Per-example losses in nats for a batch of images x (B, H, W, C).
+
+        Returns a dict of (B,) tensors:
+            "loss": the objective, −ELBO (or −IWAE bound) with the current β;
+            "reconstruction_loss": −E_q[log p(x|z)], averaged over the K samples;
+            "kl_loss": KL(q(z|x) ‖ p(z)) in closed form.
+
+        With training=True, x is binarized when `dynamic_binarization` is on,
+        β follows the warm-up, and the warm-up step counter advances.
+        """
+        self.check_image_shape(x)
+        x = ops.cast(x, "float32")
+        if training and self.dynamic_binarization:
+            x = ops.cast(random.uniform(ops.shape(x), seed=self.seed_generator) < x, "float32")
+        beta = self.current_beta() if training else ops.convert_to_tensor(self.beta)
+        if training:
+            self.steps_seen.assign_add(1.0)
+
+        z_mean, z_log_var = self.encoder(x, training=training)
+        kl = dist.gaussian_kl_to_standard_normal(z_mean, z_log_var)  # (B,)
+        z = dist.reparameterize(z_mean, z_log_var, self.seed_generator, self.num_samples)
+        log_px_z = self.log_px_given_z(x, z, training=training)  # (K, B)
+        reconstruction = -ops.mean(log_px_z, axis=0)  # (B,)
+        if self.objective == "elbo":
+            loss = reconstruction + beta * kl
+        else:
+            log_prior_ratio = dist.standard_normal_log_prob(z) - dist.diagonal_gaussian_log_prob(
+                z, z_mean, z_log_var
+            )  # (K, B): log p(z) − log q(z|x)
+            loss = -dist.log_mean_exp(log_px_z + beta * log_prior_ratio, axis=0)
+        return {"loss": loss, "reconstruction_loss": reconstruction, "kl_loss": kl}
+
+    def current_beta(self):
+        """β for the next training step: linear warm-up from 0 over kl_warmup_steps."""
+        if self.kl_warmup_steps == 0:
+            return ops.convert_to_tensor(self.beta)
+        progress = ops.minimum(1.0, self.steps_seen / float(self.kl_warmup_steps))
+        return self.beta * progress
+
+    def log_px_given_z(self, x, z, training=False):
+        """log p(x|z) in nats: x (B, H, W, C), z (K, B, D) -> (K, B)."""
+        params = self.decoder(ops.reshape(z, (-1, self.latent_dim)), training=training)
+        params = ops.reshape(params, (ops.shape(z)[0], -1) + self.image_shape)
+        if self.likelihood == "bernoulli":
+            return dist.bernoulli_log_prob_from_logits(x, params, IMAGE_EVENT_AXES)
+        return dist.diagonal_gaussian_log_prob(x, params, self.decoder_log_variance(), IMAGE_EVENT_AXES)
+
+    def decoder_log_variance(self):
+        """log σ² of the Gaussian decoder: (H, W, C) if learned, else a scalar."""
+        if self.decoder_log_var is not None:
+            return ops.clip(self.decoder_log_var, *DECODER_LOG_VAR_RANGE)
+        return ops.convert_to_tensor(2.0 * np.log(self.decoder_std), "float32")
+
+    def decoder_output_to_mean(self, params):
+        """Maps decoder output to pixel means: sigmoid(logits), or the Gaussian mean."""
+        return ops.sigmoid(params) if self.likelihood == "bernoulli" else params
+
+    def update_loss_trackers(self, losses):
+        """Adds a batch of per-example losses to the trackers; returns the logs."""
+        for tracker in self.metrics:
+            tracker.update_state(losses[tracker.name])
+        return {tracker.name: tracker.result() for tracker in self.metrics}
+
+    # === Input checks ===
+
+    def check_image_shape(self, x):
+        """Raises ValueError unless x is a batch of images of `input_shape`."""
+        shape = tuple(x.shape)
+        if len(shape) != 4 or tuple(shape[1:]) != self.image_shape:
+            raise ValueError(
+                f"Expected images of shape (batch, {', '.join(map(str, self.image_shape))}), "
+                f"got an array of shape {shape}."
+            )
+
+    def check_images(self, x):
+        """Shape check plus, for a Bernoulli decoder, values in [0, 1]. Returns float32 numpy."""
+        x = np.asarray(x)
+        self.check_image_shape(x)
+        x = x.astype("float32", copy=False)
+        if not np.all(np.isfinite(x)):
+            raise ValueError("Images contain NaN or infinite values.")
+        if self.likelihood == "bernoulli" and x.size and (x.min() < 0.0 or x.max() > 1.0):
+            raise ValueError(
+                "A Bernoulli decoder needs pixel values in [0, 1], got values in "
+                f"[{x.min():g}, {x.max():g}]; scale the data (e.g. divide uint8 images by 255)."
+            )
+        return x
+
+    def fit(self, x=None, y=None, *args, validation_data=None, **kwargs):
+        if _is_array(x):
+            x = self.check_images(x)
+        if isinstance(validation_data, (tuple, list)) and _is_array(validation_data[0]):
+            validation_data = (self.check_images(validation_data[0]),) + tuple(validation_data[1:])
+        return super().fit(x, y, *args, validation_data=validation_data, **kwargs)
+
+    def evaluate(self, x=None, y=None, *args, **kwargs):
+        if _is_array(x):
+            x = self.check_images(x)
+        return super().evaluate(x, y, *args, **kwargs)
+
+    # === User methods (numpy in, numpy out) ===
+
+    def encode(self, x, batch_size=256):
+        """Parameters of q(z|x): returns (z_mean, z_log_var), each (N, D) numpy."""
+        x = self.check_images(x)
+        z_mean, z_log_var = self.encoder.predict(x, batch_size=batch_size, verbose=0)
+        return z_mean, z_log_var
+
+    def decode(self, z, batch_size=256):
+        """Pixel means of p(x|z) for z (N, D): (N, H, W, C) numpy (probabilities for Bernoulli)."""
+        z = np.asarray(z, dtype="float32")
+        if z.ndim != 2 or z.shape[1] != self.latent_dim:
+            raise ValueError(f"Expected z of shape (batch, {self.latent_dim}), got {z.shape}.")
+        params = self.decoder.predict(z, batch_size=batch_size, verbose=0)
+        return ops.convert_to_numpy(self.decoder_output_to_mean(params))
+
+    def sample(self, n, seed=None, temperature=1.0):
+        """n images from the model: z ~ N(0, T²·I) (numpy RNG), decoded to pixel means."""
+        z = np.random.default_rng(seed).standard_normal((int(n), self.latent_dim))
+        return self.decode(temperature * z)
+
+    def reconstruct(self, x):
+        """Decodes the posterior mean of each image: (N, H, W, C) -> (N, H, W, C) numpy."""
+        z_mean, _ = self.encode(x)
+        return self.decode(z_mean)
+
+    def log_likelihood(self, x, num_samples=1000, batch_size=100, samples_per_chunk=None,
+                       seed=None, verbose=False):
+        """Importance-sampled estimate of log p(x), per example, in nats.
+
+        log p(x) ≈ log (1/K) Σ_k p(x|z_k) p(z_k) / q(z_k|x), z_k ~ q(z|x)
+        (the IWAE bound with K = num_samples; it tightens as K grows). Images
+        go `batch_size` at a time and samples `samples_per_chunk` at a time, so
+        memory stays bounded for any K.
+
+        Returns:
+            (N,) float64 numpy array.
+        """
+        x = self.check_images(x)
+        if samples_per_chunk is None:
+            samples_per_chunk = max(1, min(num_samples, 20_000 // batch_size))
+        seed_generator = random.SeedGenerator(seed)
+        progress = keras.utils.Progbar(len(x), unit_name="image") if verbose else None
+        results = []
+        for start in range(0, len(x), batch_size):
+            x_batch = ops.convert_to_tensor(x[start : start + batch_size])
+            z_mean, z_log_var = self.encoder(x_batch, training=False)
+            log_weights = []
+            for done in range(0, num_samples, samples_per_chunk):
+                k = min(samples_per_chunk, num_samples - done)
+                z = dist.reparameterize(z_mean, z_log_var, seed_generator, k)  # (k, B, D)
+                log_w = (
+                    self.log_px_given_z(x_batch, z)
+                    + dist.standard_normal_log_prob(z)
+                    - dist.diagonal_gaussian_log_prob(z, z_mean, z_log_var)
+                )
+                log_weights.append(ops.convert_to_numpy(log_w).astype("float64"))
+            log_weights = np.concatenate(log_weights, axis=0)  # (K, B)
+            results.append(_log_mean_exp_numpy(log_weights))
+            if progress is not None:
+                progress.add(len(x_batch))
+        return np.concatenate(results)
+
+
+def _log_mean_exp_numpy(values):
+    peak = values.max(axis=0)
+    return peak + np.log(np.mean(np.exp(values - peak), axis=0))
+
+
+def _is_array(x):
+    return isinstance(x, np.ndarray) or (hasattr(x, "shape") and hasattr(x, "dtype"))
+
+
+def _check_arguments(input_shape, latent_dim, architecture, conv_filters, likelihood,
+                     decoder_std, beta, kl_warmup_steps, num_samples, objective):
+    check_architecture(input_shape, architecture, conv_filters)
+    if int(latent_dim) < 1:
+        raise ValueError(f"latent_dim must be a positive integer, got {latent_dim!r}")
+    if likelihood not in LIKELIHOODS:
+        raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
+    if decoder_std != "learned" and not (isinstance(decoder_std, (int, float)) and decoder_std > 0):
+        raise ValueError(f"decoder_std must be a positive float or 'learned', got {decoder_std!r}")
+    if beta < 0:
+        raise ValueError(f"beta must be >= 0, got {beta!r}")
+    if int(kl_warmup_steps) < 0:
+        raise ValueError(f"kl_warmup_steps must be >= 0, got {kl_warmup_steps!r}")
+    if int(num_samples) < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples!r}")
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")

@@ -1,0 +1,77 @@
+"""Encoder and decoder networks: plain functional `keras.Model`s.
+
+The encoder maps images (B, H, W, C) to the parameters of q(z|x):
+`z_mean` and `z_log_var`, each (B, latent_dim). The decoder maps z
+(B, latent_dim) to the raw decoder output (B, H, W, C): Bernoulli logits, or
+the Gaussian mean.
+"""
+
+import math
+
+import keras
+from keras import layers
+
+ARCHITECTURES = ("mlp", "conv")
+
+# log σ² of q(z|x) is clipped to this range so that exp() stays finite.
+Z_LOG_VAR_RANGE = (-20.0, 10.0)
+
+
+def build_encoder(input_shape, latent_dim, architecture, hidden_units, conv_filters):
+    """Returns `keras.Model(x -> [z_mean, z_log_var])`, named "encoder"."""
+    x = keras.Input(shape=input_shape, name="x")
+    if architecture == "mlp":
+        h = layers.Flatten(name="flatten")(x)
+        for i, units in enumerate(hidden_units):
+            h = layers.Dense(units, activation="relu", name=f"dense_{i}")(h)
+    else:
+        h = x
+        for i, filters in enumerate(conv_filters):
+            h = layers.Conv2D(
+                filters, 3, strides=2, padding="same", activation="relu", name=f"conv_{i}"
+            )(h)
+        h = layers.Flatten(name="flatten")(h)
+    z_mean = layers.Dense(latent_dim, name="z_mean")(h)
+    z_log_var = layers.Dense(latent_dim, name="z_log_var_raw")(h)
+    z_log_var = layers.Identity(name="z_log_var")(keras.ops.clip(z_log_var, *Z_LOG_VAR_RANGE))
+    return keras.Model(x, [z_mean, z_log_var], name="encoder")
+
+
+def build_decoder(output_shape, latent_dim, architecture, hidden_units, conv_filters):
+    """Returns `keras.Model(z -> decoder output (B, H, W, C))`, named "decoder"."""
+    z = keras.Input(shape=(latent_dim,), name="z")
+    height, width, channels = output_shape
+    if architecture == "mlp":
+        h = z
+        for i, units in enumerate(reversed(hidden_units)):
+            h = layers.Dense(units, activation="relu", name=f"dense_{i}")(h)
+        h = layers.Dense(math.prod(output_shape), name="pixels")(h)
+        out = layers.Reshape(output_shape, name="x_params")(h)
+    else:
+        scale = 2 ** len(conv_filters)
+        filters = list(reversed(conv_filters))
+        h = layers.Dense(
+            (height // scale) * (width // scale) * filters[0], activation="relu", name="dense"
+        )(z)
+        h = layers.Reshape((height // scale, width // scale, filters[0]), name="reshape")(h)
+        for i, f in enumerate(filters):
+            h = layers.Conv2DTranspose(
+                f, 3, strides=2, padding="same", activation="relu", name=f"deconv_{i}"
+            )(h)
+        out = layers.Conv2D(channels, 3, padding="same", name="x_params")(h)
+    return keras.Model(z, out, name="decoder")
+
+
+def check_architecture(input_shape, architecture, conv_filters):
+    """Raises ValueError when `architecture` cannot handle `input_shape`."""
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {architecture!r}")
+    if len(input_shape) != 3:
+        raise ValueError(f"input_shape must be (height, width, channels), got {input_shape}")
+    if architecture == "conv":
+        scale = 2 ** len(conv_filters)
+        if input_shape[0] % scale or input_shape[1] % scale:
+            raise ValueError(
+                f"architecture='conv' with {len(conv_filters)} stride-2 layers needs height "
+                f"and width divisible by {scale}, got input_shape={tuple(input_shape)}"
+            )

@@ -1,0 +1,302 @@
+"""Sampling from an exported VAE decoder with onnxruntime.
+
+The decoder file (``decoder.onnx``, written by ``pipelines/export.py``) maps
+latents ``z`` (float32 ``[batch, latent_dim]``) to pixel means ``x_mean``
+(float32 ``[batch, H, W, C]``). Its metadata (all strings) carries
+``latent_dim``, ``image_shape`` (JSON list), ``likelihood`` and provenance
+fields; when metadata is missing the graph's shapes are used instead.
+
+:class:`Sampler` wraps one ``onnxruntime.InferenceSession``. The session is
+created once; afterwards the object holds no mutable state, and
+onnxruntime's ``run`` is thread-safe, so one Sampler may be shared by many
+threads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+__all__ = ["Sampler", "ModelLoadError", "ProviderUnavailableError", "PROVIDERS"]
+
+PROVIDERS = ("auto", "cpu", "cuda")
+_CPU = "CPUExecutionProvider"
+_CUDA = "CUDAExecutionProvider"
+
+
+class ModelLoadError(RuntimeError):
+    """The model file is not a usable decoder (invalid ONNX, wrong signature)."""
+
+
+class ProviderUnavailableError(RuntimeError):
+    """The requested execution provider is not available on this machine."""
+
+
+def _choose_providers(provider: str) -> list[str]:
+    """Return the onnxruntime provider list for ``"auto"``, ``"cpu"`` or ``"cuda"``."""
+    if provider not in PROVIDERS:
+        raise ValueError(f"provider must be one of {', '.join(PROVIDERS)}; got {provider!r}")
+    available = ort.get_available_providers()
+    if provider == "cpu":
+        return [_CPU]
+    if _CUDA in available:
+        return [_CUDA, _CPU]
+    if provider == "cuda":
+        raise ProviderUnavailableError(
+            "provider 'cuda' requested but onnxruntime offers no CUDAExecutionProvider "
+            f"here (available: {', '.join(available)}); install onnxruntime-gpu with "
+            "a matching CUDA runtime, or use --provider cpu"
+        )
+    return [_CPU]
+
+
+def _parse_int(value: str | None) -> int | None:
+    try:
+        result = int(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return result if result > 0 else None
+
+
+def _parse_shape(value: str | None) -> tuple[int, ...] | None:
+    try:
+        shape = json.loads(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    if (
+        isinstance(shape, list)
+        and len(shape) == 3
+        and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)
+    ):
+        return tuple(shape)
+    return None
+
+
+def _static_dims(shape: list[Any]) -> tuple[int, ...] | None:
+    """Graph dims as ints, or None if any is symbolic/unknown."""
+    if all(isinstance(d, int) and d > 0 for d in shape):
+        return tuple(shape)
+    return None
+
+
+class Sampler:
+    """Decode latents and sample images with an ONNX VAE decoder.
+
+    Args:
+        model_path: path to ``decoder.onnx``.
+        provider: ``"auto"`` (CUDA when onnxruntime offers it, else CPU),
+            ``"cpu"``, or ``"cuda"`` (raises :class:`ProviderUnavailableError`
+            when CUDA is not available).
+        intra_op_threads: onnxruntime intra-op thread count; ``None`` lets
+            onnxruntime choose (one per physical core).
+
+    Attributes:
+        model_path: the resolved model path.
+        provider: the execution provider the session actually uses, e.g.
+            ``"CPUExecutionProvider"``.
+        latent_dim: size of one latent vector.
+        image_shape: ``(H, W, C)`` of one decoded image.
+        likelihood: ``"bernoulli"`` (means are probabilities in [0, 1]),
+            ``"gaussian"`` (real-valued means) or ``"unknown"``.
+        metadata: every metadata entry of the model file, as ``str -> str``.
+        input_name, output_name: graph tensor names (normally ``z``, ``x_mean``).
+
+    Raises:
+        FileNotFoundError: the model file does not exist.
+        ModelLoadError: the file is not a loadable decoder.
+        ProviderUnavailableError: ``provider="cuda"`` without CUDA.
+        ValueError: an unknown ``provider`` string.
+    """
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike,
+        provider: str = "auto",
+        intra_op_threads: int | None = None,
+    ) -> None:
+        path = Path(model_path)
+        if not path.is_file():
+            raise FileNotFoundError(f"model file not found: {str(path)!r}")
+        providers = _choose_providers(provider)
+        options = ort.SessionOptions()
+        if intra_op_threads is not None:
+            options.intra_op_num_threads = int(intra_op_threads)
+        try:
+            session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise ModelLoadError(
+                f"cannot load {str(path)!r} as an ONNX model: {str(exc).strip()}"
+            ) from exc
+        if provider == "cuda" and session.get_providers()[0] != _CUDA:
+            raise ProviderUnavailableError(
+                "provider 'cuda' requested but onnxruntime could not initialise "
+                "CUDAExecutionProvider (check the CUDA and cuDNN libraries)"
+            )
+
+        self.model_path = path
+        self._session = session
+        self.provider: str = session.get_providers()[0]
+        self.metadata: dict[str, str] = dict(session.get_modelmeta().custom_metadata_map)
+        self.likelihood: str = self.metadata.get("likelihood", "unknown")
+        self._read_signature()
+
+    def _read_signature(self) -> None:
+        """Set input/output names, ``latent_dim`` and ``image_shape``; probe once."""
+        inputs = self._session.get_inputs()
+        outputs = self._session.get_outputs()
+        where = repr(str(self.model_path))
+        if len(inputs) != 1 or len(inputs[0].shape) != 2:
+            raise ModelLoadError(
+                f"{where} is not a decoder: expected one input z of shape "
+                f"[batch, latent_dim], got {[(i.name, i.shape) for i in inputs]}"
+            )
+        if inputs[0].type != "tensor(float)":
+            raise ModelLoadError(f"{where}: input must be float32, got {inputs[0].type}")
+        names = [o.name for o in outputs]
+        out = outputs[names.index("x_mean")] if "x_mean" in names else outputs[0]
+        self.input_name: str = inputs[0].name
+        self.output_name: str = out.name
+
+        graph_dim = inputs[0].shape[1] if isinstance(inputs[0].shape[1], int) else None
+        meta_dim = _parse_int(self.metadata.get("latent_dim"))
+        if graph_dim and meta_dim and graph_dim != meta_dim:
+            raise ModelLoadError(
+                f"{where}: metadata latent_dim={meta_dim} disagrees with the graph "
+                f"input shape {inputs[0].shape}"
+            )
+        latent_dim = graph_dim or meta_dim
+        if latent_dim is None:
+            raise ModelLoadError(
+                f"{where}: latent_dim is neither in the metadata nor in the input shape"
+            )
+        self.latent_dim: int = latent_dim
+
+        # One decode of z = 0 checks the model runs and gives the true output shape.
+        probe = self._run(np.zeros((1, latent_dim), dtype=np.float32))
+        if probe.ndim != 4:
+            raise ModelLoadError(
+                f"{where}: output {self.output_name} must be [batch, H, W, C], "
+                f"got shape {list(probe.shape)}"
+            )
+        shape = tuple(int(d) for d in probe.shape[1:])
+        for declared, source in (
+            (_parse_shape(self.metadata.get("image_shape")), "metadata image_shape"),
+            (_static_dims(out.shape[1:]), "graph output shape"),
+        ):
+            if declared is not None and declared != shape:
+                raise ModelLoadError(
+                    f"{where}: {source} {list(declared)} disagrees with the decoded "
+                    f"shape {list(shape)}"
+                )
+        self.image_shape: tuple[int, int, int] = shape  # type: ignore[assignment]
+
+    def _run(self, z: np.ndarray) -> np.ndarray:
+        (x,) = self._session.run([self.output_name], {self.input_name: z})
+        return np.asarray(x, dtype=np.float32)
+
+    def validate_latents(self, z: Any) -> np.ndarray:
+        """Check ``z`` and return it as a C-contiguous float32 ``[n, latent_dim]`` array.
+
+        Accepts any array-like of real numbers (ints or floats; nested lists
+        too). Raises ``ValueError`` saying what was expected and what was given
+        when ``z`` is not 2-D, has the wrong width, is not numeric, or holds
+        NaN/inf (including values too large for float32).
+        """
+        expected = f"z must be a 2-D array of shape [n, {self.latent_dim}]"
+        try:
+            arr = np.asarray(z)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(
+                f"{expected} of numbers; got a ragged or invalid array ({exc})"
+            ) from None
+        if arr.dtype == np.bool_ or not (
+            np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)
+        ):
+            raise ValueError(f"{expected} of real numbers; got dtype {arr.dtype}")
+        if arr.ndim != 2 or arr.shape[1] != self.latent_dim:
+            raise ValueError(f"{expected}; got shape {list(arr.shape)}")
+        with np.errstate(over="ignore"):
+            arr = np.ascontiguousarray(arr, dtype=np.float32)
+        if not np.isfinite(arr).all():
+            raise ValueError(
+                f"{expected} of finite values; got NaN or inf (or values beyond float32 range)"
+            )
+        return arr
+
+    def decode(self, z: Any, batch_size: int | None = None) -> np.ndarray:
+        """Decode latents into pixel means.
+
+        Args:
+            z: ``[n, latent_dim]`` real numbers (see :meth:`validate_latents`).
+            batch_size: rows per onnxruntime call; ``None`` decodes all at once.
+
+        Returns:
+            float32 ``[n, H, W, C]`` pixel means (probabilities in [0, 1] for a
+            Bernoulli decoder, unclipped real values for a Gaussian one).
+        """
+        arr = self.validate_latents(z)
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+        n = arr.shape[0]
+        if n == 0:
+            return np.zeros((0, *self.image_shape), dtype=np.float32)
+        step = n if batch_size is None else batch_size
+        parts = [self._run(arr[i : i + step]) for i in range(0, n, step)]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def latents(self, n: int, seed: int | None = None, temperature: float = 1.0) -> np.ndarray:
+        """Draw ``z ~ N(0, temperature^2 I)``: float32 ``[n, latent_dim]``.
+
+        Uses ``numpy.random.default_rng(seed)``, so the same seed gives the
+        same latents (``seed=None`` draws fresh randomness).
+        """
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"n must be a positive integer; got {n!r}")
+        if seed is not None and (
+            isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0
+        ):
+            raise ValueError(f"seed must be a non-negative integer or None; got {seed!r}")
+        try:
+            t = float(temperature)
+        except (TypeError, ValueError):
+            t = float("nan")
+        if not np.isfinite(t) or t < 0:
+            raise ValueError(f"temperature must be a finite number >= 0; got {temperature!r}")
+        rng = np.random.default_rng(seed)
+        z = rng.standard_normal((int(n), self.latent_dim), dtype=np.float32)
+        return z * np.float32(t)
+
+    def sample(
+        self,
+        n: int,
+        seed: int | None = None,
+        temperature: float = 1.0,
+        batch_size: int = 256,
+    ) -> np.ndarray:
+        """Sample ``n`` images: decode ``latents(n, seed, temperature)`` in batches.
+
+        Returns float32 ``[n, H, W, C]`` pixel means. The latents are drawn
+        all at once, so the result does not depend on ``batch_size``.
+        """
+        return self.decode(self.latents(n, seed, temperature), batch_size=batch_size)
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-ready summary: provider, shapes, likelihood, metadata."""
+        return {
+            "provider": self.provider,
+            "latent_dim": self.latent_dim,
+            "image_shape": list(self.image_shape),
+            "likelihood": self.likelihood,
+            "metadata": dict(self.metadata),
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"Sampler({str(self.model_path)!r}, provider={self.provider!r}, "
+            f"latent_dim={self.latent_dim}, image_shape={self.image_shape})"
+        )
