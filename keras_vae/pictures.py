@@ -1,0 +1,74 @@
+"""Pictures a person would rather look at than read: grids, latent space, interpolation.
+
+Every function writes one PNG, atomically.
+"""
+
+import numpy as np
+
+from keras_vae.files import atomic_path
+from serving.images import image_grid
+from serving.images import save_png
+
+
+# Small images (8×8 digits) are enlarged so that a tile is at least this many pixels.
+MIN_TILE_PIXELS = 32
+
+
+def save_grid(images, path, ncols=None):
+    """Tiles float images (N, H, W, C) in [0, 1] into one PNG, enlarging small ones."""
+    grid = image_grid(images, ncols=ncols)
+    scale = max(1, -(-MIN_TILE_PIXELS // images.shape[1]))
+    save_png(np.repeat(np.repeat(grid, scale, axis=0), scale, axis=1), path)
+
+
+def save_samples(vae, path, n=64, seed=0):
+    """A grid of n images decoded from z ~ N(0, I)."""
+    save_grid(vae.sample(n, seed=seed), path)
+
+
+def save_reconstructions(vae, images, path, n=32):
+    """Originals (odd rows) above their reconstructions (even rows), 8 per row."""
+    images = images[:n]
+    reconstructions = vae.reconstruct(images)
+    rows = []
+    for start in range(0, len(images), 8):
+        rows += [images[start : start + 8], reconstructions[start : start + 8]]
+    save_grid(np.concatenate(rows), path, ncols=8)
+
+
+def save_interpolation(vae, start_image, end_image, path, steps=10):
+    """Decodes z_mean linearly interpolated between two images' posteriors, one row."""
+    z_mean, _ = vae.encode(np.stack([start_image, end_image]))
+    weights = np.linspace(0.0, 1.0, steps)[:, None]
+    z = (1.0 - weights) * z_mean[0] + weights * z_mean[1]
+    row = np.concatenate([start_image[None], vae.decode(z), end_image[None]])
+    save_grid(row, path, ncols=len(row))
+
+
+def save_latent_space(vae, images, labels, path):
+    """Scatter of the posterior means, coloured by label (first two dims, or PCA when D > 2)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    z_mean, _ = vae.encode(images)
+    if z_mean.shape[1] > 2:
+        centered = z_mean - z_mean.mean(axis=0)
+        _, _, components = np.linalg.svd(centered, full_matrices=False)
+        points, axis_names = centered @ components[:2].T, ("PC 1", "PC 2")
+    else:
+        points = np.pad(z_mean, ((0, 0), (0, 2 - z_mean.shape[1])))
+        axis_names = ("z 1", "z 2")
+    figure, axes = plt.subplots(figsize=(6, 5), dpi=120)
+    colours = labels if labels is not None else "tab:blue"
+    scatter = axes.scatter(points[:, 0], points[:, 1], c=colours, cmap="tab10", s=4, alpha=0.7)
+    if labels is not None:
+        figure.colorbar(scatter, ax=axes, label="label")
+    axes.set_xlabel(axis_names[0])
+    axes.set_ylabel(axis_names[1])
+    axes.set_title(f"Posterior means of {len(images)} test images")
+    figure.tight_layout()
+    with atomic_path(path) as temp_path:
+        figure.savefig(temp_path, format="png")
+    plt.close(figure)

@@ -1,0 +1,189 @@
+"""Training a VAE from a `TrainConfig` into a run directory.
+
+A run directory holds everything about one run:
+    config.json         every option, the backend and the library versions
+    model.keras         the model with the best validation loss
+    last.keras          the model after the last epoch
+    history.csv         per-epoch metrics (nats per example)
+    logs/               TensorBoard logs
+    backup/             Keras BackupAndRestore state while a run is unfinished
+    samples.png, reconstructions.png
+"""
+
+import csv
+import dataclasses
+import datetime
+import math
+import os
+import platform
+
+import numpy as np
+
+import keras
+
+import keras_vae
+from keras_vae.data import binarize
+from keras_vae.data import load_dataset
+from keras_vae.files import write_json
+from keras_vae.pictures import save_reconstructions
+from keras_vae.pictures import save_samples
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Every option of a training run; saved as the run's config.json."""
+
+    dataset: str = "digits"
+    data_dir: str | None = None
+    download: bool = False
+    binarize: bool = False
+    val_fraction: float = 0.1
+    epochs: int = 30
+    batch_size: int = 128
+    latent_dim: int = 16
+    architecture: str = "mlp"
+    hidden_units: tuple = (512, 512)
+    conv_filters: tuple = (32, 64)
+    likelihood: str = "bernoulli"
+    decoder_std: float | str = 1.0
+    beta: float = 1.0
+    kl_warmup_steps: int = 0
+    num_samples: int = 1
+    objective: str = "elbo"
+    dynamic_binarization: bool = False
+    lr: float = 1e-3
+    lr_schedule: str = "constant"
+    seed: int = 0
+    out: str = "runs/digits"
+    overwrite: bool = False
+    verbose: int | str = "auto"
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite and training was stopped."""
+
+
+def load_training_data(config):
+    """Train and validation images (N, H, W, C) for a config: (x_train, x_val)."""
+    images = load_dataset(config.dataset, "train", config.data_dir, config.download).images
+    if config.binarize:
+        images = binarize(images, seed=config.seed)
+    if not 0.0 < config.val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {config.val_fraction}")
+    order = np.random.default_rng(config.seed).permutation(len(images))
+    num_val = max(1, int(round(config.val_fraction * len(images))))
+    return images[order[num_val:]], images[order[:num_val]]
+
+
+def build_model(config, input_shape, learning_rate=None):
+    """A VAE for the config, compiled with Adam (learning_rate defaults to config.lr)."""
+    vae = keras_vae.VAE(
+        input_shape=input_shape,
+        latent_dim=config.latent_dim,
+        architecture=config.architecture,
+        hidden_units=config.hidden_units,
+        conv_filters=config.conv_filters,
+        likelihood=config.likelihood,
+        decoder_std=config.decoder_std,
+        beta=config.beta,
+        kl_warmup_steps=config.kl_warmup_steps,
+        num_samples=config.num_samples,
+        objective=config.objective,
+        dynamic_binarization=config.dynamic_binarization,
+        seed=config.seed,
+    )
+    vae.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate or config.lr))
+    return vae
+
+
+def learning_rate_schedule(config, steps_per_epoch):
+    if config.lr_schedule == "constant":
+        return config.lr
+    if config.lr_schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(config.lr, config.epochs * steps_per_epoch)
+    raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {config.lr_schedule!r}")
+
+
+def train(config, extra_callbacks=()):
+    """Trains with `model.fit` and Keras callbacks; returns the trained VAE.
+
+    Running the same config again after an interruption resumes from the last
+    completed epoch (BackupAndRestore). Raises TrainingDiverged on NaN loss.
+    """
+    keras.utils.set_random_seed(config.seed)
+    run_dir = config.out
+    backup_dir = os.path.join(run_dir, "backup")
+    history_path = os.path.join(run_dir, "history.csv")
+    resuming = os.path.isdir(backup_dir)
+    if not resuming and os.path.exists(os.path.join(run_dir, "model.keras")) and not config.overwrite:
+        raise FileExistsError(
+            f"{run_dir} already holds a finished run; choose another --out or pass --overwrite"
+        )
+    os.makedirs(run_dir, exist_ok=True)
+    if not resuming and os.path.exists(history_path):
+        os.remove(history_path)
+    x_train, x_val = load_training_data(config)
+    write_json(run_record(config, x_train.shape[1:]), os.path.join(run_dir, "config.json"))
+
+    steps_per_epoch = math.ceil(len(x_train) / config.batch_size)
+    vae = build_model(config, x_train.shape[1:], learning_rate_schedule(config, steps_per_epoch))
+    callbacks = [
+        keras.callbacks.TerminateOnNaN(),
+        keras.callbacks.BackupAndRestore(backup_dir),
+        keras.callbacks.ModelCheckpoint(
+            os.path.join(run_dir, "model.keras"),
+            monitor="val_loss",
+            save_best_only=True,
+            initial_value_threshold=best_logged_value(history_path, "val_loss"),
+        ),
+        keras.callbacks.ModelCheckpoint(os.path.join(run_dir, "last.keras")),
+        keras.callbacks.CSVLogger(history_path, append=True),
+        keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"), write_graph=False),
+        *extra_callbacks,
+    ]
+    history = vae.fit(
+        x_train,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        validation_data=(x_val,),
+        callbacks=callbacks,
+        verbose=config.verbose,
+    )
+    if not all(math.isfinite(loss) for loss in history.history.get("loss", [])):
+        raise TrainingDiverged(
+            "Training stopped: the loss became NaN or infinite. Try a lower --lr, "
+            "a KL warm-up (--kl-warmup-steps), or check the data."
+        )
+    save_samples(vae, os.path.join(run_dir, "samples.png"), seed=config.seed)
+    save_reconstructions(vae, x_val, os.path.join(run_dir, "reconstructions.png"))
+    return vae
+
+
+def run_record(config, image_shape):
+    """config.json contents: the options plus what is needed to reproduce and load the run."""
+    record = dataclasses.asdict(config)
+    record.update(
+        image_shape=[int(d) for d in image_shape],
+        backend=keras.backend.backend(),
+        versions=library_versions(),
+        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    )
+    return record
+
+
+def library_versions():
+    versions = {"keras_vae": keras_vae.__version__, "keras": keras.__version__,
+                "python": platform.python_version(), "numpy": np.__version__}
+    backend = keras.backend.backend()
+    module = __import__(backend)
+    versions[backend] = module.__version__
+    return versions
+
+
+def best_logged_value(history_path, column):
+    """The lowest `column` in a CSVLogger file, or None (no file, no rows)."""
+    if not os.path.exists(history_path):
+        return None
+    with open(history_path) as f:
+        values = [float(row[column]) for row in csv.DictReader(f) if row.get(column)]
+    return min(values) if values else None
