@@ -1,0 +1,131 @@
+"""Measuring a trained VAE on a test split: ELBO, importance-sampled NLL, pictures."""
+
+import json
+import math
+import os
+import time
+
+import numpy as np
+
+import keras
+
+from keras_vae.data import binarize
+from keras_vae.data import load_dataset
+from keras_vae.files import write_json
+from keras_vae.pictures import save_interpolation
+from keras_vae.pictures import save_latent_space
+from keras_vae.pictures import save_reconstructions
+from keras_vae.pictures import save_samples
+
+
+def resolve_model_path(path):
+    """A `.keras` file, or a run directory (its model.keras); returns (model path, run dir or None)."""
+    if os.path.isdir(path):
+        model_path = os.path.join(path, "model.keras")
+        if not os.path.exists(model_path):
+            raise FileNotFoundError(f"{path} is a directory without model.keras; is it a run directory?")
+        return model_path, path
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"No such model file or run directory: {path}")
+    return path, None
+
+
+def load_vae(path):
+    """Loads a VAE from a `.keras` file or a run directory; ValueError if it is not one."""
+    import keras_vae
+
+    model_path, _ = resolve_model_path(path)
+    try:
+        model = keras.models.load_model(model_path)
+    except Exception as error:
+        raise ValueError(f"Could not load {model_path} as a Keras model: {error}") from None
+    if not isinstance(model, keras_vae.VAE):
+        raise ValueError(f"{model_path} holds a {type(model).__name__}, not a keras_vae.VAE")
+    return model
+
+
+def read_run_config(run_dir):
+    """The run's config.json as a dict, or {} when there is none."""
+    path = os.path.join(run_dir, "config.json") if run_dir else None
+    if path and os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    return {}
+
+
+def test_images(vae, dataset, data_dir=None, seed=0):
+    """The test split as the model was trained to see it.
+
+    A model trained with dynamic binarization is measured on a statically
+    binarized test set (drawn once with `seed`), as is standard for binarized
+    MNIST. Returns (images, labels, binarized).
+    """
+    data = load_dataset(dataset, "test", data_dir)
+    if vae.dynamic_binarization:
+        return binarize(data.images, seed=seed), data.labels, True
+    return data.images, data.labels, False
+
+
+def measure(vae, images, num_samples=1000, batch_size=100, seed=0, verbose=True):
+    """ELBO and NLL on `images`, in nats per example (and NLL in bits per dimension).
+
+    The ELBO is −(reconstruction_loss + kl_loss) from `vae.evaluate` with the
+    model's own K; the NLL is −mean log p(x) from `vae.log_likelihood` with
+    `num_samples` importance samples. NLL ≤ −ELBO up to sampling noise.
+    """
+    started = time.perf_counter()
+    losses = vae.evaluate(images, batch_size=batch_size, return_dict=True, verbose=0)
+    elbo = -(losses["reconstruction_loss"] + losses["kl_loss"])
+    log_px = vae.log_likelihood(images, num_samples=num_samples, batch_size=batch_size,
+                                seed=seed, verbose=verbose)
+    nll = float(-np.mean(log_px))
+    dims = int(np.prod(vae.image_shape))
+    return {
+        "elbo": float(elbo),
+        "reconstruction_loss": float(losses["reconstruction_loss"]),
+        "kl_loss": float(losses["kl_loss"]),
+        "nll": nll,
+        "nll_standard_error": float(np.std(log_px) / math.sqrt(len(log_px))),
+        "bits_per_dim": nll / (dims * math.log(2.0)),
+        "num_samples": int(num_samples),
+        "num_images": int(len(images)),
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+
+
+def evaluate_run(model_path, out_dir=None, dataset=None, data_dir=None, num_samples=1000,
+                 batch_size=100, seed=0, verbose=True):
+    """Measures a saved model on its test split; writes metrics.json and pictures to out_dir.
+
+    `dataset`/`data_dir` default to those in the run's config.json.
+    Returns the metrics dict.
+    """
+    model_file, run_dir = resolve_model_path(model_path)
+    out_dir = out_dir or run_dir or os.path.dirname(os.path.abspath(model_file))
+    os.makedirs(out_dir, exist_ok=True)
+    config = read_run_config(run_dir)
+    dataset = dataset or config.get("dataset", "digits")
+    data_dir = data_dir if data_dir is not None else config.get("data_dir")
+
+    vae = load_vae(model_file)
+    images, labels, binarized = test_images(vae, dataset, data_dir, seed=seed)
+    metrics = measure(vae, images, num_samples, batch_size, seed=seed, verbose=verbose)
+    metrics.update(model=os.path.abspath(model_file), dataset=dataset, test_binarized=binarized,
+                   backend=keras.backend.backend())
+    write_json(metrics, os.path.join(out_dir, "metrics.json"))
+
+    save_reconstructions(vae, images, os.path.join(out_dir, "test_reconstructions.png"))
+    save_samples(vae, os.path.join(out_dir, "test_samples.png"), seed=seed)
+    save_latent_space(vae, images[:5000], None if labels is None else labels[:5000],
+                      os.path.join(out_dir, "latent_space.png"))
+    end = _index_of_other_label(labels)
+    save_interpolation(vae, images[0], images[end], os.path.join(out_dir, "interpolation.png"))
+    return metrics
+
+
+def _index_of_other_label(labels):
+    """Index of the first image whose label differs from image 0's (1 without labels)."""
+    if labels is None:
+        return 1
+    different = np.flatnonzero(labels != labels[0])
+    return int(different[0]) if len(different) else 1
