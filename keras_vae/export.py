@@ -1,0 +1,203 @@
+"""Exporting a trained VAE's decoder (and encoder) to ONNX, validated before it is written.
+
+One conversion path for every model: the `.keras` file is loaded under the
+TensorFlow backend and converted with tf2onnx. A `.keras` file loads in any
+backend, so a model trained on JAX or torch goes through the same converter
+and gets the same graph contract, op set and tensor names; tf2onnx is the
+most mature Keras→ONNX converter and handles dynamic batch axes cleanly.
+`pipelines/export.py` sets KERAS_BACKEND=tensorflow itself.
+
+The decoder graph: input `z` float32 [batch, latent_dim] (symbolic batch)
+-> output `x_mean` float32 [batch, H, W, C] (probabilities for a Bernoulli
+decoder: the sigmoid is in the graph; the mean for a Gaussian one).
+"""
+
+import datetime
+import os
+import shutil
+import time
+
+import numpy as np
+
+import keras
+
+import keras_vae
+from keras_vae.files import atomic_path
+
+DEFAULT_OPSET = 17
+PARITY_BATCH_SIZES = (1, 7, 64)
+PARITY_TOLERANCE = 1e-5
+TRITON_MAX_BATCH_SIZE = 256
+
+
+class ExportError(RuntimeError):
+    """The exported graph failed a check; nothing was written."""
+
+
+def export_decoder(vae, path, opset=DEFAULT_OPSET, metadata=None, tolerance=PARITY_TOLERANCE):
+    """Writes the decoder z -> x_mean as ONNX at `path`, after checking it.
+
+    Checks, before the file appears: `onnx.checker.check_model(full_check=True)`,
+    then onnxruntime against the Keras decoder on the same random z for batch
+    sizes 1, 7 and 64 (max absolute difference ≤ tolerance).
+
+    Returns:
+        A summary dict: path, bytes, opset, input/output shapes, parity per
+        batch size, seconds.
+    """
+    z = keras.Input(shape=(vae.latent_dim,), name="z")
+    decoder = keras.Model(z, vae.decoder_output_to_mean(vae.decoder(z)), name="vae_decoder")
+
+    def reference(z_batch):
+        return [vae.decode(z_batch)]
+
+    def random_inputs(batch_size, rng):
+        return {"z": rng.standard_normal((batch_size, vae.latent_dim)).astype("float32")}
+
+    props = dict(metadata or {}, **model_metadata(vae))
+    return _export(decoder, {"z": (vae.latent_dim,)}, ["x_mean"], path, opset, props,
+                   random_inputs, reference, tolerance)
+
+
+def export_encoder(vae, path, opset=DEFAULT_OPSET, metadata=None, tolerance=PARITY_TOLERANCE):
+    """Writes the encoder x -> (z_mean, z_log_var) as ONNX, checked as `export_decoder`."""
+
+    def reference(x_batch):
+        return list(vae.encode(x_batch))
+
+    def random_inputs(batch_size, rng):
+        return {"x": rng.random((batch_size,) + vae.image_shape).astype("float32")}
+
+    props = dict(metadata or {}, **model_metadata(vae))
+    return _export(vae.encoder, {"x": vae.image_shape}, ["z_mean", "z_log_var"], path, opset,
+                   props, random_inputs, reference, tolerance)
+
+
+def model_metadata(vae):
+    """The metadata every exported graph carries (strings)."""
+    return {
+        "latent_dim": str(vae.latent_dim),
+        "image_shape": "[" + ", ".join(str(d) for d in vae.image_shape) + "]",
+        "likelihood": vae.likelihood,
+        "keras_vae_version": keras_vae.__version__,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def write_triton_repository(onnx_path, repository, model_name, latent_dim, image_shape,
+                            max_batch_size=TRITON_MAX_BATCH_SIZE):
+    """Writes a Triton model repository: <repository>/<model_name>/{config.pbtxt, 1/model.onnx}."""
+    model_dir = os.path.join(repository, model_name)
+    os.makedirs(os.path.join(model_dir, "1"), exist_ok=True)
+    config = f"""name: "{model_name}"
+platform: "onnxruntime_onnx"
+max_batch_size: {max_batch_size}
+input [
+  {{
+    name: "z"
+    data_type: TYPE_FP32
+    dims: [ {latent_dim} ]
+  }}
+]
+output [
+  {{
+    name: "x_mean"
+    data_type: TYPE_FP32
+    dims: [ {", ".join(str(d) for d in image_shape)} ]
+  }}
+]
+dynamic_batching {{
+  max_queue_delay_microseconds: 2000
+}}
+"""
+    with atomic_path(os.path.join(model_dir, "1", "model.onnx")) as temp_path:
+        shutil.copyfile(onnx_path, temp_path)
+    with atomic_path(os.path.join(model_dir, "config.pbtxt")) as temp_path:
+        with open(temp_path, "w") as f:
+            f.write(config)
+    return model_dir
+
+
+def _export(model, input_shapes, output_names, path, opset, props, random_inputs, reference,
+            tolerance):
+    import onnx
+    import tensorflow as tf
+    import tf2onnx
+
+    if keras.backend.backend() != "tensorflow":
+        raise RuntimeError(
+            "ONNX export runs under KERAS_BACKEND=tensorflow (any backend's .keras file loads "
+            "there); use pipelines/export.py, which sets it."
+        )
+    started = time.perf_counter()
+    signature = [tf.TensorSpec((None,) + tuple(shape), tf.float32, name=name)
+                 for name, shape in input_shapes.items()]
+
+    @tf.function(input_signature=signature)
+    def forward(*inputs):
+        outputs = model(list(inputs) if len(inputs) > 1 else inputs[0], training=False)
+        outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+        return list(outputs)  # a list keeps the order; tf2onnx names them Identity*:0
+
+    onnx_model, _ = tf2onnx.convert.from_function(forward, input_signature=signature, opset=opset)
+    _name_outputs(onnx_model, output_names)
+    onnx_model.graph.name = model.name
+    onnx_model.doc_string = ""
+    onnx_model.producer_name = "keras_vae"
+    onnx_model.producer_version = keras_vae.__version__
+    onnx.helper.set_model_props(onnx_model, props)
+    try:
+        onnx.checker.check_model(onnx_model, full_check=True)
+    except onnx.checker.ValidationError as error:
+        raise ExportError(f"onnx.checker rejected the graph: {error}") from None
+
+    data = onnx_model.SerializeToString()
+    parity = _check_parity(data, random_inputs, reference, output_names, tolerance)
+    with atomic_path(path) as temp_path, open(temp_path, "wb") as f:
+        f.write(data)
+    return {
+        "path": os.path.abspath(path),
+        "bytes": len(data),
+        "opset": opset,
+        "inputs": {name: ["batch", *shape] for name, shape in input_shapes.items()},
+        "outputs": {node.name: [d.dim_param or d.dim_value
+                                for d in node.type.tensor_type.shape.dim]
+                    for node in onnx_model.graph.output},
+        "max_abs_diff": parity,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+
+
+def _name_outputs(onnx_model, output_names):
+    """Renames the graph outputs to `output_names`, in order, wherever they are referenced,
+    and calls the leading axis of every input and output "batch"."""
+    for value in list(onnx_model.graph.input) + list(onnx_model.graph.output):
+        value.type.tensor_type.shape.dim[0].dim_param = "batch"
+    renames = {}
+    for output, name in zip(onnx_model.graph.output, output_names):
+        renames[output.name] = name
+        output.name = name
+    for node in onnx_model.graph.node:
+        node.output[:] = [renames.get(n, n) for n in node.output]
+        node.input[:] = [renames.get(n, n) for n in node.input]
+
+
+def _check_parity(model_bytes, random_inputs, reference, output_names, tolerance):
+    """Runs onnxruntime and the Keras model on the same inputs; returns max |diff| per batch size."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    parity = {}
+    for batch_size in PARITY_BATCH_SIZES:
+        inputs = random_inputs(batch_size, rng)
+        got = session.run(output_names, inputs)
+        expected = reference(*inputs.values())
+        diff = max(float(np.max(np.abs(g - e))) for g, e in zip(got, expected))
+        parity[batch_size] = diff
+        if not diff <= tolerance:
+            raise ExportError(
+                f"onnxruntime output differs from Keras by {diff:.3g} at batch size "
+                f"{batch_size} (tolerance {tolerance:g}); nothing was written"
+            )
+    return parity
