@@ -1,0 +1,222 @@
+"""The VAE model on the current backend: objective, gradients, noise, fit, saving, errors."""
+
+import numpy as np
+import pytest
+import scipy.stats
+
+import keras
+from keras import ops
+
+import keras_vae
+
+pytestmark = pytest.mark.backend
+
+
+def small_vae(**kwargs):
+    options = dict(input_shape=(8, 8, 1), latent_dim=4, hidden_units=(64,), seed=1)
+    options.update(kwargs)
+    return keras_vae.VAE(**options)
+
+
+def per_example(vae, x, training=False):
+    return {k: ops.convert_to_numpy(v) for k, v in vae.compute_losses(x, training=training).items()}
+
+
+def test_iwae_with_one_sample_equals_the_elbo_in_expectation(digits):
+    # With K = 1 the IWAE bound is the single-sample ELBO, log p(x|z) + log p(z) − log q(z|x);
+    # the ELBO loss uses the closed-form KL instead. They agree in expectation over z.
+    repeats = 4000
+    x = np.repeat(digits[1][:4], repeats, axis=0)
+    elbo_vae = small_vae(objective="elbo", num_samples=1)
+    iwae_vae = small_vae(objective="iwae", num_samples=1)
+    iwae_vae.set_weights(elbo_vae.get_weights())
+    elbo = per_example(elbo_vae, x)["loss"].reshape(4, repeats)
+    iwae = per_example(iwae_vae, x)["loss"].reshape(4, repeats)
+    standard_error = np.sqrt(elbo.var(1) / repeats + iwae.var(1) / repeats)
+    np.testing.assert_array_less(np.abs(iwae.mean(1) - elbo.mean(1)), 4 * standard_error)
+
+
+def test_iwae_bound_is_tighter_than_the_elbo_on_average(digits):
+    x = digits[1][:64]
+    elbo_vae = small_vae(objective="elbo", num_samples=50)
+    iwae_vae = small_vae(objective="iwae", num_samples=50)
+    iwae_vae.set_weights(elbo_vae.get_weights())
+    # loss = −bound, so a tighter (larger) bound is a smaller loss.
+    assert per_example(iwae_vae, x)["loss"].mean() < per_example(elbo_vae, x)["loss"].mean() - 0.1
+
+
+def test_reparameterization_gives_the_encoder_a_gradient(digits):
+    # With β = 0 the loss is only −log p(x|z): the encoder can learn only through z = μ + σ·ε.
+    vae = small_vae(beta=0.0)
+    vae.compile(optimizer=keras.optimizers.SGD(learning_rate=0.1))
+    before = [w.copy() for w in vae.encoder.get_weights()]
+    vae.train_on_batch(digits[0][:64])
+    changed = [not np.allclose(b, a) for b, a in zip(before, vae.encoder.get_weights())]
+    assert all(changed), "every encoder weight should receive a gradient"
+
+
+def test_each_training_step_draws_fresh_noise(digits):
+    # A zero learning rate leaves the weights alone; only ε can make two losses differ.
+    vae = small_vae()
+    vae.compile(optimizer=keras.optimizers.SGD(learning_rate=0.0))
+    batch = digits[0][:64]
+    losses = [vae.train_on_batch(batch, return_dict=True)["reconstruction_loss"] for _ in range(3)]
+    assert len(set(np.round(losses, 6))) == 3, losses
+
+
+def test_fit_lowers_the_loss_and_reports_validation_metrics(digits):
+    x_train, x_test = digits
+    vae = small_vae(hidden_units=(128,))
+    vae.compile(optimizer=keras.optimizers.Adam(2e-3))
+    history = vae.fit(x_train, epochs=8, batch_size=64, validation_data=(x_test,), verbose=0).history
+    for name in ("loss", "reconstruction_loss", "kl_loss", "val_loss", "val_reconstruction_loss",
+                 "val_kl_loss"):
+        assert name in history and len(history[name]) == 8
+    assert history["loss"][-1] < history["loss"][0] - 3.0
+    assert history["val_loss"][-1] < history["val_loss"][0] - 1.0
+
+
+def test_loss_is_negative_elbo_in_nats_per_example(digits):
+    x = digits[1][:16]
+    vae = small_vae(num_samples=2000)
+    losses = per_example(vae, x)
+    np.testing.assert_allclose(losses["loss"], losses["reconstruction_loss"] + losses["kl_loss"], rtol=1e-5)
+    # An independent Monte Carlo estimate of −E_q log p(x|z) with scipy's Bernoulli.
+    z_mean, z_log_var = vae.encode(x)
+    rng = np.random.default_rng(0)
+    z = z_mean + np.exp(0.5 * z_log_var) * rng.standard_normal((2000,) + z_mean.shape)
+    probs = vae.decode(z.reshape(-1, 4)).reshape((2000,) + x.shape).astype("float64")
+    log_px = (x * np.log(probs) + (1 - x) * np.log1p(-probs)).sum(axis=(2, 3, 4))
+    np.testing.assert_allclose(losses["reconstruction_loss"], -log_px.mean(0), rtol=0.01)
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_kl_warmup_rises_during_fit(digits, compiled):
+    vae = small_vae(kl_warmup_steps=20)
+    vae.compile(optimizer="adam", jit_compile=compiled if keras.backend.backend() != "torch" else False)
+    betas = []
+
+    class RecordBeta(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            # `self.model` syncs the JAX training state back into the variables.
+            betas.append(float(ops.convert_to_numpy(self.model.current_beta())))
+
+    vae.fit(digits[0][:640], epochs=3, batch_size=64, callbacks=[RecordBeta()], verbose=0)
+    assert betas[0] == pytest.approx(1 / 20)
+    assert betas[9] == pytest.approx(10 / 20)
+    assert betas[-1] == pytest.approx(1.0)
+    assert np.all(np.diff(betas) >= 0)
+
+
+def test_learned_gaussian_variance_is_trained(digits):
+    vae = small_vae(likelihood="gaussian", decoder_std="learned")
+    vae.compile(optimizer=keras.optimizers.Adam(1e-2))
+    before = ops.convert_to_numpy(vae.decoder_log_var).copy()
+    vae.fit(digits[0], epochs=2, batch_size=128, verbose=0)
+    assert not np.allclose(before, ops.convert_to_numpy(vae.decoder_log_var))
+
+
+def test_dynamic_binarization_trains_on_binary_draws(digits):
+    vae = small_vae(dynamic_binarization=True, hidden_units=(128,))
+    vae.compile(optimizer=keras.optimizers.Adam(2e-3))
+    history = vae.fit(digits[0], epochs=3, batch_size=64, verbose=0).history
+    assert history["loss"][-1] < history["loss"][0]
+    # Bernoulli(x) draws have reconstruction entropy ≥ 0 while grey targets cannot reach 0:
+    # a check that x in the step differs from the grey input is that the loss is finite and learning.
+    assert np.isfinite(history["loss"]).all()
+
+
+def test_log_likelihood_matches_the_closed_form_of_a_linear_gaussian_model():
+    # No hidden layers and a Gaussian decoder: x = Wz + b + σ·noise, so p(x) = N(b, WWᵀ + σ²I).
+    sigma, latent_dim = 0.5, 2
+    vae = keras_vae.VAE(input_shape=(4, 4, 1), latent_dim=latent_dim, hidden_units=(),
+                        likelihood="gaussian", decoder_std=sigma, seed=0)
+    rng = np.random.default_rng(0)
+    weight = rng.normal(size=(latent_dim, 16)).astype("float32")
+    bias = rng.normal(size=(16,)).astype("float32") * 0.1
+    vae.decoder.get_layer("pixels").set_weights([weight, bias])
+    # Encoder: the exact posterior mean, and the diagonal of the posterior variance.
+    posterior_cov = np.linalg.inv(np.eye(latent_dim) + weight @ weight.T / sigma**2)
+    vae.encoder.get_layer("z_mean").set_weights(
+        [(weight.T @ posterior_cov / sigma**2).astype("float32"),
+         (-bias @ weight.T @ posterior_cov / sigma**2).astype("float32")])
+    vae.encoder.get_layer("z_log_var_raw").set_weights(
+        [np.zeros((16, latent_dim), "float32"), np.log(np.diag(posterior_cov)).astype("float32")])
+
+    x = rng.normal(size=(5, 4, 4, 1)).astype("float32")
+    exact = scipy.stats.multivariate_normal(bias, weight.T @ weight + sigma**2 * np.eye(16)).logpdf(
+        x.reshape(5, 16))
+    estimate = vae.log_likelihood(x, num_samples=4000, batch_size=5, samples_per_chunk=1000, seed=0)
+    np.testing.assert_allclose(estimate, exact, atol=0.05)
+
+
+def test_log_likelihood_is_at_least_the_elbo_and_does_not_depend_on_chunking(digits):
+    x = digits[1][:40]
+    vae = small_vae()
+    elbo = -per_example(vae, x)["loss"]
+    small_chunks = vae.log_likelihood(x, num_samples=200, batch_size=8, samples_per_chunk=7, seed=0)
+    one_chunk = vae.log_likelihood(x, num_samples=200, batch_size=40, seed=1)
+    assert small_chunks.shape == (40,)
+    assert small_chunks.mean() > elbo.mean()
+    np.testing.assert_allclose(small_chunks.mean(), one_chunk.mean(), atol=0.3)
+
+
+def test_save_and_load_round_trip(tmp_path, digits):
+    vae = small_vae(architecture="conv", conv_filters=(8, 16), kl_warmup_steps=5)
+    vae.compile(optimizer="adam")
+    vae.fit(digits[0][:128], epochs=1, batch_size=64, verbose=0)
+    vae.save(tmp_path / "vae.keras")
+    loaded = keras.models.load_model(tmp_path / "vae.keras")
+    assert isinstance(loaded, keras_vae.VAE)
+    assert loaded.get_config() == vae.get_config()
+    z = np.random.default_rng(0).standard_normal((6, 4))
+    np.testing.assert_allclose(loaded.decode(z), vae.decode(z), atol=1e-5)
+    assert float(ops.convert_to_numpy(loaded.steps_seen)) == 2.0
+    loaded.fit(digits[0][:128], epochs=1, batch_size=64, verbose=0)  # still trains
+
+
+@pytest.mark.parametrize("architecture,shape", [("mlp", (28, 28, 1)), ("conv", (28, 28, 1)),
+                                                ("conv", (8, 8, 1)), ("conv", (32, 32, 3))])
+def test_architectures_handle_image_sizes(architecture, shape):
+    vae = keras_vae.VAE(input_shape=shape, latent_dim=3, architecture=architecture)
+    x = np.random.default_rng(0).random((2,) + shape).astype("float32")
+    assert vae.reconstruct(x).shape == (2,) + shape
+    assert vae.sample(3, seed=0).shape == (3,) + shape
+
+
+def test_sample_is_deterministic_for_a_seed():
+    vae = small_vae()
+    np.testing.assert_array_equal(vae.sample(4, seed=7), vae.sample(4, seed=7))
+    assert not np.allclose(vae.sample(4, seed=7), vae.sample(4, seed=8))
+
+
+@pytest.mark.parametrize("bad_shape", [(10, 8, 8), (10, 8, 8, 3), (10, 64), (10, 7, 8, 1)])
+def test_wrong_image_shape_is_a_clear_error(bad_shape, digits):
+    vae = small_vae()
+    vae.compile(optimizer="adam")
+    x = np.zeros(bad_shape, "float32")
+    for call in (lambda: vae.fit(x, epochs=1, verbose=0), lambda: vae.encode(x),
+                 lambda: vae.log_likelihood(x, num_samples=2)):
+        with pytest.raises(ValueError, match=r"Expected images of shape \(batch, 8, 8, 1\), got"):
+            call()
+
+
+def test_bernoulli_data_outside_unit_interval_is_a_clear_error(digits):
+    vae = small_vae()
+    vae.compile(optimizer="adam")
+    with pytest.raises(ValueError, match=r"pixel values in \[0, 1\], got values in \[0, 16\]"):
+        vae.fit(digits[0] * 16.0, epochs=1, verbose=0)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        vae.fit(digits[0], validation_data=(digits[1] * 255.0,), epochs=1, verbose=0)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"likelihood": "poisson"}, "likelihood must be one of"),
+    ({"objective": "vi"}, "objective must be one of"),
+    ({"architecture": "conv", "input_shape": (7, 7, 1)}, "divisible by 4"),
+    ({"num_samples": 0}, "num_samples must be >= 1"),
+    ({"decoder_std": -1.0}, "decoder_std must be a positive float or 'learned'"),
+])
+def test_bad_constructor_arguments_are_clear_errors(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        small_vae(**kwargs)
