@@ -147,6 +147,11 @@ class VAE(BackendTrainer, keras.Model):
         # A model saved under JAX stores jit_compile=True, which under torch
         # would switch on torch.compile; let the loading backend choose.
         config = dict(config, jit_compile="auto")
+        # Under torch, Keras saves its torch-only optimizer class (module
+        # keras.src.backend.torch...); load the public class of the same name.
+        optimizer = config.get("optimizer")
+        if isinstance(optimizer, dict) and optimizer.get("module", "").startswith("keras.src.backend."):
+            config["optimizer"] = dict(optimizer, module="keras.optimizers", registered_name=None)
         super().compile_from_config(config)
 
     @property

@@ -96,7 +96,7 @@ class Sampler:
             onnxruntime choose (one per physical core).
 
     Attributes:
-        model_path: the resolved model path.
+        model_path: the model file, as a :class:`pathlib.Path`.
         provider: the execution provider the session actually uses, e.g.
             ``"CPUExecutionProvider"``.
         latent_dim: size of one latent vector.
@@ -124,6 +124,9 @@ class Sampler:
             raise FileNotFoundError(f"model file not found: {str(path)!r}")
         providers = _choose_providers(provider)
         options = ort.SessionOptions()
+        # Idle onnxruntime worker threads sleep instead of spinning, so they do
+        # not take CPU from the web server's event loop between calls.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if intra_op_threads is not None:
             options.intra_op_num_threads = int(intra_op_threads)
         try:

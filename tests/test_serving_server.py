@@ -107,6 +107,39 @@ def test_decode_formats_match_reference(client, model):
     assert r.headers["content-type"] == "image/png"
 
 
+def test_large_rgb_responses(tmp_path):
+    """Big responses (encoded off the event loop) and colour images are right too."""
+    path = make_decoder_onnx(tmp_path / "rgb.onnx", latent_dim=3, image_shape=(32, 32, 3),
+                             likelihood="gaussian")
+    with TestClient(create_app(path)) as c:
+        z = np.random.default_rng(9).standard_normal((8, 3), dtype=np.float32)
+        expected = reference_decode(path, z)
+        r = c.post("/v1/generate", json={"n": 8, "seed": 9, "format": "json"})
+        np.testing.assert_allclose(np.array(r.json()["images"]), expected, rtol=1e-5, atol=1e-5)
+        r = c.post("/v1/generate", json={"n": 8, "seed": 9, "ncols": 4})
+        with Image.open(io.BytesIO(r.content)) as img:
+            assert img.mode == "RGB" and img.size == (4 * 33 + 1, 2 * 33 + 1)
+            tile = np.asarray(img)[34:66, 34:66].astype(int)  # image 5
+        assert np.abs(tile - np.rint(np.clip(expected[5], 0, 1) * 255)).max() <= 1
+        r = c.post(INFER, json={"inputs": [{"name": "z", "datatype": "FP32", "shape": [8, 3],
+                                            "data": z.tolist()}]})
+        x = np.array(r.json()["outputs"][0]["data"]).reshape(8, 32, 32, 3)
+        np.testing.assert_allclose(x, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_server_command_line_errors(tmp_path):
+    run = subprocess.run([sys.executable, "-m", "serving.server", str(tmp_path / "none.onnx")],
+                         cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    assert run.stderr.strip() == (f"python -m serving.server: error: model file not found: "
+                                  f"{str(tmp_path / 'none.onnx')!r}")
+    help_text = subprocess.run([sys.executable, "serving/server.py", "--help"], cwd=REPO,
+                               capture_output=True, text=True, timeout=60).stdout
+    for flag in ("--host", "--port", "--model-name", "--provider", "--max-n",
+                 "--max-body-bytes", "--batch-wait-ms", "--no-micro-batching"):
+        assert flag in help_text
+
+
 # ------------------------------------------------------------------ KServe v2
 
 

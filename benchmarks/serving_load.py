@@ -1,0 +1,295 @@
+"""Loopback load test of the decoder server, with and without micro-batching.
+
+Starts two ``python -m serving.server`` processes on free 127.0.0.1 ports,
+one with micro-batching and one without, sends each a fixed number of
+``/v1/decode`` (or ``/v1/generate``) requests at a fixed concurrency for
+each batch size (in interleaved rounds, so background load hits both
+alike), and prints a Markdown table (images/s, p50/p99 latency, server peak
+RSS) plus the with/without micro-batching throughput ratio of the same run.
+
+The load is bounded (``--requests`` per table row) and stops by itself; only
+127.0.0.1 is ever contacted. The client and the servers share the machine,
+so the numbers describe the whole loopback setup. With ``--url`` an already
+running local server is measured instead (as configured; no comparison).
+
+Examples:
+    python benchmarks/serving_load.py decoder.onnx
+    python benchmarks/serving_load.py decoder.onnx --requests 1000 --concurrency 64
+    python benchmarks/serving_load.py decoder.onnx --endpoint generate --batch-sizes 1,16,64
+    python benchmarks/serving_load.py decoder.onnx --url http://127.0.0.1:8000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import httpx
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+LOOPBACK = {"127.0.0.1", "localhost"}
+
+
+@dataclass
+class Result:
+    batch: int
+    micro_batching: str
+    requests: int
+    concurrency: int
+    images_per_s: float
+    p50_ms: float
+    p99_ms: float
+    peak_rss_mib: float | None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _peak_rss_mib(pid: int) -> float | None:
+    """Peak resident memory of a process in MiB (Linux VmHWM; else current RSS)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    try:
+        import psutil
+
+        return psutil.Process(pid).memory_info().rss / 2**20
+    except Exception:
+        return None
+
+
+class LocalServer:
+    """``python -m serving.server`` in a subprocess on a free loopback port."""
+
+    def __init__(self, model: str, micro_batching: bool, extra: list[str]) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        cmd = [sys.executable, "-m", "serving.server", model, "--host", "127.0.0.1",
+               "--port", str(self.port), "--log-level", "warning", *extra]
+        if not micro_batching:
+            cmd.append("--no-micro-batching")
+        self._log = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT)
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                self._log.seek(0)
+                raise RuntimeError(f"server exited:\n{self._log.read().decode()}")
+            try:
+                if httpx.get(self.url + "/v2/health/ready", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("server did not become ready in time")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self._log.close()
+
+
+def _payloads(endpoint: str, batch: int, latent_dim: int, count: int) -> list[bytes]:
+    rng = np.random.default_rng(0)
+    if endpoint == "generate":
+        return [json.dumps({"n": batch, "seed": i, "format": "npy"}).encode()
+                for i in range(count)]
+    return [json.dumps({"z": rng.standard_normal((batch, latent_dim)).round(5).tolist(),
+                        "format": "npy"}).encode() for _ in range(count)]
+
+
+async def _post(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str,
+                body: bytes) -> tuple[int, bytes]:
+    """One HTTP/1.1 keep-alive POST on an open connection; returns (status, body)."""
+    writer.write(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                 f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+                 .encode() + body)
+    status = int((await reader.readline()).split()[1])
+    length = 0
+    while (line := await reader.readline()) not in (b"\r\n", b""):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    return status, await reader.readexactly(length)
+
+
+async def _load(url: str, path: str, payloads: list[bytes],
+                concurrency: int) -> tuple[float, list[float]]:
+    """Send every payload once from ``concurrency`` keep-alive connections.
+
+    A minimal asyncio HTTP/1.1 client keeps the load generator's own CPU
+    use small, since it shares the machine with the server.
+    Returns (wall seconds, per-request latencies in seconds).
+    """
+    target = urlparse(url)
+    latencies: list[float] = []
+    queue = list(reversed(payloads))
+
+    async def worker() -> None:
+        reader, writer = await asyncio.open_connection(target.hostname, target.port)
+        try:
+            while queue:
+                body = queue.pop()
+                t0 = time.perf_counter()
+                status, answer = await _post(reader, writer, path, body)
+                latencies.append(time.perf_counter() - t0)
+                if status != 200:
+                    raise RuntimeError(f"{path} answered {status}: {answer[:200]!r}")
+        finally:
+            writer.close()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return time.perf_counter() - start, latencies
+
+
+def measure(targets: dict[str, tuple[str, int | None]], args: argparse.Namespace,
+            batch: int, latent_dim: int) -> list[Result]:
+    """Measure every target at one batch size, interleaving them round by round.
+
+    ``targets`` maps a micro-batching label ("on"/"off") to (url, server pid).
+    Each target gets a warm-up, then ``args.rounds`` slices of the requests,
+    alternating targets (and which goes first) so that background load on
+    the machine affects all of them alike.
+    """
+    path = "/v1/generate" if args.endpoint == "generate" else "/v1/decode"
+    warmup = _payloads(args.endpoint, batch, latent_dim, min(args.requests, 2 * args.concurrency))
+    payloads = _payloads(args.endpoint, batch, latent_dim, args.requests)
+    slices = [payloads[i :: args.rounds] for i in range(args.rounds)]
+    seconds = dict.fromkeys(targets, 0.0)
+    latencies: dict[str, list[float]] = {label: [] for label in targets}
+    for url, _ in targets.values():
+        asyncio.run(_load(url, path, warmup, args.concurrency))
+    labels = list(targets)
+    for round_ in range(args.rounds):
+        for label in labels[round_ % len(labels):] + labels[: round_ % len(labels)]:
+            s, lat = asyncio.run(_load(targets[label][0], path, slices[round_], args.concurrency))
+            seconds[label] += s
+            latencies[label] += lat
+    results = []
+    for label, (_, pid) in targets.items():
+        ms = np.array(latencies[label]) * 1e3
+        results.append(Result(batch, label, args.requests, args.concurrency,
+                              batch * args.requests / seconds[label],
+                              float(np.percentile(ms, 50)), float(np.percentile(ms, 99)),
+                              _peak_rss_mib(pid) if pid else None))
+    return results
+
+
+def _table(results: list[Result]) -> str:
+    lines = ["| batch | micro-batching | requests | concurrency | images/s | p50 ms | p99 ms "
+             "| server peak RSS MiB |",
+             "|---:|:---:|---:|---:|---:|---:|---:|---:|"]
+    for r in results:
+        rss = f"{r.peak_rss_mib:.0f}" if r.peak_rss_mib is not None else "n/a"
+        lines.append(f"| {r.batch} | {r.micro_batching} | {r.requests} | {r.concurrency} "
+                     f"| {r.images_per_s:,.0f} | {r.p50_ms:.1f} | {r.p99_ms:.1f} | {rss} |")
+    return "\n".join(lines)
+
+
+def _ratios(results: list[Result]) -> list[str]:
+    by_key = {(r.batch, r.micro_batching): r for r in results}
+    lines = []
+    for batch in sorted({r.batch for r in results}):
+        on, off = by_key.get((batch, "on")), by_key.get((batch, "off"))
+        if on and off:
+            lines.append(f"- batch {batch}: micro-batching on/off throughput ratio "
+                         f"{on.images_per_s / off.images_per_s:.2f}x, p99 "
+                         f"{on.p99_ms:.1f} ms vs {off.p99_ms:.1f} ms")
+    return lines
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[1],
+        epilog="\n".join(__doc__.split("\n\n")[-1:]),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("model", help="path to decoder.onnx (the server loads it)")
+    p.add_argument("--url", default=None,
+                   help="measure a running server at http://127.0.0.1:PORT instead of "
+                        "starting one (loopback only)")
+    p.add_argument("--endpoint", choices=["decode", "generate"], default="decode",
+                   help="/v1/decode (default) or /v1/generate")
+    p.add_argument("--batch-sizes", default="1,16",
+                   help="comma-separated images per request (default 1,16)")
+    p.add_argument("--requests", type=int, default=1000,
+                   help="requests per table row, after a warm-up (default 1000)")
+    p.add_argument("--rounds", type=int, default=4,
+                   help="interleaved on/off rounds the requests are split into (default 4)")
+    p.add_argument("--concurrency", type=int, default=32,
+                   help="requests in flight at once (default 32)")
+    p.add_argument("--batch-wait-ms", type=float, default=2.0,
+                   help="server micro-batch window in ms (default 2)")
+    p.add_argument("--intra-op-threads", type=int, default=None,
+                   help="onnxruntime intra-op threads in the server (default: its choice)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    sizes = [int(s) for s in args.batch_sizes.split(",") if s.strip()]
+    if min(args.requests, args.concurrency, args.rounds, *sizes, 1) < 1 or not sizes:
+        print("error: --requests, --concurrency, --rounds and batch sizes must be positive",
+              file=sys.stderr)
+        return 2
+    if args.url is not None and urlparse(args.url).hostname not in LOOPBACK:
+        print("error: --url must point at 127.0.0.1 (loopback only)", file=sys.stderr)
+        return 2
+
+    results: list[Result] = []
+    servers: list[LocalServer] = []
+    try:
+        if args.url is not None:
+            url = args.url.rstrip("/")
+            info = httpx.get(url + "/v1/model", timeout=10).json()
+            targets = {"on" if info.get("micro_batching") else "off": (url, None)}
+        else:
+            extra = ["--batch-wait-ms", str(args.batch_wait_ms), "--max-n", str(max(256, *sizes))]
+            if args.intra_op_threads is not None:
+                extra += ["--intra-op-threads", str(args.intra_op_threads)]
+            servers = [LocalServer(args.model, on, extra) for on in (True, False)]
+            for server in servers:
+                server.wait_ready()
+            info = httpx.get(servers[0].url + "/v1/model", timeout=10).json()
+            targets = {"on": (servers[0].url, servers[0].proc.pid),
+                       "off": (servers[1].url, servers[1].proc.pid)}
+        for batch in sizes:
+            results += measure(targets, args, batch, info["latent_dim"])
+    finally:
+        for server in servers:
+            server.stop()
+
+    print(f"endpoint /v1/{args.endpoint}, model {args.model}, batch window "
+          f"{args.batch_wait_ms} ms\n")
+    print(_table(results))
+    ratios = _ratios(results)
+    if ratios:
+        print("\n" + "\n".join(ratios))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,191 @@
+"""Command-line sampler: decode random (or given) latents into images.
+
+Run as ``python -m serving.generate`` or ``python serving/generate.py``;
+``--help`` lists the options with examples. Exit status: 0 on success,
+1 when the work fails (model, input or output problem), 2 for bad arguments.
+Errors are one line on stderr; output files are written atomically, so a
+failure never leaves a partial file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repo root importable
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+import numpy as np
+
+from serving.files import write_bytes_atomic
+from serving.images import encode_png, image_grid
+from serving.sampler import PROVIDERS, ModelLoadError, ProviderUnavailableError, Sampler
+
+DEFAULT_N = 64
+
+EPILOG = """\
+examples:
+  # 64 samples with a fixed seed, as an 8x8 PNG grid
+  python -m serving.generate decoder.onnx -n 64 --seed 0 --out samples.png
+
+  # cooler samples (closer to the mean), also saved as float32 [n, H, W, C]
+  python -m serving.generate decoder.onnx -n 16 --temperature 0.7 --out s.png --npy s.npy
+
+  # decode your own latents (a [n, latent_dim] .npy file) on the GPU
+  python -m serving.generate decoder.onnx --z latents.npy --provider cuda --out z.png
+
+The same --seed always gives a byte-identical PNG.
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """ArgumentParser whose errors are a single line on stderr."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+class UsageError(Exception):
+    """Arguments that parse but do not make sense together (exit status 2)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="python -m serving.generate",
+        description="Sample images from an exported VAE decoder (decoder.onnx) "
+        "with onnxruntime and save them as a PNG grid and/or a .npy array.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("model", help="path to decoder.onnx")
+    p.add_argument("-n", type=int, default=None, help=f"number of images (default {DEFAULT_N})")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default: fresh randomness)")
+    p.add_argument("--temperature", type=float, default=None,
+                   help="latent standard deviation: z ~ N(0, T^2 I) (default 1.0)")
+    p.add_argument("--z", metavar="LATENTS.npy", default=None,
+                   help="decode these latents, shape [n, latent_dim], instead of sampling")
+    p.add_argument("--batch-size", type=int, default=256,
+                   help="rows per onnxruntime call (default 256)")
+    p.add_argument("--out", metavar="PNG", default=None, help="write an image grid to this PNG")
+    p.add_argument("--npy", metavar="FILE", default=None,
+                   help="write pixel means, float32 [n, H, W, C], to this .npy file")
+    p.add_argument("--ncols", type=int, default=None,
+                   help="images per grid row (default: ceil(sqrt(n)))")
+    p.add_argument("--provider", choices=PROVIDERS, default="auto",
+                   help="onnxruntime execution provider (default auto: CUDA if available)")
+    return p
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """Reject argument combinations before any work is done."""
+    if args.out is None and args.npy is None:
+        raise UsageError("nothing to write: give --out PNG and/or --npy FILE")
+    if args.z is not None and (args.n is not None or args.seed is not None
+                               or args.temperature is not None):
+        raise UsageError("--z decodes given latents; it cannot be combined with -n, --seed "
+                         "or --temperature")
+    if args.n is not None and args.n <= 0:
+        raise UsageError(f"-n must be a positive integer; got {args.n}")
+    if args.seed is not None and args.seed < 0:
+        raise UsageError(f"--seed must be >= 0; got {args.seed}")
+    if args.temperature is not None and not (np.isfinite(args.temperature)
+                                             and args.temperature >= 0):
+        raise UsageError(f"--temperature must be a finite number >= 0; got {args.temperature}")
+    if args.batch_size <= 0:
+        raise UsageError(f"--batch-size must be a positive integer; got {args.batch_size}")
+    if args.ncols is not None and args.ncols <= 0:
+        raise UsageError(f"--ncols must be a positive integer; got {args.ncols}")
+    for path in (args.out, args.npy):
+        if path is None:
+            continue
+        if Path(path).is_dir():
+            raise UsageError(f"output path is a directory: {path!r}")
+        if not Path(path).resolve().parent.is_dir():
+            raise UsageError(f"output directory does not exist: {str(Path(path).parent)!r}")
+    if args.out is not None and args.out == args.npy:
+        raise UsageError("--out and --npy must be different files")
+
+
+def _load_latents(path: str) -> np.ndarray:
+    """Read a [n, latent_dim] array from a .npy file (never unpickles)."""
+    try:
+        with open(path, "rb") as f:
+            if f.read(6) != b"\x93NUMPY":
+                raise ValueError(f"{path!r} is not a .npy file")
+            f.seek(0)
+            return np.load(f, allow_pickle=False)
+    except FileNotFoundError:
+        raise ValueError(f"latents file not found: {path!r}") from None
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read latents from {path!r}: {exc}") from None
+
+
+def _npy_bytes(images: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, images.astype(np.float32, copy=False), allow_pickle=False)
+    return buf.getvalue()
+
+
+def run(args: argparse.Namespace) -> None:
+    """Do the work described by parsed ``args``; raise on any problem."""
+    _check_args(args)
+    sampler = Sampler(args.model, provider=args.provider)
+    print(f"provider: {sampler.provider}")
+
+    z = _load_latents(args.z) if args.z is not None else None
+    start = time.perf_counter()
+    if z is not None:
+        images = sampler.decode(z, batch_size=args.batch_size)
+    else:
+        n = DEFAULT_N if args.n is None else args.n
+        temperature = 1.0 if args.temperature is None else args.temperature
+        images = sampler.sample(n, seed=args.seed, temperature=temperature,
+                                batch_size=args.batch_size)
+    seconds = time.perf_counter() - start
+    n = images.shape[0]
+    if n == 0:
+        raise ValueError("the latents file holds no rows; nothing to decode")
+    h, w, c = sampler.image_shape
+    rate = n / seconds if seconds > 0 else float("inf")
+    print(f"decoded {n} images of {h}x{w}x{c} in {seconds * 1e3:.1f} ms ({rate:,.0f} images/s)")
+
+    # Encode everything before writing anything.
+    files: list[tuple[str, bytes, str]] = []
+    if args.npy is not None:
+        files.append((args.npy, _npy_bytes(images), f"float32 array {list(images.shape)}"))
+    if args.out is not None:
+        grid = image_grid(images, ncols=args.ncols)
+        files.append((args.out, encode_png(grid), f"{grid.shape[1]}x{grid.shape[0]} px grid"))
+    for path, data, what in files:
+        write_bytes_atomic(path, data)
+        print(f"wrote {path} ({what})")
+
+
+def _fail(message: object, status: int) -> int:
+    text = " ".join(str(message).split())  # always a single line
+    print(f"python -m serving.generate: error: {text}", file=sys.stderr)
+    return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the process exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        run(args)
+    except UsageError as exc:
+        return _fail(exc, 2)
+    except (ModelLoadError, ProviderUnavailableError, ValueError) as exc:
+        return _fail(exc, 1)
+    except OSError as exc:  # includes FileNotFoundError for the model
+        return _fail(exc if exc.filename is None or exc.strerror is None
+                     else f"{exc.strerror}: {exc.filename!r}", 1)
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,307 @@
+"""HTTP server for an exported VAE decoder (FastAPI + uvicorn).
+
+Run ``python -m serving.server decoder.onnx --host 127.0.0.1 --port 8000``
+(``--help`` lists the options). Endpoints:
+
+* ``GET  /healthz``, ``GET /v1/model``, ``GET /metrics`` (Prometheus text),
+* ``POST /v1/generate`` ``{"n", "seed", "temperature", "format", "ncols"}`` ->
+  a PNG grid, a ``.npy`` float32 ``[n, H, W, C]`` array, or JSON,
+* ``POST /v1/decode`` ``{"z": [[...], ...], "format"}`` -> the same formats,
+* the Open Inference Protocol (KServe v2 / Triton) under ``/v2``, see
+  :mod:`serving.kserve`.
+
+All errors are JSON ``{"error": "..."}`` with a 4xx status. Decode work from
+concurrent requests is merged by :class:`serving.batching.MicroBatcher`
+unless micro-batching is switched off, in which case every request runs
+``Sampler.decode`` in a worker thread of its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import os
+import sys
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+if __package__ in (None, ""):  # run as a script: make the repo root importable
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+import numpy as np
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
+
+from serving import kserve
+from serving.batching import MicroBatcher, ShuttingDown, encode_off_loop
+from serving.errors import APIError, install_error_handlers
+from serving.images import encode_png, image_grid
+from serving.limits import BodyLimitMiddleware
+from serving.metrics import Metrics, MetricsMiddleware
+from serving.sampler import PROVIDERS, ModelLoadError, ProviderUnavailableError, Sampler
+
+__all__ = ["create_app", "main", "ServingState"]
+
+DEFAULT_MAX_BATCH = 256
+DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024  # 8 MiB
+DEFAULT_BATCH_WAIT_MS = 2.0
+
+
+def version() -> str:
+    """The installed keras-vae version, or ``"0+unknown"`` when not installed."""
+    try:
+        return importlib_metadata.version("keras-vae")
+    except importlib_metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+@dataclass
+class ServingState:
+    """What the request handlers share: the sampler, limits, metrics, batcher."""
+
+    sampler: Sampler
+    model_name: str
+    max_batch: int
+    metrics: Metrics
+    batcher: MicroBatcher | None
+    ready: bool = False
+
+    async def decode(self, z: Any) -> np.ndarray:
+        """Validate ``z`` ``[n, latent_dim]`` and decode it to float32 ``[n, H, W, C]``.
+
+        Raises ``ValueError`` for invalid ``z`` (before any queueing, so one
+        bad request never spoils a batch) and a 503 while shutting down.
+        """
+        z = self.sampler.validate_latents(z)
+        if self.batcher is not None and self.batcher.running:
+            try:
+                return await self.batcher.decode(z)
+            except ShuttingDown as exc:
+                raise APIError(503, str(exc)) from None
+        x = await asyncio.to_thread(self.sampler.decode, z)
+        self.metrics.observe_batch(len(z), 1)
+        return x
+
+
+# ----------------------------------------------------------------- /v1 schemas
+
+ImageFormat = Literal["png", "npy", "json"]
+Ncols = Annotated[StrictInt | None, Field(ge=1, description="images per PNG grid row")]
+
+
+class GenerateRequest(BaseModel):
+    """Body of ``POST /v1/generate``: sample ``n`` images with z ~ N(0, T^2 I)."""
+
+    model_config = ConfigDict(extra="forbid")
+    n: StrictInt = Field(16, ge=1, description="number of images")
+    seed: StrictInt | None = Field(None, ge=0, lt=2**64, description="random seed")
+    temperature: float = Field(1.0, ge=0, allow_inf_nan=False, strict=True,
+                               description="latent standard deviation T")
+    format: ImageFormat = "png"
+    ncols: Ncols = None
+
+
+class DecodeRequest(BaseModel):
+    """Body of ``POST /v1/decode``: decode the given latents ``z`` ``[n, latent_dim]``."""
+
+    model_config = ConfigDict(extra="forbid")
+    z: list[list[Annotated[float, Field(strict=True)]]]
+    format: ImageFormat = "json"
+    ncols: Ncols = None
+
+
+def _render(x: np.ndarray, fmt: str, ncols: int | None) -> Response:
+    """Encode float32 images ``[n, H, W, C]`` as a PNG grid, ``.npy`` bytes or JSON."""
+    if fmt == "png":
+        return Response(encode_png(image_grid(x, ncols=ncols)), media_type="image/png")
+    if fmt == "npy":
+        buf = io.BytesIO()
+        np.save(buf, np.asarray(x, dtype=np.float32), allow_pickle=False)
+        return Response(buf.getvalue(), media_type="application/octet-stream",
+                        headers={"Content-Disposition": 'attachment; filename="images.npy"'})
+    return JSONResponse({"shape": list(x.shape), "images": x.tolist()})
+
+
+def _serving(request: Request) -> ServingState:
+    return request.app.state.serving
+
+
+def _add_v1_routes(app: FastAPI) -> None:
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/v1/model", tags=["v1"])
+    async def model_info(request: Request) -> dict:
+        state = _serving(request)
+        info = {"model_name": state.model_name, **state.sampler.describe()}
+        info["max_batch"] = state.max_batch
+        info["micro_batching"] = state.batcher is not None
+        return info
+
+    @app.get("/metrics", tags=["health"])
+    async def metrics(request: Request) -> Response:
+        body, content_type = _serving(request).metrics.render()
+        return Response(body, media_type=content_type)
+
+    @app.post("/v1/generate", tags=["v1"])
+    async def generate(body: GenerateRequest, request: Request) -> Response:
+        state = _serving(request)
+        if body.n > state.max_batch:
+            raise APIError(422, f"n: at most {state.max_batch} images per request; got {body.n}")
+        z = state.sampler.latents(body.n, seed=body.seed, temperature=body.temperature)
+        x = await state.decode(z)
+        state.metrics.images.inc(len(x))
+        return await encode_off_loop(x.size, _render, x, body.format, body.ncols)
+
+    @app.post("/v1/decode", tags=["v1"])
+    async def decode(body: DecodeRequest, request: Request) -> Response:
+        state = _serving(request)
+        if not 1 <= len(body.z) <= state.max_batch:
+            raise APIError(422, f"z: expected 1 to {state.max_batch} rows; got {len(body.z)}")
+        try:
+            x = await state.decode(body.z)
+        except ValueError as exc:
+            raise APIError(422, str(exc)) from None
+        state.metrics.images.inc(len(x))
+        return await encode_off_loop(x.size, _render, x, body.format, body.ncols)
+
+
+def create_app(
+    model: str | os.PathLike | Sampler,
+    model_name: str = "vae_decoder",
+    max_batch: int = DEFAULT_MAX_BATCH,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    batch_wait_ms: float = DEFAULT_BATCH_WAIT_MS,
+    micro_batching: bool = True,
+    provider: str = "auto",
+    intra_op_threads: int | None = None,
+) -> FastAPI:
+    """Build the FastAPI app serving one decoder.
+
+    Args:
+        model: a :class:`Sampler`, or the path of ``decoder.onnx`` to load
+            (with ``provider`` and ``intra_op_threads``).
+        model_name: the model's name in ``/v2/models/{name}``.
+        max_batch: most images per request, and most rows per onnxruntime
+            call made by the micro-batcher.
+        max_body_bytes: largest accepted request body, in bytes.
+        batch_wait_ms: how long the micro-batcher waits to fill a batch.
+        micro_batching: merge concurrent decode work (True) or run every
+            request on its own (False).
+
+    The micro-batcher starts and stops with the app's lifespan, so use the
+    app under a server (uvicorn) or ``with TestClient(app)``.
+    """
+    if max_batch < 1:
+        raise ValueError(f"max_batch must be >= 1; got {max_batch}")
+    if max_body_bytes < 1:
+        raise ValueError(f"max_body_bytes must be >= 1; got {max_body_bytes}")
+    sampler = model if isinstance(model, Sampler) else Sampler(
+        model, provider=provider, intra_op_threads=intra_op_threads)
+    metrics = Metrics()
+    batcher = MicroBatcher(sampler.decode, max_batch=max_batch, wait_ms=batch_wait_ms,
+                           on_batch=metrics.observe_batch) if micro_batching else None
+    state = ServingState(sampler, model_name, max_batch, metrics, batcher)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if batcher is not None:
+            await batcher.start()
+        state.ready = True
+        try:
+            yield
+        finally:
+            state.ready = False
+            if batcher is not None:
+                await batcher.stop()
+
+    app = FastAPI(
+        title="keras-vae decoder server",
+        version=version(),
+        description="Sample and decode images with an exported VAE decoder.",
+        lifespan=lifespan,
+    )
+    app.state.serving = state
+    install_error_handlers(app)
+    _add_v1_routes(app)
+    kserve.add_kserve_routes(app)
+    # The last middleware added runs first: metrics see every request,
+    # including those refused for their size.
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app
+
+
+# ------------------------------------------------------------------------- CLI
+
+EPILOG = """\
+examples:
+  python -m serving.server decoder.onnx --host 127.0.0.1 --port 8000
+  curl -s localhost:8000/v1/generate -H 'Content-Type: application/json' \\
+       -d '{"n": 16, "seed": 0}' -o samples.png
+  curl -s localhost:8000/v2/models/vae_decoder     # KServe v2 / Triton metadata
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m serving.server",
+        description="Serve an exported VAE decoder (decoder.onnx) over HTTP: /v1 JSON "
+        "endpoints, the KServe v2 / Triton inference protocol, and Prometheus metrics.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("model", help="path to decoder.onnx")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--model-name", default="vae_decoder",
+                   help="model name under /v2/models/ (default vae_decoder)")
+    p.add_argument("--provider", choices=PROVIDERS, default="auto",
+                   help="onnxruntime execution provider (default auto)")
+    p.add_argument("--intra-op-threads", type=int, default=None,
+                   help="onnxruntime intra-op threads (default: onnxruntime's choice)")
+    p.add_argument("--max-n", type=int, default=DEFAULT_MAX_BATCH,
+                   help=f"most images per request and per batch (default {DEFAULT_MAX_BATCH})")
+    p.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES,
+                   help=f"largest request body in bytes (default {DEFAULT_MAX_BODY_BYTES})")
+    p.add_argument("--batch-wait-ms", type=float, default=DEFAULT_BATCH_WAIT_MS,
+                   help=f"micro-batch collection window in ms (default {DEFAULT_BATCH_WAIT_MS})")
+    p.add_argument("--no-micro-batching", action="store_true",
+                   help="decode every request on its own")
+    p.add_argument("--log-level", default="info",
+                   choices=["critical", "error", "warning", "info", "debug"])
+    p.add_argument("--access-log", action="store_true", help="log every request")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, load the model and run uvicorn until interrupted."""
+    import uvicorn
+
+    args = build_parser().parse_args(argv)
+    try:
+        app = create_app(
+            args.model, model_name=args.model_name, max_batch=args.max_n,
+            max_body_bytes=args.max_body_bytes, batch_wait_ms=args.batch_wait_ms,
+            micro_batching=not args.no_micro_batching, provider=args.provider,
+            intra_op_threads=args.intra_op_threads,
+        )
+    except (OSError, ModelLoadError, ProviderUnavailableError, ValueError) as exc:
+        print(f"python -m serving.server: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
+    sampler = app.state.serving.sampler
+    print(f"serving {sampler.model_path} as {args.model_name!r} on {sampler.provider} "
+          f"(micro-batching {'off' if args.no_micro_batching else 'on'})", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
+                access_log=args.access_log)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

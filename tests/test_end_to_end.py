@@ -1,0 +1,164 @@
+"""The pipelines end to end, each backend in its own process: train -> evaluate -> load
+anywhere -> export to ONNX -> sample with onnxruntime."""
+
+import csv
+import json
+import os
+
+import numpy as np
+import onnxruntime
+import pytest
+
+from conftest import BACKENDS
+from conftest import run_python
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """One short training run on digits per backend: {backend: run_dir}."""
+    root = tmp_path_factory.mktemp("runs")
+    runs = {}
+    for backend in BACKENDS:
+        run_dir = str(root / backend)
+        run_python(["pipelines/train.py", "--epochs", "4", "--latent-dim", "8", "--hidden-units",
+                    "128", "--kl-warmup-steps", "10", "--quiet", "--out", run_dir], backend)
+        runs[backend] = run_dir
+    return runs
+
+
+@pytest.fixture(scope="module")
+def decoded(runs, tmp_path_factory):
+    """Every run's model decoded on the same z under every backend: {loader: npz}."""
+    root = tmp_path_factory.mktemp("decoded")
+    results = {}
+    for loader in BACKENDS:
+        out = str(root / f"{loader}.npz")
+        run_python(["tests/decode_worker.py", out, *runs.values()], loader)
+        results[loader] = dict(np.load(out))
+    return results
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_train_writes_a_complete_run_directory(runs, backend):
+    run_dir = runs[backend]
+    for name in ("config.json", "model.keras", "last.keras", "history.csv", "samples.png",
+                 "reconstructions.png", "logs"):
+        assert os.path.exists(os.path.join(run_dir, name)), name
+    assert not os.path.exists(os.path.join(run_dir, "backup")), "a finished run keeps no backup"
+    with open(os.path.join(run_dir, "config.json")) as f:
+        config = json.load(f)
+    assert config["backend"] == backend and config["image_shape"] == [8, 8, 1]
+    assert backend in config["versions"] and config["hidden_units"] == [128]
+    with open(os.path.join(run_dir, "history.csv")) as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3]
+    assert float(rows[-1]["val_loss"]) < float(rows[0]["val_loss"])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_evaluate_reports_nll_at_least_as_tight_as_the_elbo(runs, backend, tmp_path):
+    result = run_python(["pipelines/evaluate.py", runs[backend], "--num-samples", "100",
+                         "--out", str(tmp_path)], backend)
+    assert "Test ELBO" in result.stdout
+    with open(tmp_path / "metrics.json") as f:
+        metrics = json.load(f)
+    assert metrics["num_images"] == 360 and metrics["backend"] == backend
+    assert metrics["nll"] <= -metrics["elbo"] + 3 * metrics["nll_standard_error"]
+    assert metrics["bits_per_dim"] == pytest.approx(metrics["nll"] / (64 * np.log(2)))
+    for name in ("test_reconstructions.png", "test_samples.png", "latent_space.png",
+                 "interpolation.png"):
+        assert (tmp_path / name).stat().st_size > 100
+
+
+@pytest.mark.parametrize("source", BACKENDS)
+def test_a_saved_model_decodes_the_same_under_every_backend(decoded, source):
+    reference = decoded[source][source]
+    for loader in BACKENDS:
+        np.testing.assert_allclose(decoded[loader][source], reference, atol=1e-5,
+                                   err_msg=f"{source} model loaded under {loader}")
+
+
+@pytest.mark.parametrize("source", BACKENDS)
+def test_export_matches_keras_for_every_origin_backend(runs, decoded, source, tmp_path):
+    decoder_path, encoder_path = tmp_path / "decoder.onnx", tmp_path / "encoder.onnx"
+    result = run_python(["pipelines/export.py", runs[source], "--out", str(decoder_path),
+                         "--encoder-out", str(encoder_path), "--triton-repo",
+                         str(tmp_path / "repo")])
+    assert "max |onnxruntime - keras|: batch 1:" in result.stdout
+
+    session = onnxruntime.InferenceSession(str(decoder_path), providers=["CPUExecutionProvider"])
+    (z_input,), (x_output,) = session.get_inputs(), session.get_outputs()
+    assert (z_input.name, z_input.shape, z_input.type) == ("z", ["batch", 8], "tensor(float)")
+    assert (x_output.name, x_output.shape) == ("x_mean", ["batch", 8, 8, 1])
+    metadata = session.get_modelmeta().custom_metadata_map
+    assert metadata["latent_dim"] == "8" and json.loads(metadata["image_shape"]) == [8, 8, 1]
+    assert metadata["likelihood"] == "bernoulli" and metadata["source_backend"] == source
+    assert metadata["dataset"] == "digits" and metadata["keras_vae_version"] and metadata["created"]
+
+    # The same z as the Keras decoders saw, at a batch size the export never checked.
+    z = decoded[source]["z"]
+    np.testing.assert_allclose(session.run(["x_mean"], {"z": z})[0], decoded[source][source], atol=1e-5)
+    assert session.run(["x_mean"], {"z": z[:3]})[0].shape == (3, 8, 8, 1)
+
+    encoder = onnxruntime.InferenceSession(str(encoder_path), providers=["CPUExecutionProvider"])
+    assert [o.name for o in encoder.get_outputs()] == ["z_mean", "z_log_var"]
+    z_mean, z_log_var = encoder.run(None, {"x": np.zeros((2, 8, 8, 1), "float32")})
+    assert z_mean.shape == z_log_var.shape == (2, 8)
+
+    config = (tmp_path / "repo" / "vae_decoder" / "config.pbtxt").read_text()
+    assert 'platform: "onnxruntime_onnx"' in config and "max_batch_size: 256" in config
+    assert "dynamic_batching" in config and 'name: "z"' in config and "dims: [ 8, 8, 1 ]" in config
+    assert (tmp_path / "repo" / "vae_decoder" / "1" / "model.onnx").read_bytes() == decoder_path.read_bytes()
+    data = decoder_path.read_bytes()
+    assert str(tmp_path).encode() not in data and os.getcwd().encode() not in data
+
+
+def test_onnx_decoder_serves_samples_from_the_command_line(runs, tmp_path):
+    decoder_path = tmp_path / "decoder.onnx"
+    run_python(["pipelines/export.py", runs["torch"], "--out", str(decoder_path)])
+    first, second = tmp_path / "a.png", tmp_path / "b.png"
+    for out in (first, second):
+        run_python(["serving/generate.py", str(decoder_path), "-n", "16", "--seed", "3",
+                    "--out", str(out)])
+    assert first.read_bytes() == second.read_bytes()
+
+
+def test_export_bad_inputs_exit_with_a_clear_message(runs, tmp_path):
+    import keras
+
+    plain = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    plain.save(tmp_path / "plain.keras")
+    cases = [
+        ([str(tmp_path / "missing.keras")], "No such model file or run directory"),
+        ([str(tmp_path / "plain.keras")], "not a keras_vae.VAE"),
+        ([str(tmp_path)], "without model.keras"),
+    ]
+    for args, message in cases:
+        result = run_python(["pipelines/export.py", *args, "--out", str(tmp_path / "d.onnx")],
+                            check=False)
+        assert result.returncode != 0 and message in result.stderr, result.stderr
+    blocked = tmp_path / "a_file"
+    blocked.write_text("")
+    result = run_python(["pipelines/export.py", runs["tensorflow"], "--out",
+                         str(blocked / "decoder.onnx")], check=False)
+    assert result.returncode != 0 and "not a writable directory" in result.stderr
+    assert not any(p.suffix == ".onnx" or p.name.startswith(".tmp") for p in tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("args,message", [
+    (["pipelines/train.py", "--epochs", "0"], "--epochs must be at least 1"),
+    (["pipelines/train.py", "--architecture", "resnet"], "invalid choice: 'resnet'"),
+    (["pipelines/train.py", "--decoder-std", "wide"], "--decoder-std must be a number or 'learned'"),
+    (["pipelines/train.py", "--dataset", "no_such_dataset_anywhere"], "Unknown dataset"),
+    (["pipelines/train.py", "--dataset", "missing.npz"], "No such .npz file"),
+    (["pipelines/evaluate.py", "no/such/run"], "No such model file or run directory"),
+    (["pipelines/evaluate.py", "x", "--num-samples", "0"], "must be at least 1"),
+])
+def test_bad_command_lines_exit_non_zero_with_a_message(args, message, tmp_path):
+    result = run_python([*args, *(["--out", str(tmp_path / "o")] if "train" in args[0] else [])],
+                        check=False)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
