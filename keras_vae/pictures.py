@@ -16,9 +16,8 @@ MIN_TILE_PIXELS = 32
 
 def save_grid(images, path, ncols=None):
     """Tiles float images (N, H, W, C) in [0, 1] into one PNG, enlarging small ones."""
-    grid = image_grid(images, ncols=ncols)
     scale = max(1, -(-MIN_TILE_PIXELS // images.shape[1]))
-    save_png(np.repeat(np.repeat(grid, scale, axis=0), scale, axis=1), path)
+    save_png(image_grid(images, ncols=ncols, scale=scale), path)
 
 
 def save_samples(vae, path, n=64, seed=0):

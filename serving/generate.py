@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write pixel means, float32 [n, H, W, C], to this .npy file")
     p.add_argument("--ncols", type=int, default=None,
                    help="images per grid row (default: ceil(sqrt(n)))")
+    p.add_argument("--scale", type=int, default=1,
+                   help="enlarge the PNG grid this many times, e.g. 4 for 8x8 digits (default: 1)")
     p.add_argument("--provider", choices=PROVIDERS, default="auto",
                    help="onnxruntime execution provider (default auto: CUDA if available)")
     return p
@@ -96,6 +98,8 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--temperature must be a finite number >= 0; got {args.temperature}")
     if args.batch_size <= 0:
         raise UsageError(f"--batch-size must be a positive integer; got {args.batch_size}")
+    if args.scale < 1:
+        raise UsageError(f"--scale must be a positive integer; got {args.scale}")
     if args.ncols is not None and args.ncols <= 0:
         raise UsageError(f"--ncols must be a positive integer; got {args.ncols}")
     for path in (args.out, args.npy):
@@ -157,7 +161,7 @@ def run(args: argparse.Namespace) -> None:
     if args.npy is not None:
         files.append((args.npy, _npy_bytes(images), f"float32 array {list(images.shape)}"))
     if args.out is not None:
-        grid = image_grid(images, ncols=args.ncols)
+        grid = image_grid(images, ncols=args.ncols, scale=args.scale)
         files.append((args.out, encode_png(grid), f"{grid.shape[1]}x{grid.shape[0]} px grid"))
     for path, data, what in files:
         write_bytes_atomic(path, data)

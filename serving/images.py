@@ -42,6 +42,7 @@ def image_grid(
     ncols: int | None = None,
     padding: int = 1,
     pad_value: float = 0.0,
+    scale: int = 1,
 ) -> np.ndarray:
     """Tile a batch of images into one picture.
 
@@ -51,11 +52,14 @@ def image_grid(
         ncols: tiles per row; default ``ceil(sqrt(N))``, capped at N.
         padding: pixels of ``pad_value`` between tiles and around the border.
         pad_value: brightness of the padding, in [0, 1].
+        scale: enlarge the finished grid this many times (nearest neighbour),
+            so that small images such as 8×8 digits are easy to see.
 
     Returns:
         uint8 array of shape ``[rows*(H+p)+p, ncols*(W+p)+p]`` for grayscale
         or ``[..., ..., 3]`` for RGB, where ``rows = ceil(N / ncols)`` and
-        ``p = padding``. Unused cells of the last row are ``pad_value``.
+        ``p = padding``, each side then multiplied by ``scale``. Unused cells
+        of the last row are ``pad_value``.
 
     Raises:
         ValueError: on an empty batch, a wrong rank, an unsupported channel
@@ -77,6 +81,8 @@ def image_grid(
         raise ValueError(f"ncols must be >= 1; got {ncols}")
     if padding < 0:
         raise ValueError(f"padding must be >= 0; got {padding}")
+    if scale < 1:
+        raise ValueError(f"scale must be >= 1; got {scale}")
     ncols = min(ncols, n)
     nrows = math.ceil(n / ncols)
 
@@ -92,6 +98,7 @@ def image_grid(
         top = padding + row * (h + padding)
         left = padding + col * (w + padding)
         grid[top : top + h, left : left + w] = tiles[i]
+    grid = np.repeat(np.repeat(grid, scale, axis=0), scale, axis=1)
     return grid[..., 0] if c == 1 else grid
 
 

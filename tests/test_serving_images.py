@@ -105,3 +105,12 @@ def test_save_png_encoding_error_creates_nothing(tmp_path):
     with pytest.raises(ValueError):
         save_png(np.zeros((2, 2, 5)), tmp_path / "bad.png")
     assert os.listdir(tmp_path) == []
+
+
+def test_scale_enlarges_the_grid_by_nearest_neighbour():
+    images = np.random.default_rng(0).random((3, 4, 5, 1)).astype(np.float32)
+    grid = image_grid(images, ncols=2)
+    np.testing.assert_array_equal(image_grid(images, ncols=2, scale=3),
+                                  np.repeat(np.repeat(grid, 3, axis=0), 3, axis=1))
+    with pytest.raises(ValueError, match="scale must be >= 1"):
+        image_grid(images, scale=0)

@@ -1,0 +1,37 @@
+# keras-vae: `make demo` sets up and runs the main job; `make test` runs every test on all three backends.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+RUN ?= runs/digits
+
+.PHONY: setup demo test test-fast clean
+
+# torch is pinned to the CPU wheel first, so that nothing pulls several GB of CUDA builds.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "torch==2.13.0"
+	$(PY) -m pip install --quiet -e ".[all]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+# The main job on the built-in digits: train -> evaluate -> export to ONNX -> sample with onnxruntime.
+demo: setup
+	$(PY) pipelines/train.py --epochs 60 --quiet --overwrite --out $(RUN)
+	$(PY) pipelines/evaluate.py $(RUN) --num-samples 1000
+	$(PY) pipelines/export.py $(RUN) --out $(RUN)/decoder.onnx
+	$(PY) serving/generate.py $(RUN)/decoder.onnx -n 64 --seed 0 --scale 4 --out $(RUN)/onnx_samples.png
+	@echo
+	@echo "Pictures to look at in $(RUN)/: samples.png reconstructions.png test_reconstructions.png"
+	@echo "  latent_space.png interpolation.png onnx_samples.png  (numbers: $(RUN)/metrics.json)"
+
+# Keras fixes its backend per process: the `backend` tests run once under each backend,
+# the rest (pipelines end to end across backends, serving, data) once.
+test: setup
+	KERAS_BACKEND=jax $(PY) -m pytest -m backend
+	KERAS_BACKEND=torch $(PY) -m pytest -m backend
+	KERAS_BACKEND=tensorflow $(PY) -m pytest
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,70 @@
+"""Training runs on the current backend: resuming, repeatability, divergence."""
+
+import csv
+import os
+
+import numpy as np
+import pytest
+
+import keras
+
+from keras_vae.training import TrainConfig
+from keras_vae.training import TrainingDiverged
+from keras_vae.training import train
+
+pytestmark = pytest.mark.backend
+
+
+def small_config(out, **kwargs):
+    options = dict(out=str(out), epochs=4, latent_dim=4, hidden_units=(32,), batch_size=256,
+                   verbose=0)
+    options.update(kwargs)
+    return TrainConfig(**options)
+
+
+def history(run_dir):
+    with open(os.path.join(run_dir, "history.csv")) as f:
+        return list(csv.DictReader(f))
+
+
+class Interrupt(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+
+def test_an_interrupted_run_resumes_where_it_stopped(tmp_path):
+    config = small_config(tmp_path / "run")
+    with pytest.raises(KeyboardInterrupt):
+        train(config, extra_callbacks=[Interrupt()])
+    assert os.path.isdir(tmp_path / "run" / "backup")
+    assert [int(row["epoch"]) for row in history(config.out)] == [0, 1]
+
+    vae = train(config)  # the same command again
+    assert [int(row["epoch"]) for row in history(config.out)] == [0, 1, 2, 3]
+    assert not os.path.exists(tmp_path / "run" / "backup")
+    assert int(keras.ops.convert_to_numpy(vae.optimizer.iterations)) == 4 * 6  # 1294 images / 256
+
+
+def test_a_finished_run_is_not_overwritten_by_accident(tmp_path):
+    config = small_config(tmp_path / "run", epochs=1)
+    train(config)
+    with pytest.raises(FileExistsError, match="already holds a finished run"):
+        train(config)
+    config.overwrite = True
+    train(config)
+    assert len(history(config.out)) == 1
+
+
+def test_the_same_seed_repeats_the_run(tmp_path):
+    train(small_config(tmp_path / "a", epochs=2))
+    train(small_config(tmp_path / "b", epochs=2))
+    for a, b in zip(history(tmp_path / "a"), history(tmp_path / "b")):
+        np.testing.assert_allclose(float(a["loss"]), float(b["loss"]), rtol=1e-5)
+        np.testing.assert_allclose(float(a["val_loss"]), float(b["val_loss"]), rtol=1e-5)
+
+
+def test_a_diverging_run_stops_with_a_message(tmp_path):
+    config = small_config(tmp_path / "run", lr=1e12, likelihood="gaussian", decoder_std=1e-3)
+    with pytest.raises(TrainingDiverged, match="NaN or infinite"):
+        train(config)
