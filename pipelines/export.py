@@ -40,6 +40,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter
     # One conversion path for every origin backend: load under TensorFlow, convert with tf2onnx.
     os.environ["KERAS_BACKEND"] = "tensorflow"
     from keras_vae.evaluation import load_vae

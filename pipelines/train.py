@@ -82,6 +82,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter
     if args.backend:
         os.environ["KERAS_BACKEND"] = args.backend
     from keras_vae.training import TrainConfig

@@ -1,0 +1,222 @@
+"""Training throughput: keras_vae.VAE against Keras' built-in fit and a plain PyTorch loop.
+
+For each backend (its own process) and architecture, trains on MNIST (batch 128):
+  keras_vae   keras_vae.VAE, its custom train_step, model.fit
+  built-in    the same encoder/decoder as a functional model, compile(loss=...)/fit,
+              with the KL added by add_loss (what a user would write without keras_vae)
+and, in a process without Keras, the plain PyTorch loop of pytorch/examples `vae/main.py`
+on the same networks and data (DataLoader, autograd, torch.optim.Adam).
+
+Images/s are measured over the second pass through `--images` images (the first one
+compiles and warms up). Prints a Markdown table with ratios measured in this run.
+
+examples:
+  python benchmarks/training.py --data ../shared/data/mnist.npz
+  python benchmarks/training.py --data ../shared/data/mnist.npz --architectures mlp --images 12800
+"""
+
+import argparse
+import json
+import sys
+import time
+
+from common import BACKENDS
+from common import machine_line
+from common import markdown_table
+from common import peak_rss_mib
+from common import run_worker
+
+BATCH_SIZE = 128
+LATENT_DIM = 16
+
+
+def load_images(data, count):
+    import numpy as np
+
+    from keras_vae.data import to_unit_float
+
+    with np.load(data) as archive:
+        return to_unit_float(archive["x_train"][:count])
+
+
+def load_images_without_keras(data, count):
+    import numpy as np
+
+    with np.load(data) as archive:
+        return (archive["x_train"][:count].astype("float32") / 255.0)[..., None]
+
+
+# === Keras workers (KERAS_BACKEND chooses the backend) ===
+
+def builtin_model(architecture):
+    """The same networks as keras_vae.VAE, trained with compile(loss=...) and add_loss."""
+    import keras
+    from keras import ops
+
+    from keras_vae.networks import build_decoder
+    from keras_vae.networks import build_encoder
+
+    class SampleWithKL(keras.layers.Layer):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.seed_generator = keras.random.SeedGenerator(0)
+
+        def call(self, inputs):
+            z_mean, z_log_var = inputs
+            kl = 0.5 * ops.sum(ops.square(z_mean) + ops.exp(z_log_var) - 1.0 - z_log_var, axis=-1)
+            self.add_loss(ops.mean(kl))
+            epsilon = keras.random.normal(ops.shape(z_mean), seed=self.seed_generator)
+            return z_mean + ops.exp(0.5 * z_log_var) * epsilon
+
+    def bernoulli_nll(x, logits):
+        return ops.sum(ops.softplus(logits) - x * logits, axis=(1, 2, 3))
+
+    encoder = build_encoder((28, 28, 1), LATENT_DIM, architecture, (512, 512), (32, 64))
+    decoder = build_decoder((28, 28, 1), LATENT_DIM, architecture, (512, 512), (32, 64))
+    x = keras.Input((28, 28, 1))
+    logits = decoder(SampleWithKL()(encoder(x)))
+    model = keras.Model(x, logits)
+    model.compile(optimizer="adam", loss=bernoulli_nll)
+    return model
+
+
+def time_second_epoch(model, x, y):
+    import keras
+
+    class EpochTimer(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.seconds = time.perf_counter() - self.started
+
+    timer = EpochTimer()
+    model.fit(x, y, epochs=2, batch_size=BATCH_SIZE, callbacks=[timer], verbose=0)
+    return len(x) / timer.seconds
+
+
+def keras_worker(args):
+    import keras
+
+    import keras_vae
+
+    x = load_images(args.data, args.images)
+    results = {}
+    for architecture in args.architectures.split(","):
+        vae = keras_vae.VAE(input_shape=(28, 28, 1), latent_dim=LATENT_DIM, architecture=architecture)
+        vae.compile(optimizer="adam")
+        results[f"{architecture}/keras_vae"] = time_second_epoch(vae, x, None)
+        keras.utils.clear_session()
+        results[f"{architecture}/built-in"] = time_second_epoch(builtin_model(architecture), x, x)
+        keras.utils.clear_session()
+    results["peak_rss_mib"] = peak_rss_mib()
+    print(json.dumps(results))
+
+
+# === The plain PyTorch loop (no Keras in this process) ===
+
+def torch_networks(architecture):
+    import torch
+    from torch import nn
+
+    class TorchVAE(nn.Module):
+        def __init__(self):
+            super().__init__()
+            if architecture == "mlp":
+                self.encoder = nn.Sequential(nn.Flatten(), nn.Linear(784, 512), nn.ReLU(),
+                                             nn.Linear(512, 512), nn.ReLU())
+                self.decoder = nn.Sequential(nn.Linear(LATENT_DIM, 512), nn.ReLU(), nn.Linear(512, 512),
+                                             nn.ReLU(), nn.Linear(512, 784), nn.Unflatten(1, (1, 28, 28)))
+                features = 512
+            else:
+                self.encoder = nn.Sequential(nn.Conv2d(1, 32, 3, 2, 1), nn.ReLU(),
+                                             nn.Conv2d(32, 64, 3, 2, 1), nn.ReLU(), nn.Flatten())
+                self.decoder = nn.Sequential(
+                    nn.Linear(LATENT_DIM, 7 * 7 * 64), nn.ReLU(), nn.Unflatten(1, (64, 7, 7)),
+                    nn.ConvTranspose2d(64, 64, 3, 2, 1, output_padding=1), nn.ReLU(),
+                    nn.ConvTranspose2d(64, 32, 3, 2, 1, output_padding=1), nn.ReLU(),
+                    nn.Conv2d(32, 1, 3, padding=1))
+                features = 7 * 7 * 64
+            self.z_mean = nn.Linear(features, LATENT_DIM)
+            self.z_log_var = nn.Linear(features, LATENT_DIM)
+
+        def forward(self, x):
+            h = self.encoder(x)
+            mu, logvar = self.z_mean(h), self.z_log_var(h)
+            z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+            return self.decoder(z), mu, logvar
+
+    return TorchVAE()
+
+
+def torch_loop_worker(args):
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+    from torch.utils.data import DataLoader
+    from torch.utils.data import TensorDataset
+
+    images = load_images_without_keras(args.data, args.images)
+    x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))  # (N, 1, 28, 28)
+    loader = DataLoader(TensorDataset(x), batch_size=BATCH_SIZE, shuffle=True)
+    results = {}
+    for architecture in args.architectures.split(","):
+        model = torch_networks(architecture)
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        for epoch in range(2):
+            started = time.perf_counter()
+            for (batch,) in loader:
+                optimizer.zero_grad()
+                logits, mu, logvar = model(batch)
+                bce = F.binary_cross_entropy_with_logits(logits, batch, reduction="sum")
+                kld = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+                ((bce + kld) / len(batch)).backward()
+                optimizer.step()
+            seconds = time.perf_counter() - started
+        results[f"{architecture}/torch-loop"] = len(x) / seconds
+    results["peak_rss_mib"] = peak_rss_mib()
+    print(json.dumps(results))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, help="an .npz with x_train (e.g. mnist.npz)")
+    parser.add_argument("--images", type=int, default=25_600,
+                        help="training images per timed pass (default: 25600 = 200 steps)")
+    parser.add_argument("--architectures", default="mlp,conv")
+    parser.add_argument("--backends", default=",".join(BACKENDS))
+    parser.add_argument("--worker", choices=["keras", "torch-loop"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker == "keras":
+        return keras_worker(args)
+    if args.worker == "torch-loop":
+        return torch_loop_worker(args)
+
+    common = ["--data", args.data, "--images", str(args.images), "--architectures", args.architectures]
+    measured = {}
+    for backend in args.backends.split(","):
+        print(f"measuring {backend} ...", file=sys.stderr, flush=True)
+        measured[backend] = run_worker(__file__, ["--worker", "keras", *common], backend)
+    print("measuring the plain PyTorch loop ...", file=sys.stderr, flush=True)
+    torch_loop = run_worker(__file__, ["--worker", "torch-loop", *common])
+
+    rows = []
+    for architecture in args.architectures.split(","):
+        reference = torch_loop[f"{architecture}/torch-loop"]
+        for backend, results in measured.items():
+            ours, builtin = results[f"{architecture}/keras_vae"], results[f"{architecture}/built-in"]
+            rows.append([architecture, backend, f"{ours:,.0f}", f"{builtin:,.0f}",
+                         f"{builtin / ours:.2f}×", f"{reference:,.0f}", f"{ours / reference:.2f}×",
+                         f"{results['peak_rss_mib']:,.0f}"])
+    print(f"Training throughput, MNIST 28×28, batch {BATCH_SIZE}, latent {LATENT_DIM}, "
+          f"{args.images:,} images per timed pass. {machine_line()}\n")
+    print(markdown_table(
+        ["arch", "backend", "keras_vae img/s", "built-in fit img/s",
+         "time keras_vae / built-in", "plain PyTorch loop img/s", "keras_vae / PyTorch loop",
+         "peak RSS MiB"], rows))
+    print(f"\nPlain PyTorch loop peak RSS: {torch_loop['peak_rss_mib']:,.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
