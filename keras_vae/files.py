@@ -3,7 +3,7 @@
 import contextlib
 import json
 import os
-import tempfile
+import secrets
 
 
 @contextlib.contextmanager
@@ -12,10 +12,8 @@ def atomic_path(path):
 
     On any error the temporary file is removed and `path` is left as it was.
     """
-    directory = os.path.dirname(os.path.abspath(path))
-    suffix = os.path.splitext(path)[1]
-    handle, temp_path = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=suffix)
-    os.close(handle)
+    directory, name = os.path.split(os.path.abspath(path))
+    temp_path = os.path.join(directory, f".{name}.{secrets.token_hex(6)}.tmp")
     try:
         yield temp_path
         os.replace(temp_path, path)

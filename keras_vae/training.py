@@ -64,7 +64,10 @@ class TrainingDiverged(RuntimeError):
 
 
 def load_training_data(config):
-    """Train and validation images (N, H, W, C) for a config: (x_train, x_val)."""
+    """Train and validation images (N, H, W, C) for a config: (x_train, x_val).
+
+    The validation images are a seeded `val_fraction` of the training split.
+    """
     images = load_dataset(config.dataset, "train", config.data_dir, config.download).images
     if config.binarize:
         images = binarize(images, seed=config.seed)
@@ -72,7 +75,11 @@ def load_training_data(config):
         raise ValueError(f"val_fraction must be in (0, 1), got {config.val_fraction}")
     order = np.random.default_rng(config.seed).permutation(len(images))
     num_val = max(1, int(round(config.val_fraction * len(images))))
-    return images[order[num_val:]], images[order[:num_val]]
+    x_train, x_val = images[order[num_val:]], images[order[:num_val]]
+    if config.dynamic_binarization:
+        # Training sees fresh Bernoulli draws; validate on one fixed draw, as the test set is.
+        x_val = binarize(x_val, seed=config.seed)
+    return x_train, x_val
 
 
 def build_model(config, input_shape, learning_rate=None):

@@ -10,6 +10,7 @@ import keras
 
 from keras_vae.training import TrainConfig
 from keras_vae.training import TrainingDiverged
+from keras_vae.training import load_training_data
 from keras_vae.training import train
 
 pytestmark = pytest.mark.backend
@@ -68,3 +69,12 @@ def test_a_diverging_run_stops_with_a_message(tmp_path):
     config = small_config(tmp_path / "run", lr=1e12, likelihood="gaussian", decoder_std=1e-3)
     with pytest.raises(TrainingDiverged, match="NaN or infinite"):
         train(config)
+
+
+def test_validation_split_is_seeded_and_binarized_like_the_training_draws(tmp_path):
+    x_train, x_val = load_training_data(small_config(tmp_path, dynamic_binarization=True))
+    assert len(x_train) == 1293 and len(x_val) == 144
+    assert set(np.unique(x_val)) == {0.0, 1.0}
+    assert len(np.unique(x_train)) == 17  # training images stay grey: each step draws afresh
+    again_train, again_val = load_training_data(small_config(tmp_path, dynamic_binarization=True))
+    np.testing.assert_array_equal(x_val, again_val)
