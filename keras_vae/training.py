@@ -54,6 +54,7 @@ class TrainConfig:
     lr: float = 1e-3
     lr_schedule: str = "constant"
     seed: int = 0
+    data_parallel: bool = False
     out: str = "runs/digits"
     overwrite: bool = False
     verbose: int | str = "auto"
@@ -130,7 +131,12 @@ def train(config, extra_callbacks=()):
     if not resuming and os.path.exists(history_path):
         os.remove(history_path)
     x_train, x_val = load_training_data(config)
-    write_json(run_record(config, x_train.shape[1:]), os.path.join(run_dir, "config.json"))
+    devices = use_all_devices(config.batch_size) if config.data_parallel else None
+    if devices:
+        # Every batch, the last one included, must split evenly across the devices.
+        x_train = x_train[: len(x_train) - len(x_train) % len(devices)]
+        x_val = x_val[: len(x_val) - len(x_val) % len(devices)]
+    write_json(run_record(config, x_train.shape[1:], devices), os.path.join(run_dir, "config.json"))
 
     steps_per_epoch = math.ceil(len(x_train) / config.batch_size)
     vae = build_model(config, x_train.shape[1:], learning_rate_schedule(config, steps_per_epoch))
@@ -166,12 +172,37 @@ def train(config, extra_callbacks=()):
     return vae
 
 
-def run_record(config, image_shape):
+def use_all_devices(batch_size):
+    """Data-parallel training over every device, via Keras' own distribution API (JAX).
+
+    Multi-host: set KERAS_DISTRIBUTION_JOB_ADDRESSES, KERAS_DISTRIBUTION_NUM_PROCESSES and
+    KERAS_DISTRIBUTION_PROCESS_ID on every host; `keras.distribution.initialize()` reads them.
+    Returns the devices the batch is split across.
+    """
+    if keras.backend.backend() != "jax":
+        raise ValueError(
+            "data-parallel training runs on the JAX backend (keras.distribution); "
+            f"this process uses {keras.backend.backend()!r}. Use --backend jax."
+        )
+    if "KERAS_DISTRIBUTION_NUM_PROCESSES" in os.environ:
+        keras.distribution.initialize()
+    devices = keras.distribution.list_devices()
+    if batch_size % len(devices):
+        raise ValueError(
+            f"--batch-size {batch_size} must divide evenly across the {len(devices)} devices"
+        )
+    keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+    print(f"Data-parallel training on {len(devices)} devices: {', '.join(devices)}")
+    return devices
+
+
+def run_record(config, image_shape, devices=None):
     """config.json contents: the options plus what is needed to reproduce and load the run."""
     record = dataclasses.asdict(config)
     record.update(
         image_shape=[int(d) for d in image_shape],
         backend=keras.backend.backend(),
+        devices=devices,
         versions=library_versions(),
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     )

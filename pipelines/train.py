@@ -21,6 +21,10 @@ examples:
   # your own images: a .npz with x_train, x_test (uint8 0-255 or float 0-1)
   python pipelines/train.py --dataset my_images.npz --architecture conv --out runs/mine
 
+  # data-parallel over all devices (JAX); here 2 virtual CPU devices
+  XLA_FLAGS=--xla_force_host_platform_device_count=2 \
+      python pipelines/train.py --backend jax --data-parallel --out runs/dp
+
   # watch it: tensorboard --logdir runs/mnist/logs
 """
 
@@ -63,6 +67,9 @@ def parse_args(argv=None):
     training.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     training.add_argument("--lr-schedule", choices=["constant", "cosine"], default="constant")
     training.add_argument("--seed", type=int, default=0)
+    training.add_argument("--data-parallel", action="store_true",
+                          help="split each batch across all devices (JAX backend; "
+                               "keras.distribution.DataParallel)")
     training.add_argument("--backend", choices=["tensorflow", "jax", "torch"],
                           help="Keras backend (default: $KERAS_BACKEND, else tensorflow)")
     training.add_argument("--out", default="runs/digits", help="run directory (default: runs/digits)")
