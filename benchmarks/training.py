@@ -182,8 +182,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="an .npz with x_train (e.g. mnist.npz)")
-    parser.add_argument("--images", type=int, default=25_600,
-                        help="training images per timed pass (default: 25600 = 200 steps)")
+    parser.add_argument("--images", type=int, default=12_800,
+                        help="training images per timed pass (default: 12800 = 100 steps)")
     parser.add_argument("--architectures", default="mlp,conv")
     parser.add_argument("--backends", default=",".join(BACKENDS))
     parser.add_argument("--worker", choices=["keras", "torch-loop"], help=argparse.SUPPRESS)

@@ -13,7 +13,9 @@ Run ``python -m serving.server decoder.onnx --host 127.0.0.1 --port 8000``
 All errors are JSON ``{"error": "..."}`` with a 4xx status. Decode work from
 concurrent requests is merged by :class:`serving.batching.MicroBatcher`
 unless micro-batching is switched off, in which case every request runs
-``Sampler.decode`` in a worker thread of its own.
+``Sampler.decode`` in a worker thread of its own. A host may also hand the
+decode work to its own batching (``create_app(..., decode_fn=...)``), as the
+Ray Serve deployment in :mod:`serving.ray_app` does with ``@serve.batch``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import asyncio
 import io
 import os
 import sys
+from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import metadata as importlib_metadata
@@ -51,6 +54,9 @@ DEFAULT_MAX_BATCH = 256
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024  # 8 MiB
 DEFAULT_BATCH_WAIT_MS = 2.0
 
+#: ``async (z float32 [n, latent_dim], already validated) -> float32 [n, H, W, C]``
+DecodeFn = Callable[[np.ndarray], Awaitable[np.ndarray]]
+
 
 def version() -> str:
     """The installed keras-vae version, or ``"0+unknown"`` when not installed."""
@@ -70,6 +76,12 @@ class ServingState:
     metrics: Metrics
     batcher: MicroBatcher | None
     ready: bool = False
+    decode_fn: DecodeFn | None = None
+
+    @property
+    def micro_batching(self) -> bool:
+        """True when concurrent decode work is merged (built-in or external batching)."""
+        return self.batcher is not None or self.decode_fn is not None
 
     async def decode(self, z: Any) -> np.ndarray:
         """Validate ``z`` ``[n, latent_dim]`` and decode it to float32 ``[n, H, W, C]``.
@@ -78,6 +90,8 @@ class ServingState:
         bad request never spoils a batch) and a 503 while shutting down.
         """
         z = self.sampler.validate_latents(z)
+        if self.decode_fn is not None:
+            return await self.decode_fn(z)
         if self.batcher is not None and self.batcher.running:
             try:
                 return await self.batcher.decode(z)
@@ -141,7 +155,7 @@ def _add_v1_routes(app: FastAPI) -> None:
         state = _serving(request)
         info = {"model_name": state.model_name, **state.sampler.describe()}
         info["max_batch"] = state.max_batch
-        info["micro_batching"] = state.batcher is not None
+        info["micro_batching"] = state.micro_batching
         return info
 
     @app.get("/metrics", tags=["health"])
@@ -181,6 +195,7 @@ def create_app(
     micro_batching: bool = True,
     provider: str = "auto",
     intra_op_threads: int | None = None,
+    decode_fn: DecodeFn | None = None,
 ) -> FastAPI:
     """Build the FastAPI app serving one decoder.
 
@@ -194,6 +209,12 @@ def create_app(
         batch_wait_ms: how long the micro-batcher waits to fill a batch.
         micro_batching: merge concurrent decode work (True) or run every
             request on its own (False).
+        decode_fn: an async function that takes over all decode work: it gets
+            validated float32 ``z`` ``[n, latent_dim]`` (n <= ``max_batch``)
+            and returns float32 ``[n, H, W, C]``. It replaces the built-in
+            micro-batcher (``micro_batching`` is then ignored) and should
+            report its onnxruntime calls with
+            ``app.state.serving.metrics.observe_batch(rows, requests)``.
 
     The micro-batcher starts and stops with the app's lifespan, so use the
     app under a server (uvicorn) or ``with TestClient(app)``.
@@ -206,8 +227,9 @@ def create_app(
         model, provider=provider, intra_op_threads=intra_op_threads)
     metrics = Metrics()
     batcher = MicroBatcher(sampler.decode, max_batch=max_batch, wait_ms=batch_wait_ms,
-                           on_batch=metrics.observe_batch) if micro_batching else None
-    state = ServingState(sampler, model_name, max_batch, metrics, batcher)
+                           on_batch=metrics.observe_batch) if (
+        micro_batching and decode_fn is None) else None
+    state = ServingState(sampler, model_name, max_batch, metrics, batcher, decode_fn=decode_fn)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
