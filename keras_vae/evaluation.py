@@ -94,10 +94,11 @@ def measure(vae, images, num_samples=1000, batch_size=100, seed=0, verbose=True)
 
 
 def evaluate_run(model_path, out_dir=None, dataset=None, data_dir=None, num_samples=1000,
-                 batch_size=100, seed=0, verbose=True):
+                 batch_size=100, seed=0, verbose=True, max_images=None):
     """Measures a saved model on its test split; writes metrics.json and pictures to out_dir.
 
-    `dataset`/`data_dir` default to those in the run's config.json.
+    `dataset`/`data_dir` default to those in the run's config.json; `max_images`
+    limits the measurement to the first test images (a quicker, noisier estimate).
     Returns the metrics dict.
     """
     model_file, run_dir = resolve_model_path(model_path)
@@ -109,7 +110,7 @@ def evaluate_run(model_path, out_dir=None, dataset=None, data_dir=None, num_samp
 
     vae = load_vae(model_file)
     images, labels, binarized = test_images(vae, dataset, data_dir, seed=seed)
-    metrics = measure(vae, images, num_samples, batch_size, seed=seed, verbose=verbose)
+    metrics = measure(vae, images[:max_images], num_samples, batch_size, seed=seed, verbose=verbose)
     metrics.update(model=os.path.abspath(model_file), dataset=dataset, test_binarized=binarized,
                    backend=keras.backend.backend())
     write_json(metrics, os.path.join(out_dir, "metrics.json"))

@@ -4,7 +4,8 @@ A run directory holds everything about one run:
     config.json         every option, the backend and the library versions
     model.keras         the model with the best validation loss
     last.keras          the model after the last epoch
-    history.csv         per-epoch metrics (nats per example)
+    history.csv         per-epoch metrics (nats per example) and elapsed_seconds
+    checkpoints/        epoch_NNNN.keras every `checkpoint_every` epochs (when set)
     logs/               TensorBoard logs
     backup/             Keras BackupAndRestore state while a run is unfinished
     samples.png, reconstructions.png
@@ -16,6 +17,7 @@ import datetime
 import math
 import os
 import platform
+import time
 
 import numpy as np
 
@@ -55,6 +57,7 @@ class TrainConfig:
     lr_schedule: str = "constant"
     seed: int = 0
     data_parallel: bool = False
+    checkpoint_every: int = 0
     out: str = "runs/digits"
     overwrite: bool = False
     verbose: int | str = "auto"
@@ -62,6 +65,25 @@ class TrainConfig:
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite and training was stopped."""
+
+
+class ElapsedTime(keras.callbacks.Callback):
+    """Adds `elapsed_seconds` (wall time of training so far) to each epoch's logs.
+
+    Put it before CSVLogger so the column lands in history.csv. A resumed run
+    starts counting from `previous_seconds`.
+    """
+
+    def __init__(self, previous_seconds=0.0):
+        super().__init__()
+        self.previous_seconds = previous_seconds
+
+    def on_train_begin(self, logs=None):
+        self.started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["elapsed_seconds"] = self.previous_seconds + time.perf_counter() - self.started
 
 
 def load_training_data(config):
@@ -141,6 +163,7 @@ def train(config, extra_callbacks=()):
     steps_per_epoch = math.ceil(len(x_train) / config.batch_size)
     vae = build_model(config, x_train.shape[1:], learning_rate_schedule(config, steps_per_epoch))
     callbacks = [
+        ElapsedTime(last_logged_value(history_path, "elapsed_seconds") or 0.0),
         keras.callbacks.TerminateOnNaN(),
         keras.callbacks.BackupAndRestore(backup_dir),
         keras.callbacks.ModelCheckpoint(
@@ -150,6 +173,7 @@ def train(config, extra_callbacks=()):
             initial_value_threshold=best_logged_value(history_path, "val_loss"),
         ),
         keras.callbacks.ModelCheckpoint(os.path.join(run_dir, "last.keras")),
+        *periodic_checkpoint(config, steps_per_epoch),
         keras.callbacks.CSVLogger(history_path, append=True),
         keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"), write_graph=False),
         *extra_callbacks,
@@ -170,6 +194,17 @@ def train(config, extra_callbacks=()):
     save_samples(vae, os.path.join(run_dir, "samples.png"), seed=config.seed)
     save_reconstructions(vae, x_val, os.path.join(run_dir, "reconstructions.png"))
     return vae
+
+
+def periodic_checkpoint(config, steps_per_epoch):
+    """[ModelCheckpoint] writing checkpoints/epoch_NNNN.keras every config.checkpoint_every epochs."""
+    if config.checkpoint_every < 0:
+        raise ValueError(f"checkpoint_every must be >= 0, got {config.checkpoint_every}")
+    if not config.checkpoint_every:
+        return []
+    path = os.path.join(config.out, "checkpoints", "epoch_{epoch:04d}.keras")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    return [keras.callbacks.ModelCheckpoint(path, save_freq=config.checkpoint_every * steps_per_epoch)]
 
 
 def use_all_devices(batch_size):
@@ -218,10 +253,21 @@ def library_versions():
     return versions
 
 
+def logged_values(history_path, column):
+    """The values of `column` in a CSVLogger file, in order ([] without file or column)."""
+    if not os.path.exists(history_path):
+        return []
+    with open(history_path) as f:
+        return [float(row[column]) for row in csv.DictReader(f) if row.get(column)]
+
+
 def best_logged_value(history_path, column):
     """The lowest `column` in a CSVLogger file, or None (no file, no rows)."""
-    if not os.path.exists(history_path):
-        return None
-    with open(history_path) as f:
-        values = [float(row[column]) for row in csv.DictReader(f) if row.get(column)]
+    values = logged_values(history_path, column)
     return min(values) if values else None
+
+
+def last_logged_value(history_path, column):
+    """The last `column` in a CSVLogger file, or None (no file, no rows)."""
+    values = logged_values(history_path, column)
+    return values[-1] if values else None

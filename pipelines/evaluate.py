@@ -13,7 +13,8 @@ import sys
 EXAMPLES = """
 examples:
   python pipelines/evaluate.py runs/digits
-  python pipelines/evaluate.py runs/mnist --num-samples 5000
+  python pipelines/evaluate.py runs/mnist --num-samples 5000 --backend tensorflow
+  python pipelines/evaluate.py runs/mnist --num-samples 500 --max-images 1000   # quick look
   python pipelines/evaluate.py model.keras --dataset mnist --data-dir ../shared/data/tfds --out eval/
 """
 
@@ -26,6 +27,8 @@ def parse_args(argv=None):
     parser.add_argument("--num-samples", type=int, default=1000,
                         help="importance samples K for the NLL (default: 1000)")
     parser.add_argument("--batch-size", type=int, default=100, help="test images per batch")
+    parser.add_argument("--max-images", type=int,
+                        help="measure only the first N test images (quicker; default: all)")
     parser.add_argument("--dataset", help="dataset to test on (default: the run's own)")
     parser.add_argument("--data-dir", help="TFDS data directory (default: the run's own)")
     parser.add_argument("--seed", type=int, default=0)
@@ -35,6 +38,8 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.num_samples < 1 or args.batch_size < 1:
         parser.error("--num-samples and --batch-size must be at least 1")
+    if args.max_images is not None and args.max_images < 1:
+        parser.error("--max-images must be at least 1")
     return args
 
 
@@ -47,7 +52,8 @@ def main(argv=None):
 
     try:
         metrics = evaluate_run(args.model, args.out, args.dataset, args.data_dir,
-                               args.num_samples, args.batch_size, args.seed)
+                               args.num_samples, args.batch_size, args.seed,
+                               max_images=args.max_images)
     except (ValueError, FileNotFoundError) as error:
         sys.exit(f"error: {error}")
     print(json.dumps(metrics, indent=2))

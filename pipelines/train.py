@@ -70,6 +70,9 @@ def parse_args(argv=None):
     training.add_argument("--data-parallel", action="store_true",
                           help="split each batch across all devices (JAX backend; "
                                "keras.distribution.DataParallel)")
+    training.add_argument("--checkpoint-every", type=int, default=0, metavar="EPOCHS",
+                          help="also save checkpoints/epoch_NNNN.keras every EPOCHS epochs, "
+                               "e.g. for benchmarks/quality.py (default: off)")
     training.add_argument("--backend", choices=["tensorflow", "jax", "torch"],
                           help="Keras backend (default: $KERAS_BACKEND, else tensorflow)")
     training.add_argument("--out", default="runs/digits", help="run directory (default: runs/digits)")
@@ -84,6 +87,8 @@ def parse_args(argv=None):
     for name in ("epochs", "batch_size", "latent_dim", "num_samples"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.checkpoint_every < 0:
+        parser.error("--checkpoint-every must be 0 (off) or a number of epochs")
     return args
 
 

@@ -23,7 +23,8 @@ def runs(tmp_path_factory):
     for backend in BACKENDS:
         run_dir = str(root / backend)
         run_python(["pipelines/train.py", "--epochs", "4", "--latent-dim", "8", "--hidden-units",
-                    "128", "--kl-warmup-steps", "10", "--quiet", "--out", run_dir], backend)
+                    "128", "--kl-warmup-steps", "10", "--checkpoint-every", "2", "--quiet", "--out", run_dir],
+                   backend)
         runs[backend] = run_dir
     return runs
 
@@ -44,7 +45,7 @@ def decoded(runs, tmp_path_factory):
 def test_train_writes_a_complete_run_directory(runs, backend):
     run_dir = runs[backend]
     for name in ("config.json", "model.keras", "last.keras", "history.csv", "samples.png",
-                 "reconstructions.png", "logs"):
+                 "reconstructions.png", "logs", "checkpoints/epoch_0004.keras"):
         assert os.path.exists(os.path.join(run_dir, name)), name
     assert not os.path.exists(os.path.join(run_dir, "backup")), "a finished run keeps no backup"
     with open(os.path.join(run_dir, "config.json")) as f:
@@ -70,6 +71,23 @@ def test_evaluate_reports_nll_at_least_as_tight_as_the_elbo(runs, backend, tmp_p
     for name in ("test_reconstructions.png", "test_samples.png", "latent_space.png",
                  "interpolation.png"):
         assert (tmp_path / name).stat().st_size > 100
+
+
+def test_quality_benchmark_tables_the_nll_of_every_checkpoint(runs, tmp_path):
+    result = run_python(["benchmarks/quality.py", runs["jax"], "--images", "50",
+                         "--num-samples", "20"])
+    rows = [line.split("|")[1:-1] for line in result.stdout.splitlines()
+            if line.startswith("| ") and "epoch" not in line]
+    assert [row[0].strip() for row in rows][:2] == ["2", "4"] and "(best)" in rows[2][0]
+    minutes = [float(row[1]) for row in rows[:2]]
+    assert 0 <= minutes[0] <= minutes[1]
+    # The best model's row agrees with pipelines/evaluate.py on the same images, K and seed.
+    run_python(["pipelines/evaluate.py", runs["jax"], "--max-images", "50", "--num-samples", "20",
+                "--backend", "tensorflow", "--out", str(tmp_path)])
+    with open(tmp_path / "metrics.json") as f:
+        metrics = json.load(f)
+    assert metrics["num_images"] == 50
+    assert rows[2][3].split("±")[0].strip() == f"{metrics['nll']:.2f}"
 
 
 @pytest.mark.parametrize("source", BACKENDS)
@@ -155,6 +173,9 @@ def test_export_bad_inputs_exit_with_a_clear_message(runs, tmp_path):
     (["pipelines/train.py", "--dataset", "missing.npz"], "No such .npz file"),
     (["pipelines/evaluate.py", "no/such/run"], "No such model file or run directory"),
     (["pipelines/evaluate.py", "x", "--num-samples", "0"], "must be at least 1"),
+    (["pipelines/evaluate.py", "x", "--max-images", "0"], "--max-images must be at least 1"),
+    (["pipelines/train.py", "--checkpoint-every", "-1"], "--checkpoint-every must be 0"),
+    (["benchmarks/quality.py", "no/such/run"], "has no history.csv"),
 ])
 def test_bad_command_lines_exit_non_zero_with_a_message(args, message, tmp_path):
     result = run_python([*args, *(["--out", str(tmp_path / "o")] if "train" in args[0] else [])],

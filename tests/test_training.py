@@ -43,6 +43,8 @@ def test_an_interrupted_run_resumes_where_it_stopped(tmp_path):
 
     vae = train(config)  # the same command again
     assert [int(row["epoch"]) for row in history(config.out)] == [0, 1, 2, 3]
+    elapsed = [float(row["elapsed_seconds"]) for row in history(config.out)]
+    assert 0 < elapsed[0] and elapsed == sorted(elapsed), "training time carries on after resuming"
     assert not os.path.exists(tmp_path / "run" / "backup")
     assert int(keras.ops.convert_to_numpy(vae.optimizer.iterations)) == 4 * 6  # 1294 images / 256
 
@@ -63,6 +65,19 @@ def test_the_same_seed_repeats_the_run(tmp_path):
     for a, b in zip(history(tmp_path / "a"), history(tmp_path / "b")):
         np.testing.assert_allclose(float(a["loss"]), float(b["loss"]), rtol=1e-5)
         np.testing.assert_allclose(float(a["val_loss"]), float(b["val_loss"]), rtol=1e-5)
+
+
+def test_periodic_checkpoints_hold_the_model_of_their_epoch(tmp_path):
+    config = small_config(tmp_path / "run", checkpoint_every=2)
+    train(config)
+    checkpoints = tmp_path / "run" / "checkpoints"
+    assert sorted(os.listdir(checkpoints)) == ["epoch_0002.keras", "epoch_0004.keras"]
+    last = keras.models.load_model(tmp_path / "run" / "last.keras").get_weights()
+    at_4 = keras.models.load_model(checkpoints / "epoch_0004.keras").get_weights()
+    at_2 = keras.models.load_model(checkpoints / "epoch_0002.keras").get_weights()
+    for a, b in zip(last, at_4):
+        np.testing.assert_array_equal(a, b)
+    assert any(not np.array_equal(a, b) for a, b in zip(last, at_2))
 
 
 def test_a_diverging_run_stops_with_a_message(tmp_path):
