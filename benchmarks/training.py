@@ -7,8 +7,9 @@ For each backend (its own process) and architecture, trains on MNIST (batch 128)
 and, in a process without Keras, the plain PyTorch loop of pytorch/examples `vae/main.py`
 on the same networks and data (DataLoader, autograd, torch.optim.Adam).
 
-Images/s are measured over the second pass through `--images` images (the first one
-compiles and warms up). Prints a Markdown table with ratios measured in this run.
+Images/s is the median over --repeats timed passes through `--images` images, after a
+first pass that compiles and warms up; keras_vae and built-in take turns, so both see the
+same noise on a shared machine. Prints a Markdown table with ratios measured in this run.
 
 examples:
   python benchmarks/training.py --data ../shared/data/mnist.npz
@@ -17,6 +18,7 @@ examples:
 
 import argparse
 import json
+import statistics
 import sys
 import time
 
@@ -80,7 +82,8 @@ def builtin_model(architecture):
     return model
 
 
-def time_second_epoch(model, x, y):
+def seconds_per_epoch(model, x, y):
+    """Wall seconds of one `fit` epoch over x (the epoch itself, not fit's set-up)."""
     import keras
 
     class EpochTimer(keras.callbacks.Callback):
@@ -91,8 +94,8 @@ def time_second_epoch(model, x, y):
             self.seconds = time.perf_counter() - self.started
 
     timer = EpochTimer()
-    model.fit(x, y, epochs=2, batch_size=BATCH_SIZE, callbacks=[timer], verbose=0)
-    return len(x) / timer.seconds
+    model.fit(x, y, epochs=1, batch_size=BATCH_SIZE, callbacks=[timer], verbose=0)
+    return timer.seconds
 
 
 def keras_worker(args):
@@ -105,9 +108,16 @@ def keras_worker(args):
     for architecture in args.architectures.split(","):
         vae = keras_vae.VAE(input_shape=(28, 28, 1), latent_dim=LATENT_DIM, architecture=architecture)
         vae.compile(optimizer="adam")
-        results[f"{architecture}/keras_vae"] = time_second_epoch(vae, x, None)
-        keras.utils.clear_session()
-        results[f"{architecture}/built-in"] = time_second_epoch(builtin_model(architecture), x, x)
+        contenders = {"keras_vae": (vae, None), "built-in": (builtin_model(architecture), x)}
+        for model, y in contenders.values():
+            seconds_per_epoch(model, x, y)  # compiles and warms up
+        # Alternate the two, so that a noisy stretch on a shared machine hits both alike.
+        speeds = {name: [] for name in contenders}
+        for _ in range(args.repeats):
+            for name, (model, y) in contenders.items():
+                speeds[name].append(len(x) / seconds_per_epoch(model, x, y))
+        for name, values in speeds.items():
+            results[f"{architecture}/{name}"] = statistics.median(values)
         keras.utils.clear_session()
     results["peak_rss_mib"] = peak_rss_mib()
     print(json.dumps(results))
@@ -163,7 +173,8 @@ def torch_loop_worker(args):
     for architecture in args.architectures.split(","):
         model = torch_networks(architecture)
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-        for epoch in range(2):
+        speeds = []
+        for epoch in range(1 + args.repeats):  # the first epoch warms up
             started = time.perf_counter()
             for (batch,) in loader:
                 optimizer.zero_grad()
@@ -172,8 +183,8 @@ def torch_loop_worker(args):
                 kld = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
                 ((bce + kld) / len(batch)).backward()
                 optimizer.step()
-            seconds = time.perf_counter() - started
-        results[f"{architecture}/torch-loop"] = len(x) / seconds
+            speeds.append(len(x) / (time.perf_counter() - started))
+        results[f"{architecture}/torch-loop"] = statistics.median(speeds[1:])
     results["peak_rss_mib"] = peak_rss_mib()
     print(json.dumps(results))
 
@@ -184,6 +195,9 @@ def main():
     parser.add_argument("--data", required=True, help="an .npz with x_train (e.g. mnist.npz)")
     parser.add_argument("--images", type=int, default=12_800,
                         help="training images per timed pass (default: 12800 = 100 steps)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="timed passes per model, alternating keras_vae and built-in; "
+                             "the table shows the median (default: 3)")
     parser.add_argument("--architectures", default="mlp,conv")
     parser.add_argument("--backends", default=",".join(BACKENDS))
     parser.add_argument("--worker", choices=["keras", "torch-loop"], help=argparse.SUPPRESS)
@@ -193,7 +207,10 @@ def main():
     if args.worker == "torch-loop":
         return torch_loop_worker(args)
 
-    common = ["--data", args.data, "--images", str(args.images), "--architectures", args.architectures]
+    if args.repeats < 1 or args.images < BATCH_SIZE:
+        parser.error(f"--repeats must be at least 1 and --images at least {BATCH_SIZE}")
+    common = ["--data", args.data, "--images", str(args.images), "--repeats", str(args.repeats),
+              "--architectures", args.architectures]
     measured = {}
     for backend in args.backends.split(","):
         print(f"measuring {backend} ...", file=sys.stderr, flush=True)
@@ -210,7 +227,7 @@ def main():
                          f"{builtin / ours:.2f}×", f"{reference:,.0f}", f"{ours / reference:.2f}×",
                          f"{results['peak_rss_mib']:,.0f}"])
     print(f"Training throughput, MNIST 28×28, batch {BATCH_SIZE}, latent {LATENT_DIM}, "
-          f"{args.images:,} images per timed pass. {machine_line()}\n")
+          f"median of {args.repeats} passes of {args.images:,} images. {machine_line()}\n")
     print(markdown_table(
         ["arch", "backend", "keras_vae img/s", "built-in fit img/s",
          "time keras_vae / built-in", "plain PyTorch loop img/s", "keras_vae / PyTorch loop",
