@@ -193,8 +193,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="an .npz with x_train (e.g. mnist.npz)")
-    parser.add_argument("--images", type=int, default=12_800,
-                        help="training images per timed pass (default: 12800 = 100 steps)")
+    parser.add_argument("--images", type=int, default=6_400,
+                        help="training images per timed pass (default: 6400 = 50 steps)")
     parser.add_argument("--repeats", type=int, default=3,
                         help="timed passes per model, alternating keras_vae and built-in; "
                              "the table shows the median (default: 3)")
