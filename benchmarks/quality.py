@@ -1,9 +1,9 @@
 """Model quality against training time: the test NLL of a run's checkpoints.
 
 Train with --checkpoint-every (see README, "Model quality"), then this script measures
-every checkpoints/epoch_NNNN.keras and the run's best model.keras on the same first
---images test images with K importance samples, reads each epoch's training time from
-history.csv, and prints a Markdown table: epoch, minutes of training, test ELBO and
+every checkpoints/epoch_NNNN.keras and the run's best model.keras on the same --images
+test images (evenly spaced through the test split) with K importance samples, reads
+each epoch's training time from history.csv, and prints a Markdown table: epoch, minutes of training, test ELBO and
 test NLL ± standard error, in nats per example. Every row uses the same images and
 seed, so the differences between rows are less noisy than each row's error suggests.
 For the headline number, run pipelines/evaluate.py with K = 5000 on the whole test set.
@@ -32,7 +32,7 @@ def parse_args(argv=None):
     parser.add_argument("--num-samples", type=int, default=1000,
                         help="importance samples K per image (default: 1000)")
     parser.add_argument("--images", type=int, default=1000,
-                        help="the first N test images (default: 1000)")
+                        help="N test images, evenly spaced through the split (default: 1000)")
     parser.add_argument("--backend", choices=["tensorflow", "jax", "torch"], default="tensorflow",
                         help="Keras backend for the measurement (default: tensorflow, the "
                              "fastest for importance sampling on CPU here)")
@@ -66,6 +66,7 @@ def main(argv=None):
     from keras_vae.evaluation import load_vae
     from keras_vae.evaluation import measure
     from keras_vae.evaluation import read_run_config
+    from keras_vae.evaluation import spread_subset
     from keras_vae.evaluation import test_images
     from keras_vae.training import logged_values
 
@@ -84,7 +85,8 @@ def main(argv=None):
         vae = load_vae(path)
         if images is None:
             images = test_images(vae, config.get("dataset", "digits"), config.get("data_dir"),
-                                 seed=args.seed)[0][: args.images]
+                                 seed=args.seed)[0]
+            images = spread_subset(images, args.images)
         metrics = measure(vae, images, args.num_samples, seed=args.seed, verbose=False)
         number = best_epoch if epoch == "best" else epoch
         trained = f"{minutes[number - 1]:.1f}" if number and number <= len(minutes) else "?"
@@ -96,7 +98,8 @@ def main(argv=None):
 
     print(f"\n### Test NLL against training time: {args.run}\n")
     print(f"{machine_line()}; measured on the {backend_name(args.backend)} backend\n")
-    print(f"Training: {describe_run(config)}. Test: first {len(images)} test images, "
+    print(f"Training: {describe_run(config)}. Test: {len(images)} test images "
+          f"evenly spaced through the split, "
           f"K = {args.num_samples} importance samples, nats per example.\n")
     print(markdown_table(["epoch", "training min", "test ELBO", "test NLL"], rows))
 

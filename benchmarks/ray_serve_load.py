@@ -32,6 +32,7 @@ import httpx
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine_line  # noqa: E402
 from serving_load import _free_port, _load, _payloads  # noqa: E402 - shared loopback client
 
 REPO = Path(__file__).resolve().parent.parent
@@ -146,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"/v1/decode, model {args.model}, {args.requests} requests per row at concurrency "
           f"{args.concurrency}, batch window {args.batch_wait_timeout_s * 1000:g} ms, "
-          f"{os.cpu_count()} CPUs\n")
+          f"{machine_line()}\n")
     print("| server | replicas | batch | images/s | p50 ms | p99 ms |")
     print("|:---|:---|---:|---:|---:|---:|")
     for (server, replica_text), batch, ips, p50, p99 in rows:

@@ -35,6 +35,7 @@ from urllib.parse import urlparse
 
 import httpx
 import numpy as np
+from common import machine_line
 
 REPO = Path(__file__).resolve().parent.parent
 LOOPBACK = {"127.0.0.1", "localhost"}
@@ -283,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
             server.stop()
 
     print(f"endpoint /v1/{args.endpoint}, model {args.model}, batch window "
-          f"{args.batch_wait_ms} ms\n")
+          f"{args.batch_wait_ms} ms. {machine_line()}\n")
     print(_table(results))
     ratios = _ratios(results)
     if ratios:

@@ -66,6 +66,18 @@ def test_images(vae, dataset, data_dir=None, seed=0):
     return data.images, data.labels, False
 
 
+def spread_subset(images, count=None):
+    """`count` images evenly spaced through `images` (all of them when count is None).
+
+    Spreading the subset out keeps it representative where a dataset is ordered:
+    MNIST's test split puts its easier half first, so a trained model scores its first
+    1,000 images about 0.8 nats better than the whole set.
+    """
+    if count is None or count >= len(images):
+        return images
+    return images[np.linspace(0, len(images) - 1, count).round().astype(int)]
+
+
 def measure(vae, images, num_samples=1000, batch_size=100, seed=0, verbose=True):
     """ELBO and NLL on `images`, in nats per example (and NLL in bits per dimension).
 
@@ -98,7 +110,8 @@ def evaluate_run(model_path, out_dir=None, dataset=None, data_dir=None, num_samp
     """Measures a saved model on its test split; writes metrics.json and pictures to out_dir.
 
     `dataset`/`data_dir` default to those in the run's config.json; `max_images`
-    limits the measurement to the first test images (a quicker, noisier estimate).
+    measures only that many test images, evenly spaced through the split (a quicker,
+    noisier estimate).
     Returns the metrics dict.
     """
     model_file, run_dir = resolve_model_path(model_path)
@@ -110,7 +123,8 @@ def evaluate_run(model_path, out_dir=None, dataset=None, data_dir=None, num_samp
 
     vae = load_vae(model_file)
     images, labels, binarized = test_images(vae, dataset, data_dir, seed=seed)
-    metrics = measure(vae, images[:max_images], num_samples, batch_size, seed=seed, verbose=verbose)
+    metrics = measure(vae, spread_subset(images, max_images), num_samples, batch_size,
+                      seed=seed, verbose=verbose)
     metrics.update(model=os.path.abspath(model_file), dataset=dataset, test_binarized=binarized,
                    backend=keras.backend.backend())
     write_json(metrics, os.path.join(out_dir, "metrics.json"))

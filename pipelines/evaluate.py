@@ -28,7 +28,8 @@ def parse_args(argv=None):
                         help="importance samples K for the NLL (default: 1000)")
     parser.add_argument("--batch-size", type=int, default=100, help="test images per batch")
     parser.add_argument("--max-images", type=int,
-                        help="measure only the first N test images (quicker; default: all)")
+                        help="measure only N test images, evenly spaced through the split "
+                             "(quicker, noisier; default: all)")
     parser.add_argument("--dataset", help="dataset to test on (default: the run's own)")
     parser.add_argument("--data-dir", help="TFDS data directory (default: the run's own)")
     parser.add_argument("--seed", type=int, default=0)

@@ -7,6 +7,7 @@ import pytest
 
 from keras_vae.data import binarize
 from keras_vae.data import load_dataset
+from keras_vae.evaluation import spread_subset
 
 
 def test_digits_split_is_fixed_stratified_and_scaled():
@@ -87,3 +88,13 @@ def test_mnist_from_a_prepared_tfds_directory_matches_the_npz(shared_data_dir):
     np.testing.assert_allclose(np.sort(tfds_test.images.sum(axis=(1, 2, 3))),
                                np.sort(npz_test.images.sum(axis=(1, 2, 3))), rtol=1e-5)
     np.testing.assert_array_equal(np.bincount(tfds_test.labels), np.bincount(npz_test.labels))
+
+
+def test_a_test_subset_is_spread_evenly_through_the_split():
+    images = np.arange(10_000)
+    subset = spread_subset(images, 1000)
+    assert len(subset) == 1000 and len(set(subset)) == 1000
+    assert subset[0] == 0 and subset[-1] == 9_999
+    assert set(np.diff(subset)) <= {10, 11}  # both halves of an ordered split equally
+    assert np.sum(subset >= 5_000) == 500
+    assert spread_subset(images, None) is images and spread_subset(images, 20_000) is images
