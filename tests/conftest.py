@@ -42,3 +42,9 @@ def run_python(args, backend="tensorflow", timeout=600, check=True):
             f"python {' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}"
         )
     return result
+
+
+def markdown_rows(stdout):
+    """The body rows of the Markdown table in `stdout`, as lists of stripped cells."""
+    lines = [line for line in stdout.splitlines() if line.startswith("|")]
+    return [[cell.strip() for cell in line.split("|")[1:-1]] for line in lines[2:]]

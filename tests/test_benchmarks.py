@@ -4,16 +4,11 @@ their own measured columns (tiny sizes here: these check behaviour, not speed)."
 import numpy as np
 import pytest
 
+from conftest import markdown_rows
 from conftest import run_python
 from onnx_fixtures import make_decoder_onnx
 
 pytestmark = pytest.mark.slow
-
-
-def table_rows(stdout):
-    """The body rows of the Markdown table in `stdout`, as lists of stripped cells."""
-    lines = [line for line in stdout.splitlines() if line.startswith("|")]
-    return [[cell.strip() for cell in line.split("|")[1:-1]] for line in lines[2:]]
 
 
 def number(cell):
@@ -27,7 +22,7 @@ def test_training_benchmark_compares_fit_with_built_in_and_a_plain_torch_loop(tm
     result = run_python(["benchmarks/training.py", "--data", str(data), "--images", "128",
                          "--repeats", "1", "--architectures", "mlp"])
     assert "CPU cores" in result.stdout
-    rows = table_rows(result.stdout)
+    rows = markdown_rows(result.stdout)
     assert [row[1] for row in rows] == ["tensorflow", "jax", "torch"]
     for arch, _, ours, builtin, time_ratio, loop, loop_ratio, rss in rows:
         assert arch == "mlp" and min(number(ours), number(builtin), number(loop)) > 0
@@ -40,7 +35,7 @@ def test_training_benchmark_compares_fit_with_built_in_and_a_plain_torch_loop(tm
 
 def test_inference_benchmark_times_onnxruntime_against_keras():
     result = run_python(["benchmarks/inference.py", "--backends", "jax"])
-    rows = table_rows(result.stdout)
+    rows = markdown_rows(result.stdout)
     assert [row[0] for row in rows] == ["1", "16", "256"]
     for batch, ort_ms, ort_images_per_s, keras_ms, speed_up in rows:
         assert number(ort_images_per_s) == pytest.approx(int(batch) / number(ort_ms) * 1e3,
@@ -53,7 +48,7 @@ def test_serving_benchmark_loads_the_server_with_and_without_micro_batching(tmp_
     model = make_decoder_onnx(tmp_path / "decoder.onnx")
     result = run_python(["benchmarks/serving_load.py", str(model), "--requests", "40",
                          "--rounds", "2", "--concurrency", "4"], timeout=300)
-    rows = table_rows(result.stdout)
+    rows = markdown_rows(result.stdout)
     assert [(row[0], row[1]) for row in rows] == [("1", "on"), ("1", "off"), ("16", "on"),
                                                  ("16", "off")]
     for row in rows:

@@ -10,6 +10,7 @@ import onnxruntime
 import pytest
 
 from conftest import BACKENDS
+from conftest import markdown_rows
 from conftest import run_python
 
 pytestmark = pytest.mark.slow
@@ -76,9 +77,8 @@ def test_evaluate_reports_nll_at_least_as_tight_as_the_elbo(runs, backend, tmp_p
 def test_quality_benchmark_tables_the_nll_of_every_checkpoint(runs, tmp_path):
     result = run_python(["benchmarks/quality.py", runs["jax"], "--images", "50",
                          "--num-samples", "20"])
-    rows = [line.split("|")[1:-1] for line in result.stdout.splitlines()
-            if line.startswith("| ") and "epoch" not in line]
-    assert [row[0].strip() for row in rows][:2] == ["2", "4"] and "(best)" in rows[2][0]
+    rows = markdown_rows(result.stdout)
+    assert [row[0] for row in rows][:2] == ["2", "4"] and "(best)" in rows[2][0]
     minutes = [float(row[1]) for row in rows[:2]]
     assert 0 <= minutes[0] <= minutes[1]
     # The best model's row agrees with pipelines/evaluate.py on the same images, K and seed.
@@ -87,7 +87,7 @@ def test_quality_benchmark_tables_the_nll_of_every_checkpoint(runs, tmp_path):
     with open(tmp_path / "metrics.json") as f:
         metrics = json.load(f)
     assert metrics["num_images"] == 50
-    assert rows[2][3].split("±")[0].strip() == f"{metrics['nll']:.2f}"
+    assert rows[2][3].split(" ± ")[0] == f"{metrics['nll']:.2f}"
 
 
 @pytest.mark.parametrize("source", BACKENDS)
