@@ -114,8 +114,11 @@ def describe_run(config):
     if not config:
         return "unknown (no config.json)"
     hidden = "×".join(str(units) for units in config.get("hidden_units", []))
+    objective = f"{config.get('objective')} K = {config.get('num_samples')}"
+    if config.get("sticking_the_landing"):
+        objective += " (sticking the landing)"
     return (f"{config.get('architecture')} {hidden}, latent {config.get('latent_dim')}, "
-            f"{config.get('objective')} K = {config.get('num_samples')}, "
+            f"{objective}, lr {config.get('lr')} {config.get('lr_schedule')}, "
             f"{config.get('epochs')} epochs, backend {config.get('backend')}")
 
 

@@ -52,6 +52,7 @@ class TrainConfig:
     kl_warmup_steps: int = 0
     num_samples: int = 1
     objective: str = "elbo"
+    sticking_the_landing: bool = False
     dynamic_binarization: bool = False
     lr: float = 1e-3
     lr_schedule: str = "constant"
@@ -119,6 +120,7 @@ def build_model(config, input_shape, learning_rate=None):
         kl_warmup_steps=config.kl_warmup_steps,
         num_samples=config.num_samples,
         objective=config.objective,
+        sticking_the_landing=config.sticking_the_landing,
         dynamic_binarization=config.dynamic_binarization,
         seed=config.seed,
     )

@@ -58,6 +58,9 @@ def parse_args(argv=None):
                        help="β rises linearly from 0 over this many steps (default: 0)")
     model.add_argument("--num-samples", type=int, default=1, help="samples of z per example (K)")
     model.add_argument("--objective", choices=["elbo", "iwae"], default="elbo")
+    model.add_argument("--sticking-the-landing", action="store_true",
+                       help="iwae: drop the score-function term of the encoder gradient "
+                            "(Roeder et al. 2017)")
     model.add_argument("--dynamic-binarization", action="store_true",
                        help="draw x ~ Bernoulli(x) afresh in every training step")
 

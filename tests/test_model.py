@@ -55,6 +55,29 @@ def test_reparameterization_gives_the_encoder_a_gradient(digits):
     assert all(changed), "every encoder weight should receive a gradient"
 
 
+@pytest.mark.parametrize("sticking_the_landing", [True, False])
+def test_sticking_the_landing_gives_no_encoder_gradient_at_the_exact_posterior(
+    digits, sticking_the_landing
+):
+    # A decoder with zero output weights ignores z, so the exact posterior is the prior
+    # N(0, I); an encoder with zero output weights emits exactly that. Then log w = log p(x)
+    # for every z, so the pathwise gradient is zero for every ε (Roeder et al. 2017), while
+    # the score term −∂ log q/∂μ = −ε of the standard estimator is not.
+    vae = small_vae(objective="iwae", num_samples=4, sticking_the_landing=sticking_the_landing)
+    output_layers = [vae.encoder.get_layer("z_mean"), vae.encoder.get_layer("z_log_var_raw"),
+                     vae.decoder.get_layer("pixels")]
+    for layer in output_layers:
+        layer.set_weights([np.zeros_like(w) for w in layer.get_weights()])
+    vae.compile(optimizer=keras.optimizers.SGD(learning_rate=0.1))
+    before = [w.copy() for w in vae.encoder.get_weights()]
+    vae.train_on_batch(digits[0][:64])
+    moved = max(np.abs(b - a).max() for b, a in zip(before, vae.encoder.get_weights()))
+    if sticking_the_landing:
+        assert moved < 1e-6
+    else:
+        assert moved > 1e-3
+
+
 def test_each_training_step_draws_fresh_noise(digits):
     # A zero learning rate leaves the weights alone; only ε can make two losses differ.
     vae = small_vae()
