@@ -10,10 +10,12 @@ import secrets
 def atomic_path(path):
     """Yields a temporary path beside `path`; renames it to `path` if the block succeeds.
 
+    The temporary name keeps the extension (writers such as `model.save` check it).
     On any error the temporary file is removed and `path` is left as it was.
     """
     directory, name = os.path.split(os.path.abspath(path))
-    temp_path = os.path.join(directory, f".{name}.{secrets.token_hex(6)}.tmp")
+    stem, extension = os.path.splitext(name)
+    temp_path = os.path.join(directory, f".{stem}.{secrets.token_hex(6)}.tmp{extension}")
     try:
         yield temp_path
         os.replace(temp_path, path)

@@ -1,5 +1,7 @@
 """`VAE`: a variational autoencoder that trains with `model.fit` on any Keras backend."""
 
+import os
+
 import numpy as np
 
 import keras
@@ -7,6 +9,7 @@ from keras import ops
 from keras import random
 
 from keras_vae import distributions as dist
+from keras_vae.files import atomic_path
 from keras_vae.networks import build_decoder
 from keras_vae.networks import build_encoder
 from keras_vae.networks import check_architecture
@@ -270,6 +273,21 @@ class VAE(BackendTrainer, keras.Model):
         if isinstance(validation_data, (tuple, list)) and _is_array(validation_data[0]):
             validation_data = (self.check_images(validation_data[0]),) + tuple(validation_data[1:])
         return super().fit(x, y, *args, validation_data=validation_data, **kwargs)
+
+    def save(self, filepath, overwrite=True, **kwargs):
+        """`keras.Model.save`, made atomic for local `.keras` files.
+
+        The model is written to a temporary file beside `filepath` and renamed
+        over it, so an interrupted save (for instance by ModelCheckpoint in
+        the middle of training) never leaves a half-written model behind.
+        """
+        path = os.fspath(filepath) if isinstance(filepath, (str, os.PathLike)) else None
+        if path is None or not path.endswith(".keras") or "://" in path:
+            return super().save(filepath, overwrite=overwrite, **kwargs)
+        if os.path.exists(path) and not overwrite:
+            return super().save(filepath, overwrite=False, **kwargs)  # Keras asks first
+        with atomic_path(path) as temp_path:
+            super().save(temp_path, overwrite=True, **kwargs)
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
         if _is_array(x):

@@ -243,3 +243,23 @@ def test_bernoulli_data_outside_unit_interval_is_a_clear_error(digits):
 def test_bad_constructor_arguments_are_clear_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
         small_vae(**kwargs)
+
+
+def test_a_failed_save_leaves_the_previous_file_whole(digits, tmp_path):
+    # ModelCheckpoint saves over model.keras every epoch; an error (or a kill) part-way
+    # through a save must not leave a truncated file where the last good model was.
+    path = str(tmp_path / "model.keras")
+    vae = small_vae()
+    vae.save(path)
+    saved = open(path, "rb").read()
+
+    def fail(store):
+        raise OSError("disk full")
+
+    vae.decoder.get_layer("pixels").save_own_variables = fail  # fails after the file is opened
+    with pytest.raises(OSError, match="disk full"):
+        vae.save(path)
+    assert open(path, "rb").read() == saved
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.keras"]
+    np.testing.assert_allclose(keras.saving.load_model(path).decode(np.zeros((1, 4))),
+                               vae.decode(np.zeros((1, 4))), rtol=1e-6)
