@@ -74,7 +74,9 @@ def main(argv=None):
     history = os.path.join(args.run, "history.csv")
     minutes = [seconds / 60 for seconds in logged_values(history, "elapsed_seconds")]
     val_losses = logged_values(history, "val_loss")
-    best_epoch = 1 + val_losses.index(min(val_losses)) if val_losses else None
+    # model.keras holds the best validation epoch, or the last one for a run without validation.
+    best_epoch = 1 + val_losses.index(min(val_losses)) if val_losses else len(minutes) or None
+    best_label = "best" if val_losses else "last"
     config = read_run_config(args.run)
     points = checkpoints(args.run)
     if not points:
@@ -91,7 +93,7 @@ def main(argv=None):
         metrics = measure(vae, images, args.num_samples, seed=args.seed, verbose=False)
         number = best_epoch if epoch == "best" else epoch
         trained = f"{minutes[number - 1]:.1f}" if number and number <= len(minutes) else "?"
-        label = f"{number} (best)" if epoch == "best" else str(epoch)
+        label = f"{number} ({best_label})" if epoch == "best" else str(epoch)
         rows.append([label, trained, f"{metrics['elbo']:.2f}",
                      f"{metrics['nll']:.2f} ± {metrics['nll_standard_error']:.2f}"])
         print(f"epoch {label}: NLL {metrics['nll']:.2f} nats "

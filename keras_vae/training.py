@@ -90,13 +90,16 @@ class ElapsedTime(keras.callbacks.Callback):
 def load_training_data(config):
     """Train and validation images (N, H, W, C) for a config: (x_train, x_val).
 
-    The validation images are a seeded `val_fraction` of the training split.
+    The validation images are a seeded `val_fraction` of the training split;
+    with val_fraction 0, x_val is None and training uses the whole split.
     """
     images = load_dataset(config.dataset, "train", config.data_dir, config.download).images
     if config.binarize:
         images = binarize(images, seed=config.seed)
-    if not 0.0 < config.val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in (0, 1), got {config.val_fraction}")
+    if not 0.0 <= config.val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {config.val_fraction}")
+    if config.val_fraction == 0.0:
+        return images, None
     order = np.random.default_rng(config.seed).permutation(len(images))
     num_val = max(1, int(round(config.val_fraction * len(images))))
     x_train, x_val = images[order[num_val:]], images[order[:num_val]]
@@ -159,7 +162,8 @@ def train(config, extra_callbacks=()):
     if devices:
         # Every batch, the last one included, must split evenly across the devices.
         x_train = x_train[: len(x_train) - len(x_train) % len(devices)]
-        x_val = x_val[: len(x_val) - len(x_val) % len(devices)]
+        if x_val is not None:
+            x_val = x_val[: len(x_val) - len(x_val) % len(devices)]
     write_json(run_record(config, x_train.shape[1:], devices), os.path.join(run_dir, "config.json"))
 
     steps_per_epoch = math.ceil(len(x_train) / config.batch_size)
@@ -168,12 +172,7 @@ def train(config, extra_callbacks=()):
         ElapsedTime(last_logged_value(history_path, "elapsed_seconds") or 0.0),
         keras.callbacks.TerminateOnNaN(),
         keras.callbacks.BackupAndRestore(backup_dir),
-        keras.callbacks.ModelCheckpoint(
-            os.path.join(run_dir, "model.keras"),
-            monitor="val_loss",
-            save_best_only=True,
-            initial_value_threshold=best_logged_value(history_path, "val_loss"),
-        ),
+        best_model_checkpoint(run_dir, history_path, validating=x_val is not None),
         keras.callbacks.ModelCheckpoint(os.path.join(run_dir, "last.keras")),
         *periodic_checkpoint(config, steps_per_epoch),
         keras.callbacks.CSVLogger(history_path, append=True),
@@ -184,7 +183,7 @@ def train(config, extra_callbacks=()):
         x_train,
         epochs=config.epochs,
         batch_size=config.batch_size,
-        validation_data=(x_val,),
+        validation_data=(x_val,) if x_val is not None else None,
         callbacks=callbacks,
         verbose=config.verbose,
     )
@@ -194,8 +193,25 @@ def train(config, extra_callbacks=()):
             "a KL warm-up (--kl-warmup-steps), or check the data."
         )
     save_samples(vae, os.path.join(run_dir, "samples.png"), seed=config.seed)
-    save_reconstructions(vae, x_val, os.path.join(run_dir, "reconstructions.png"))
+    shown = x_val if x_val is not None else x_train
+    save_reconstructions(vae, shown, os.path.join(run_dir, "reconstructions.png"))
     return vae
+
+
+def best_model_checkpoint(run_dir, history_path, validating):
+    """ModelCheckpoint for model.keras: the lowest val_loss, or without validation the last epoch.
+
+    (The training loss cannot pick the best epoch: during a KL warm-up it rises as β does.)
+    """
+    path = os.path.join(run_dir, "model.keras")
+    if not validating:
+        return keras.callbacks.ModelCheckpoint(path)
+    return keras.callbacks.ModelCheckpoint(
+        path,
+        monitor="val_loss",
+        save_best_only=True,
+        initial_value_threshold=best_logged_value(history_path, "val_loss"),
+    )
 
 
 def periodic_checkpoint(config, steps_per_epoch):
@@ -256,11 +272,15 @@ def library_versions():
 
 
 def logged_values(history_path, column):
-    """The values of `column` in a CSVLogger file, in order ([] without file or column)."""
+    """The values of `column` in a CSVLogger file, in order ([] without file or column).
+
+    Empty cells and CSVLogger's "NA" (e.g. val_* columns of a run without validation) are skipped.
+    """
     if not os.path.exists(history_path):
         return []
     with open(history_path) as f:
-        return [float(row[column]) for row in csv.DictReader(f) if row.get(column)]
+        cells = [row.get(column) for row in csv.DictReader(f)]
+    return [float(cell) for cell in cells if cell and cell != "NA"]
 
 
 def best_logged_value(history_path, column):

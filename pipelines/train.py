@@ -41,7 +41,8 @@ def parse_args(argv=None):
     data.add_argument("--binarize", action="store_true",
                       help="binarize the training data once (seeded); see --dynamic-binarization")
     data.add_argument("--val-fraction", type=float, default=0.1,
-                      help="fraction of the training split held out for validation (default: 0.1)")
+                      help="fraction of the training split held out for validation; 0 trains "
+                           "on all of it and keeps the last epoch as model.keras (default: 0.1)")
 
     model = parser.add_argument_group("model")
     model.add_argument("--latent-dim", type=int, default=16, help="latent dimensions (default: 16)")

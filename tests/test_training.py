@@ -11,6 +11,7 @@ import keras
 from keras_vae.training import TrainConfig
 from keras_vae.training import TrainingDiverged
 from keras_vae.training import load_training_data
+from keras_vae.training import logged_values
 from keras_vae.training import train
 
 pytestmark = pytest.mark.backend
@@ -93,3 +94,22 @@ def test_validation_split_is_seeded_and_binarized_like_the_training_draws(tmp_pa
     assert len(np.unique(x_train)) == 17  # training images stay grey: each step draws afresh
     again_train, again_val = load_training_data(small_config(tmp_path, dynamic_binarization=True))
     np.testing.assert_array_equal(x_val, again_val)
+
+
+def test_without_a_validation_split_training_uses_every_image_and_keeps_the_last_model(tmp_path):
+    config = small_config(tmp_path / "run", epochs=2, val_fraction=0.0)
+    x_train, x_val = load_training_data(config)
+    assert len(x_train) == 1437 and x_val is None  # the whole digits training split
+    vae = train(config)
+    assert len(history(config.out)) == 2
+    assert logged_values(os.path.join(config.out, "history.csv"), "val_loss") == []
+    assert int(keras.ops.convert_to_numpy(vae.optimizer.iterations)) == 2 * 6  # 1437 / 256
+    for a, b in zip(keras.models.load_model(tmp_path / "run" / "model.keras").get_weights(),
+                    vae.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert os.path.exists(tmp_path / "run" / "reconstructions.png")
+
+
+def test_a_validation_fraction_outside_zero_to_one_is_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"val_fraction must be in \[0, 1\)"):
+        load_training_data(small_config(tmp_path, val_fraction=1.0))
