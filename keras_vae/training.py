@@ -2,7 +2,8 @@
 
 A run directory holds everything about one run:
     config.json         every option, the backend and the library versions
-    model.keras         the model with the best validation loss
+    model.keras         the model with the best validation loss (without a
+                        validation split: the model after the last epoch)
     last.keras          the model after the last epoch
     history.csv         per-epoch metrics (nats per example) and elapsed_seconds
     checkpoints/        epoch_NNNN.keras every `checkpoint_every` epochs (when set)
@@ -158,11 +159,12 @@ def train(config, extra_callbacks=()):
     if not resuming and os.path.exists(history_path):
         os.remove(history_path)
     x_train, x_val = load_training_data(config)
+    validating = x_val is not None
     devices = use_all_devices(config.batch_size) if config.data_parallel else None
     if devices:
         # Every batch, the last one included, must split evenly across the devices.
         x_train = x_train[: len(x_train) - len(x_train) % len(devices)]
-        if x_val is not None:
+        if validating:
             x_val = x_val[: len(x_val) - len(x_val) % len(devices)]
     write_json(run_record(config, x_train.shape[1:], devices), os.path.join(run_dir, "config.json"))
 
@@ -172,7 +174,7 @@ def train(config, extra_callbacks=()):
         ElapsedTime(last_logged_value(history_path, "elapsed_seconds") or 0.0),
         keras.callbacks.TerminateOnNaN(),
         keras.callbacks.BackupAndRestore(backup_dir),
-        best_model_checkpoint(run_dir, history_path, validating=x_val is not None),
+        *best_model_checkpoint(run_dir, history_path, validating),
         keras.callbacks.ModelCheckpoint(os.path.join(run_dir, "last.keras")),
         *periodic_checkpoint(config, steps_per_epoch),
         keras.callbacks.CSVLogger(history_path, append=True),
@@ -183,7 +185,7 @@ def train(config, extra_callbacks=()):
         x_train,
         epochs=config.epochs,
         batch_size=config.batch_size,
-        validation_data=(x_val,) if x_val is not None else None,
+        validation_data=(x_val,) if validating else None,
         callbacks=callbacks,
         verbose=config.verbose,
     )
@@ -192,26 +194,28 @@ def train(config, extra_callbacks=()):
             "Training stopped: the loss became NaN or infinite. Try a lower --lr, "
             "a KL warm-up (--kl-warmup-steps), or check the data."
         )
+    if not validating:
+        vae.save(os.path.join(run_dir, "model.keras"))  # the last epoch's model, saved once
     save_samples(vae, os.path.join(run_dir, "samples.png"), seed=config.seed)
-    shown = x_val if x_val is not None else x_train
+    shown = x_val if validating else x_train
     save_reconstructions(vae, shown, os.path.join(run_dir, "reconstructions.png"))
     return vae
 
 
 def best_model_checkpoint(run_dir, history_path, validating):
-    """ModelCheckpoint for model.keras: the lowest val_loss, or without validation the last epoch.
+    """[ModelCheckpoint] keeping the lowest val_loss in model.keras; [] without validation.
 
-    (The training loss cannot pick the best epoch: during a KL warm-up it rises as β does.)
+    Without validation, train() saves model.keras once, after the last epoch: the
+    training loss cannot pick a best epoch, since during a KL warm-up it rises as β does.
     """
-    path = os.path.join(run_dir, "model.keras")
     if not validating:
-        return keras.callbacks.ModelCheckpoint(path)
-    return keras.callbacks.ModelCheckpoint(
-        path,
+        return []
+    return [keras.callbacks.ModelCheckpoint(
+        os.path.join(run_dir, "model.keras"),
         monitor="val_loss",
         save_best_only=True,
         initial_value_threshold=best_logged_value(history_path, "val_loss"),
-    )
+    )]
 
 
 def periodic_checkpoint(config, steps_per_epoch):
