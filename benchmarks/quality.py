@@ -119,6 +119,8 @@ def describe_run(config):
     objective = f"{config.get('objective')} K = {config.get('num_samples')}"
     if config.get("sticking_the_landing"):
         objective += " (sticking the landing)"
+    if config.get("prior") == "mixture":
+        objective += f", mixture prior of {config.get('prior_components')}"
     return (f"{config.get('architecture')} {hidden}, latent {config.get('latent_dim')}, "
             f"{objective}, lr {config.get('lr')} {config.get('lr_schedule')}, "
             f"{config.get('epochs')} epochs, backend {config.get('backend')}")

@@ -71,6 +71,36 @@ def standard_normal_log_prob(z):
     return -0.5 * ops.sum(LOG_2PI + ops.square(z), axis=-1)
 
 
+def gaussian_mixture_log_prob(z, means, log_vars, logits):
+    """log p(z) under a mixture of C diagonal Gaussians, summed over the last axis.
+
+    p(z) = Σ_c softmax(logits)_c · N(z; μ_c, diag σ_c²). The squared distance
+    Σ_j (z_j − μ_cj)² / σ_cj² is expanded into matrix products, so no
+    (..., C, D) tensor is formed.
+
+    Args:
+        z: (..., D).
+        means, log_vars: (C, D), the components' μ and log σ².
+        logits: (C,) unnormalized log mixture weights.
+
+    Returns:
+        (...) log-density in nats.
+    """
+    latent_dim = ops.shape(z)[-1]
+    flat_z = ops.reshape(z, (-1, latent_dim))  # (N, D)
+    precisions = ops.exp(-log_vars)  # (C, D)
+    squared_distance = (
+        ops.matmul(ops.square(flat_z), ops.transpose(precisions))
+        - 2.0 * ops.matmul(flat_z, ops.transpose(means * precisions))
+        + ops.sum(ops.square(means) * precisions, axis=-1)
+    )  # (N, C)
+    log_components = -0.5 * (
+        latent_dim * LOG_2PI + ops.sum(log_vars, axis=-1) + squared_distance
+    )  # (N, C)
+    log_density = ops.logsumexp(log_components + ops.log_softmax(logits), axis=-1)  # (N,)
+    return ops.reshape(log_density, ops.shape(z)[:-1])
+
+
 def bernoulli_log_prob_from_logits(x, logits, event_axes=1):
     """log Bernoulli(x; sigmoid(logits)), summed over the last `event_axes` axes.
 

@@ -12,7 +12,9 @@ The decoder graph: input `z` float32 [batch, latent_dim] (symbolic batch)
 decoder: the sigmoid is in the graph; the mean for a Gaussian one).
 """
 
+import base64
 import datetime
+import json
 import os
 import shutil
 import time
@@ -74,14 +76,26 @@ def export_encoder(vae, path, opset=DEFAULT_OPSET, metadata=None, tolerance=PARI
 
 
 def model_metadata(vae):
-    """The metadata every exported graph carries (strings)."""
-    return {
+    """The metadata every exported graph carries (strings).
+
+    A model with a learned mixture prior also carries "prior", so that a
+    sampler can draw z from it: JSON {"type": "mixture", "components": C,
+    "weights", "means", "log_vars"}, each array as base64 of little-endian
+    float32 (shapes (C,), (C, D), (C, D)).
+    """
+    metadata = {
         "latent_dim": str(vae.latent_dim),
         "image_shape": "[" + ", ".join(str(d) for d in vae.image_shape) + "]",
         "likelihood": vae.likelihood,
         "keras_vae_version": keras_vae.__version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+    prior = vae.prior_parameters()
+    if prior is not None:
+        arrays = {name: base64.b64encode(np.asarray(values, "<f4").tobytes()).decode("ascii")
+                  for name, values in prior.items()}
+        metadata["prior"] = json.dumps({"type": "mixture", "components": vae.prior_components, **arrays})
+    return metadata
 
 
 def write_triton_repository(onnx_path, repository, model_name, latent_dim, image_shape,

@@ -12,11 +12,13 @@ from keras_vae import distributions as dist
 from keras_vae.files import atomic_path
 from keras_vae.networks import build_decoder
 from keras_vae.networks import build_encoder
+from keras_vae.networks import Z_LOG_VAR_RANGE
 from keras_vae.networks import check_architecture
 from keras_vae.trainers import BackendTrainer
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 OBJECTIVES = ("elbo", "iwae")
+PRIORS = ("standard", "mixture")
 IMAGE_EVENT_AXES = 3  # (H, W, C): log p(x|z) sums over these.
 
 # log σ² of a learned Gaussian decoder is clipped to this range: on data with
@@ -29,7 +31,8 @@ DECODER_LOG_VAR_RANGE = (-7.0, 7.0)
 class VAE(BackendTrainer, keras.Model):
     """Variational autoencoder with a custom, backend-native `train_step`.
 
-    q(z|x) = N(μ(x), diag σ²(x)), p(z) = N(0, I), and p(x|z) Bernoulli (decoder
+    q(z|x) = N(μ(x), diag σ²(x)), p(z) = N(0, I) (or a learned mixture of
+    Gaussians), and p(x|z) Bernoulli (decoder
     emits logits, data in [0, 1]) or Gaussian. Training minimises the negative
     ELBO, or the negative importance-weighted bound (`objective="iwae"`), with
     z drawn by reparameterization. Losses are reported in nats per example.
@@ -54,6 +57,11 @@ class VAE(BackendTrainer, keras.Model):
             constant, dropping the score-function term of the encoder's gradient
             (Roeder et al. 2017); lowers gradient variance. The loss value is
             unchanged.
+        prior: "standard" for p(z) = N(0, I), or "mixture" for a learned mixture
+            of `prior_components` diagonal Gaussians (means, variances and
+            weights trained with the rest of the model). With a mixture the KL
+            term has no closed form; it is estimated from the K samples of z.
+        prior_components: number of mixture components C.
         dynamic_binarization: if true, each training step draws x ~ Bernoulli(x).
         seed: seed of the noise ε (and of dynamic binarization).
 
@@ -81,6 +89,8 @@ class VAE(BackendTrainer, keras.Model):
         num_samples=1,
         objective="elbo",
         sticking_the_landing=False,
+        prior="standard",
+        prior_components=500,
         dynamic_binarization=False,
         seed=None,
         **kwargs,
@@ -90,7 +100,7 @@ class VAE(BackendTrainer, keras.Model):
         conv_filters = tuple(int(f) for f in conv_filters)
         _check_arguments(
             input_shape, latent_dim, architecture, conv_filters, likelihood, decoder_std,
-            beta, kl_warmup_steps, num_samples, objective,
+            beta, kl_warmup_steps, num_samples, objective, prior, prior_components,
         )
         super().__init__(**kwargs)
 
@@ -103,6 +113,20 @@ class VAE(BackendTrainer, keras.Model):
             )
         else:
             self.decoder_log_var = None
+        if prior == "mixture":
+            # Component means start spread like N(0, I) draws, so they cover the
+            # standard prior's mass; variances start at 1 and weights equal.
+            self.prior_means = self.add_weight(
+                shape=(prior_components, latent_dim),
+                initializer=keras.initializers.RandomNormal(stddev=1.0, seed=seed),
+                name="prior_means",
+            )
+            self.prior_log_vars = self.add_weight(
+                shape=(prior_components, latent_dim), initializer="zeros", name="prior_log_vars"
+            )
+            self.prior_logits = self.add_weight(
+                shape=(prior_components,), initializer="zeros", name="prior_logits"
+            )
 
         # === State that changes during training (variables, so jit sees it) ===
         self.beta = self.add_weight(
@@ -130,6 +154,8 @@ class VAE(BackendTrainer, keras.Model):
         self.num_samples = int(num_samples)
         self.objective = objective
         self.sticking_the_landing = bool(sticking_the_landing)
+        self.prior = prior
+        self.prior_components = int(prior_components)
         self.dynamic_binarization = bool(dynamic_binarization)
         self.seed = seed
 
@@ -148,6 +174,8 @@ class VAE(BackendTrainer, keras.Model):
             num_samples=self.num_samples,
             objective=self.objective,
             sticking_the_landing=self.sticking_the_landing,
+            prior=self.prior,
+            prior_components=self.prior_components,
             dynamic_binarization=self.dynamic_binarization,
             seed=self.seed,
         )
@@ -181,7 +209,8 @@ class VAE(BackendTrainer, keras.Model):
         Returns a dict of (B,) tensors:
             "loss": the objective, −ELBO (or −IWAE bound) with the current β;
             "reconstruction_loss": −E_q[log p(x|z)], averaged over the K samples;
-            "kl_loss": KL(q(z|x) ‖ p(z)) in closed form.
+            "kl_loss": KL(q(z|x) ‖ p(z)): in closed form for the standard
+                prior, else the average of log q(z|x) − log p(z) over the K samples.
 
         With training=True, x is binarized when `dynamic_binarization` is on,
         β follows the warm-up, and the warm-up step counter advances.
@@ -195,19 +224,21 @@ class VAE(BackendTrainer, keras.Model):
             self.steps_seen.assign_add(1.0)
 
         z_mean, z_log_var = self.encoder(x, training=training)
-        kl = dist.gaussian_kl_to_standard_normal(z_mean, z_log_var)  # (B,)
         z = dist.reparameterize(z_mean, z_log_var, self.seed_generator, self.num_samples)
         log_px_z = self.log_px_given_z(x, z, training=training)  # (K, B)
         reconstruction = -ops.mean(log_px_z, axis=0)  # (B,)
+        q_mean, q_log_var = z_mean, z_log_var
+        if training and self.sticking_the_landing and self.objective == "iwae":
+            q_mean, q_log_var = ops.stop_gradient(z_mean), ops.stop_gradient(z_log_var)
+        # (K, B): log p(z) − log q(z|x)
+        log_prior_ratio = self.log_prior(z) - dist.diagonal_gaussian_log_prob(z, q_mean, q_log_var)
+        if self.prior == "standard":
+            kl = dist.gaussian_kl_to_standard_normal(z_mean, z_log_var)  # (B,)
+        else:
+            kl = -ops.mean(log_prior_ratio, axis=0)  # (B,)
         if self.objective == "elbo":
             loss = reconstruction + beta * kl
         else:
-            q_mean, q_log_var = z_mean, z_log_var
-            if training and self.sticking_the_landing:
-                q_mean, q_log_var = ops.stop_gradient(z_mean), ops.stop_gradient(z_log_var)
-            log_prior_ratio = dist.standard_normal_log_prob(z) - dist.diagonal_gaussian_log_prob(
-                z, q_mean, q_log_var
-            )  # (K, B): log p(z) − log q(z|x)
             loss = -dist.log_mean_exp(log_px_z + beta * log_prior_ratio, axis=0)
         return {"loss": loss, "reconstruction_loss": reconstruction, "kl_loss": kl}
 
@@ -217,6 +248,31 @@ class VAE(BackendTrainer, keras.Model):
             return ops.convert_to_tensor(self.beta)
         progress = ops.minimum(1.0, self.steps_seen / float(self.kl_warmup_steps))
         return self.beta * progress
+
+    def log_prior(self, z):
+        """log p(z) in nats: z (..., D) -> (...)."""
+        if self.prior == "standard":
+            return dist.standard_normal_log_prob(z)
+        return dist.gaussian_mixture_log_prob(
+            z, self.prior_means, self.prior_log_vars_clipped(), self.prior_logits
+        )
+
+    def prior_log_vars_clipped(self):
+        """log σ² of the mixture prior's components, (C, D), kept in a finite range."""
+        return ops.clip(self.prior_log_vars, *Z_LOG_VAR_RANGE)
+
+    def prior_parameters(self):
+        """The mixture prior as numpy: {"weights": (C,), "means": (C, D), "log_vars": (C, D)}.
+
+        None for the standard prior.
+        """
+        if self.prior == "standard":
+            return None
+        return {
+            "weights": ops.convert_to_numpy(ops.softmax(self.prior_logits)).astype("float64"),
+            "means": ops.convert_to_numpy(self.prior_means),
+            "log_vars": ops.convert_to_numpy(self.prior_log_vars_clipped()),
+        }
 
     def log_px_given_z(self, x, z, training=False):
         """log p(x|z) in nats: x (B, H, W, C), z (K, B, D) -> (K, B)."""
@@ -310,10 +366,26 @@ class VAE(BackendTrainer, keras.Model):
         params = self.decoder.predict(z, batch_size=batch_size, verbose=0)
         return ops.convert_to_numpy(self.decoder_output_to_mean(params))
 
+    def sample_latents(self, n, seed=None, temperature=1.0):
+        """n draws of z from the prior (numpy RNG), spread scaled by T: (n, D) float32.
+
+        Standard prior: z ~ N(0, T²·I). Mixture: pick component c by its
+        weight, then z ~ N(μ_c, T²·σ_c²).
+        """
+        rng = np.random.default_rng(seed)
+        z = rng.standard_normal((int(n), self.latent_dim), dtype=np.float32)
+        prior = self.prior_parameters()
+        if prior is None:
+            return z * np.float32(temperature)
+        # The same draws, in the same order, as serving's Sampler.latents.
+        weights = prior["weights"].astype("float32").astype("float64")
+        component = rng.choice(len(weights), size=int(n), p=weights / weights.sum())
+        std = np.exp(0.5 * prior["log_vars"][component].astype("float64"))
+        return (prior["means"][component] + temperature * std * z).astype("float32")
+
     def sample(self, n, seed=None, temperature=1.0):
-        """n images from the model: z ~ N(0, T²·I) (numpy RNG), decoded to pixel means."""
-        z = np.random.default_rng(seed).standard_normal((int(n), self.latent_dim))
-        return self.decode(temperature * z)
+        """n images from the model: z from the prior (`sample_latents`), decoded to pixel means."""
+        return self.decode(self.sample_latents(n, seed, temperature))
 
     def reconstruct(self, x):
         """Decodes the posterior mean of each image: (N, H, W, C) -> (N, H, W, C) numpy."""
@@ -347,7 +419,7 @@ class VAE(BackendTrainer, keras.Model):
                 z = dist.reparameterize(z_mean, z_log_var, seed_generator, k)  # (k, B, D)
                 log_w = (
                     self.log_px_given_z(x_batch, z)
-                    + dist.standard_normal_log_prob(z)
+                    + self.log_prior(z)
                     - dist.diagonal_gaussian_log_prob(z, z_mean, z_log_var)
                 )
                 log_weights.append(ops.convert_to_numpy(log_w).astype("float64"))
@@ -368,7 +440,8 @@ def _is_array(x):
 
 
 def _check_arguments(input_shape, latent_dim, architecture, conv_filters, likelihood,
-                     decoder_std, beta, kl_warmup_steps, num_samples, objective):
+                     decoder_std, beta, kl_warmup_steps, num_samples, objective, prior,
+                     prior_components):
     check_architecture(input_shape, architecture, conv_filters)
     if int(latent_dim) < 1:
         raise ValueError(f"latent_dim must be a positive integer, got {latent_dim!r}")
@@ -384,3 +457,7 @@ def _check_arguments(input_shape, latent_dim, architecture, conv_filters, likeli
         raise ValueError(f"num_samples must be >= 1, got {num_samples!r}")
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    if prior not in PRIORS:
+        raise ValueError(f"prior must be one of {PRIORS}, got {prior!r}")
+    if int(prior_components) < 1:
+        raise ValueError(f"prior_components must be >= 1, got {prior_components!r}")

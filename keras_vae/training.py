@@ -54,6 +54,8 @@ class TrainConfig:
     num_samples: int = 1
     objective: str = "elbo"
     sticking_the_landing: bool = False
+    prior: str = "standard"
+    prior_components: int = 500
     dynamic_binarization: bool = False
     lr: float = 1e-3
     lr_schedule: str = "constant"
@@ -125,6 +127,8 @@ def build_model(config, input_shape, learning_rate=None):
         num_samples=config.num_samples,
         objective=config.objective,
         sticking_the_landing=config.sticking_the_landing,
+        prior=config.prior,
+        prior_components=config.prior_components,
         dynamic_binarization=config.dynamic_binarization,
         seed=config.seed,
     )

@@ -62,6 +62,10 @@ def parse_args(argv=None):
     model.add_argument("--sticking-the-landing", action="store_true",
                        help="iwae: drop the score-function term of the encoder gradient "
                             "(Roeder et al. 2017)")
+    model.add_argument("--prior", choices=["standard", "mixture"], default="standard",
+                       help="p(z): N(0, I), or a learned mixture of Gaussians (default: standard)")
+    model.add_argument("--prior-components", type=int, default=500,
+                       help="components of the mixture prior (default: 500)")
     model.add_argument("--dynamic-binarization", action="store_true",
                        help="draw x ~ Bernoulli(x) afresh in every training step")
 
@@ -88,7 +92,7 @@ def parse_args(argv=None):
             args.decoder_std = float(args.decoder_std)
         except ValueError:
             parser.error(f"--decoder-std must be a number or 'learned', got {args.decoder_std!r}")
-    for name in ("epochs", "batch_size", "latent_dim", "num_samples"):
+    for name in ("epochs", "batch_size", "latent_dim", "num_samples", "prior_components"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.checkpoint_every < 0:

@@ -64,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", type=int, default=None, help=f"number of images (default {DEFAULT_N})")
     p.add_argument("--seed", type=int, default=None, help="random seed (default: fresh randomness)")
     p.add_argument("--temperature", type=float, default=None,
-                   help="latent standard deviation: z ~ N(0, T^2 I) (default 1.0)")
+                   help="scale of the latent spread: z ~ N(0, T^2 I), or for a model with a "
+                        "mixture prior z ~ N(m_c, T^2 s_c^2) (default 1.0)")
     p.add_argument("--z", metavar="LATENTS.npy", default=None,
                    help="decode these latents, shape [n, latent_dim], instead of sampling")
     p.add_argument("--batch-size", type=int, default=256,

@@ -4,7 +4,9 @@ The decoder file (``decoder.onnx``, written by ``pipelines/export.py``) maps
 latents ``z`` (float32 ``[batch, latent_dim]``) to pixel means ``x_mean``
 (float32 ``[batch, H, W, C]``). Its metadata (all strings) carries
 ``latent_dim``, ``image_shape`` (JSON list), ``likelihood`` and provenance
-fields; when metadata is missing the graph's shapes are used instead.
+fields; when metadata is missing the graph's shapes are used instead. A model
+trained with a learned mixture prior also carries ``prior`` (JSON; see
+:func:`_parse_prior`), and latents are then drawn from that mixture.
 
 :class:`Sampler` wraps one ``onnxruntime.InferenceSession``. The session is
 created once; afterwards the object holds no mutable state, and
@@ -14,6 +16,8 @@ threads.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import os
 from pathlib import Path
@@ -75,6 +79,36 @@ def _parse_shape(value: str | None) -> tuple[int, ...] | None:
     ):
         return tuple(shape)
     return None
+
+
+def _parse_prior(value: str | None, latent_dim: int) -> dict[str, np.ndarray] | None:
+    """The mixture prior from the ``prior`` metadata entry, or None for N(0, I).
+
+    The entry is JSON ``{"type": "mixture", "components": C, "weights",
+    "means", "log_vars"}``, each array base64 of little-endian float32 with
+    shapes ``(C,)``, ``(C, latent_dim)``, ``(C, latent_dim)``. Raises
+    ValueError when it is malformed.
+    """
+    if value is None:
+        return None
+    try:
+        spec = json.loads(value)
+        if spec.get("type") != "mixture":
+            raise ValueError(f"unknown prior type {spec.get('type')!r}")
+        components = int(spec["components"])
+        shapes = {"weights": (components,), "means": (components, latent_dim),
+                  "log_vars": (components, latent_dim)}
+        prior = {}
+        for name, shape in shapes.items():
+            values = np.frombuffer(base64.b64decode(spec[name], validate=True), dtype="<f4")
+            prior[name] = values.astype(np.float64).reshape(shape)
+    except (ValueError, KeyError, TypeError, AttributeError, binascii.Error) as exc:
+        raise ValueError(f"malformed prior metadata: {exc}") from None
+    weights = prior["weights"]
+    if not (np.all(np.isfinite(weights)) and np.all(weights >= 0) and weights.sum() > 0):
+        raise ValueError("malformed prior metadata: weights must be finite, >= 0, not all 0")
+    prior["weights"] = weights / weights.sum()
+    return prior
 
 
 def _static_dims(shape: list[Any]) -> tuple[int, ...] | None:
@@ -178,6 +212,10 @@ class Sampler:
                 f"{where}: latent_dim is neither in the metadata nor in the input shape"
             )
         self.latent_dim: int = latent_dim
+        try:
+            self.prior = _parse_prior(self.metadata.get("prior"), latent_dim)
+        except ValueError as exc:
+            raise ModelLoadError(f"{where}: {exc}") from None
 
         # One decode of z = 0 checks the model runs and gives the true output shape.
         probe = self._run(np.zeros((1, latent_dim), dtype=np.float32))
@@ -253,10 +291,13 @@ class Sampler:
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def latents(self, n: int, seed: int | None = None, temperature: float = 1.0) -> np.ndarray:
-        """Draw ``z ~ N(0, temperature^2 I)``: float32 ``[n, latent_dim]``.
+        """Draw ``z`` from the prior, spread scaled by ``temperature``: float32 ``[n, latent_dim]``.
 
+        ``z ~ N(0, temperature^2 I)``; with a mixture prior, a component c is
+        picked by its weight and ``z ~ N(mu_c, temperature^2 sigma_c^2)``.
         Uses ``numpy.random.default_rng(seed)``, so the same seed gives the
-        same latents (``seed=None`` draws fresh randomness).
+        same latents (``seed=None`` draws fresh randomness), and the same
+        latents as ``keras_vae.VAE.sample_latents``.
         """
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise ValueError(f"n must be a positive integer; got {n!r}")
@@ -272,7 +313,11 @@ class Sampler:
             raise ValueError(f"temperature must be a finite number >= 0; got {temperature!r}")
         rng = np.random.default_rng(seed)
         z = rng.standard_normal((int(n), self.latent_dim), dtype=np.float32)
-        return z * np.float32(t)
+        if self.prior is None:
+            return z * np.float32(t)
+        component = rng.choice(len(self.prior["weights"]), size=int(n), p=self.prior["weights"])
+        std = np.exp(0.5 * self.prior["log_vars"][component])
+        return (self.prior["means"][component] + t * std * z).astype(np.float32)
 
     def sample(
         self,
@@ -295,7 +340,9 @@ class Sampler:
             "latent_dim": self.latent_dim,
             "image_shape": list(self.image_shape),
             "likelihood": self.likelihood,
-            "metadata": dict(self.metadata),
+            "prior": "standard" if self.prior is None else f"mixture of {len(self.prior['weights'])} Gaussians",
+            # The prior's arrays are long; "prior" above summarises them.
+            "metadata": {k: v for k, v in self.metadata.items() if k != "prior"},
         }
 
     def __repr__(self) -> str:

@@ -115,7 +115,7 @@ class GenerateRequest(BaseModel):
     n: StrictInt = Field(16, ge=1, description="number of images")
     seed: StrictInt | None = Field(None, ge=0, lt=2**64, description="random seed")
     temperature: float = Field(1.0, ge=0, allow_inf_nan=False, strict=True,
-                               description="latent standard deviation T")
+                               description="scale T of the latent spread around the prior")
     format: ImageFormat = "png"
     ncols: Ncols = None
 

@@ -59,6 +59,32 @@ def test_standard_normal_log_prob_matches_scipy():
     np.testing.assert_allclose(to_numpy(dist.standard_normal_log_prob(*tensors(z))), expected, rtol=1e-5)
 
 
+def test_gaussian_mixture_log_prob_matches_scipy():
+    components, latent_dim = 5, 3
+    means = RNG.normal(scale=2.0, size=(components, latent_dim)).astype("float32")
+    log_vars = RNG.normal(scale=0.5, size=(components, latent_dim)).astype("float32")
+    logits = RNG.normal(size=(components,)).astype("float32")
+    z = RNG.normal(scale=2.0, size=(4, 6, latent_dim)).astype("float32")
+    log_weights = scipy.special.log_softmax(logits.astype("float64"))
+    per_component = np.stack(
+        [
+            scipy.stats.multivariate_normal(means[c], np.diag(np.exp(log_vars[c]))).logpdf(z)
+            for c in range(components)
+        ],
+        axis=-1,
+    )  # (4, 6, C)
+    expected = scipy.special.logsumexp(per_component + log_weights, axis=-1)
+    got = to_numpy(dist.gaussian_mixture_log_prob(*tensors(z, means, log_vars, logits)))
+    assert got.shape == (4, 6)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
+
+
+def test_one_component_standard_mixture_is_the_standard_normal():
+    z = RNG.normal(size=(7, 4)).astype("float32")
+    got = to_numpy(dist.gaussian_mixture_log_prob(*tensors(z, np.zeros((1, 4)), np.zeros((1, 4)), [3.0])))
+    np.testing.assert_allclose(got, to_numpy(dist.standard_normal_log_prob(*tensors(z))), rtol=1e-6)
+
+
 def test_bernoulli_log_prob_matches_scipy_and_is_stable():
     logits = RNG.normal(scale=3.0, size=(4, 10)).astype("float32")
     x = (RNG.random((4, 10)) < 0.5).astype("float32")

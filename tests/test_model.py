@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import scipy.special
 import scipy.stats
 
 import keras
@@ -149,11 +150,14 @@ def test_dynamic_binarization_trains_on_binary_draws(digits):
     assert np.isfinite(history["loss"]).all()
 
 
-def test_log_likelihood_matches_the_closed_form_of_a_linear_gaussian_model():
-    # No hidden layers and a Gaussian decoder: x = Wz + b + σ·noise, so p(x) = N(b, WWᵀ + σ²I).
+@pytest.mark.parametrize("prior", ["standard", "mixture"])
+def test_log_likelihood_matches_the_closed_form_of_a_linear_gaussian_model(prior):
+    # No hidden layers and a Gaussian decoder: x = Wz + b + σ·noise, so p(x) = N(b, WWᵀ + σ²I)
+    # under p(z) = N(0, I), and Σ_c w_c N(Wᵀμ_c + b, Wᵀ Σ_c W + σ²I) under a mixture prior.
     sigma, latent_dim = 0.5, 2
     vae = keras_vae.VAE(input_shape=(4, 4, 1), latent_dim=latent_dim, hidden_units=(),
-                        likelihood="gaussian", decoder_std=sigma, seed=0)
+                        likelihood="gaussian", decoder_std=sigma, prior=prior, prior_components=2,
+                        seed=0)
     rng = np.random.default_rng(0)
     weight = rng.normal(size=(latent_dim, 16)).astype("float32")
     bias = rng.normal(size=(16,)).astype("float32") * 0.1
@@ -167,8 +171,25 @@ def test_log_likelihood_matches_the_closed_form_of_a_linear_gaussian_model():
         [np.zeros((16, latent_dim), "float32"), np.log(np.diag(posterior_cov)).astype("float32")])
 
     x = rng.normal(size=(5, 4, 4, 1)).astype("float32")
-    exact = scipy.stats.multivariate_normal(bias, weight.T @ weight + sigma**2 * np.eye(16)).logpdf(
-        x.reshape(5, 16))
+    if prior == "standard":
+        exact = scipy.stats.multivariate_normal(
+            bias, weight.T @ weight + sigma**2 * np.eye(16)).logpdf(x.reshape(5, 16))
+    else:
+        means = np.array([[0.6, -0.3], [-0.5, 0.4]], "float32")
+        log_vars = np.array([[-0.4, 0.2], [0.1, -0.3]], "float32")
+        logits = np.array([0.5, -0.5], "float32")
+        vae.prior_means.assign(means)
+        vae.prior_log_vars.assign(log_vars)
+        vae.prior_logits.assign(logits)
+        per_component = [
+            scipy.stats.multivariate_normal(
+                means[c] @ weight + bias,
+                weight.T @ np.diag(np.exp(log_vars[c])) @ weight + sigma**2 * np.eye(16),
+            ).logpdf(x.reshape(5, 16))
+            for c in range(2)
+        ]
+        exact = scipy.special.logsumexp(
+            np.stack(per_component) + scipy.special.log_softmax(logits)[:, None], axis=0)
     estimate = vae.log_likelihood(x, num_samples=4000, batch_size=5, samples_per_chunk=1000, seed=0)
     np.testing.assert_allclose(estimate, exact, atol=0.05)
 
@@ -184,8 +205,49 @@ def test_log_likelihood_is_at_least_the_elbo_and_does_not_depend_on_chunking(dig
     np.testing.assert_allclose(small_chunks.mean(), one_chunk.mean(), atol=0.3)
 
 
+def test_mixture_prior_of_standard_normals_gives_the_standard_bounds(digits):
+    # Every component N(0, I): the mixture is the standard prior, so the IWAE loss is the
+    # same number, and the ELBO's sampled KL estimates the closed-form KL.
+    x = digits[1][:8]
+    for objective, num_samples in [("iwae", 5), ("elbo", 4000)]:
+        standard = small_vae(objective=objective, num_samples=num_samples)
+        mixture = small_vae(objective=objective, num_samples=num_samples, prior="mixture",
+                            prior_components=3)
+        mixture.encoder.set_weights(standard.encoder.get_weights())
+        mixture.decoder.set_weights(standard.decoder.get_weights())
+        mixture.prior_means.assign(np.zeros((3, 4), "float32"))
+        expected, got = per_example(standard, x), per_example(mixture, x)
+        if objective == "iwae":
+            np.testing.assert_allclose(got["loss"], expected["loss"], rtol=1e-5)
+        else:
+            np.testing.assert_allclose(got["kl_loss"], expected["kl_loss"], atol=0.15, rtol=0.02)
+
+
+def test_mixture_prior_is_trained(digits):
+    vae = small_vae(prior="mixture", prior_components=3, objective="iwae", num_samples=3)
+    vae.compile(optimizer=keras.optimizers.Adam(1e-2))
+    before = [ops.convert_to_numpy(w).copy() for w in (vae.prior_means, vae.prior_log_vars, vae.prior_logits)]
+    vae.fit(digits[0][:256], epochs=1, batch_size=64, verbose=0)
+    after = [ops.convert_to_numpy(w) for w in (vae.prior_means, vae.prior_log_vars, vae.prior_logits)]
+    assert all(not np.allclose(b, a) for b, a in zip(before, after))
+
+
+def test_latents_are_drawn_from_the_mixture_prior():
+    vae = small_vae(prior="mixture", prior_components=2)
+    vae.prior_means.assign(np.array([[5.0] * 4, [-5.0] * 4], "float32"))
+    vae.prior_log_vars.assign(np.full((2, 4), np.log(0.01), "float32"))
+    vae.prior_logits.assign(np.log(np.array([0.2, 0.8], "float32")))
+    z = vae.sample_latents(4000, seed=0)
+    first = z[:, 0] > 0
+    assert abs(first.mean() - 0.2) < 0.03
+    np.testing.assert_allclose(z[first].std(0), 0.1, rtol=0.1)
+    np.testing.assert_allclose(z[~first].mean(0), -5.0, atol=0.02)
+    np.testing.assert_allclose(np.abs(vae.sample_latents(10, seed=1, temperature=0.0)), 5.0, rtol=1e-6)
+
+
 def test_save_and_load_round_trip(tmp_path, digits):
-    vae = small_vae(architecture="conv", conv_filters=(8, 16), kl_warmup_steps=5)
+    vae = small_vae(architecture="conv", conv_filters=(8, 16), kl_warmup_steps=5, prior="mixture",
+                    prior_components=3)
     vae.compile(optimizer="adam")
     vae.fit(digits[0][:128], epochs=1, batch_size=64, verbose=0)
     vae.save(tmp_path / "vae.keras")
@@ -194,6 +256,7 @@ def test_save_and_load_round_trip(tmp_path, digits):
     assert loaded.get_config() == vae.get_config()
     z = np.random.default_rng(0).standard_normal((6, 4))
     np.testing.assert_allclose(loaded.decode(z), vae.decode(z), atol=1e-5)
+    np.testing.assert_allclose(loaded.sample_latents(5, seed=0), vae.sample_latents(5, seed=0), rtol=1e-6)
     assert float(ops.convert_to_numpy(loaded.steps_seen)) == 2.0
     loaded.fit(digits[0][:128], epochs=1, batch_size=64, verbose=0)  # still trains
 
@@ -239,6 +302,8 @@ def test_bernoulli_data_outside_unit_interval_is_a_clear_error(digits):
     ({"architecture": "conv", "input_shape": (7, 7, 1)}, "divisible by 4"),
     ({"num_samples": 0}, "num_samples must be >= 1"),
     ({"decoder_std": -1.0}, "decoder_std must be a positive float or 'learned'"),
+    ({"prior": "vamp"}, "prior must be one of"),
+    ({"prior": "mixture", "prior_components": 0}, "prior_components must be >= 1"),
 ])
 def test_bad_constructor_arguments_are_clear_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -263,3 +328,20 @@ def test_a_failed_save_leaves_the_previous_file_whole(digits, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.keras"]
     np.testing.assert_allclose(keras.saving.load_model(path).decode(np.zeros((1, 4))),
                                vae.decode(np.zeros((1, 4))), rtol=1e-6)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="ONNX export runs under TensorFlow")
+def test_exported_decoder_samples_from_the_mixture_prior_like_keras(tmp_path):
+    from keras_vae.export import export_decoder
+    from serving.sampler import Sampler
+
+    vae = small_vae(prior="mixture", prior_components=3)
+    vae.prior_means.assign(np.random.default_rng(0).normal(size=(3, 4)).astype("float32"))
+    vae.prior_log_vars.assign(np.random.default_rng(1).normal(size=(3, 4)).astype("float32"))
+    vae.prior_logits.assign(np.array([0.5, -1.0, 0.2], "float32"))
+    export_decoder(vae, str(tmp_path / "decoder.onnx"))
+    sampler = Sampler(tmp_path / "decoder.onnx", provider="cpu")
+    for temperature in (1.0, 0.5):
+        z = sampler.latents(50, seed=3, temperature=temperature)
+        np.testing.assert_allclose(z, vae.sample_latents(50, seed=3, temperature=temperature), rtol=1e-6)
+    np.testing.assert_allclose(sampler.sample(9, seed=4), vae.sample(9, seed=4), atol=1e-5)

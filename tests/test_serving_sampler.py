@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
@@ -99,6 +100,45 @@ def test_falls_back_to_graph_shapes_without_metadata(tmp_path):
 def test_metadata_contradicting_graph_is_an_error(tmp_path, meta):
     path = make_decoder_onnx(tmp_path / "bad_meta.onnx", metadata=meta)
     with pytest.raises(ModelLoadError, match="disagrees"):
+        Sampler(path)
+
+
+def prior_metadata(weights, means, log_vars, overrides=None):
+    """The "prior" entry keras_vae's export writes: base64 little-endian float32 arrays."""
+    arrays = {name: base64.b64encode(np.asarray(v, "<f4").tobytes()).decode("ascii")
+              for name, v in (("weights", weights), ("means", means), ("log_vars", log_vars))}
+    return {"prior": json.dumps({"type": "mixture", "components": len(weights), **arrays, **(overrides or {})})}
+
+
+def test_latents_come_from_the_mixture_prior_in_the_metadata(tmp_path):
+    means = np.array([[4.0, 4.0, 4.0, 4.0], [-4.0, -4.0, -4.0, -4.0]])
+    log_vars = np.full((2, 4), np.log(0.04))
+    path = make_decoder_onnx(tmp_path / "mixture.onnx",
+                             metadata=prior_metadata([0.3, 0.7], means, log_vars))
+    s = Sampler(path)
+    z = s.latents(5000, seed=0)
+    assert z.dtype == np.float32 and z.shape == (5000, 4)
+    first = z[:, 0] > 0
+    assert abs(first.mean() - 0.3) < 0.03
+    np.testing.assert_allclose(z[first].mean(0), 4.0, atol=0.02)
+    np.testing.assert_allclose(z[~first].std(0), 0.2, rtol=0.1)
+    np.testing.assert_allclose(np.abs(s.latents(8, seed=1, temperature=0.0)), 4.0)
+    np.testing.assert_array_equal(s.latents(6, seed=2), s.latents(6, seed=2))
+    info = s.describe()
+    assert info["prior"] == "mixture of 2 Gaussians" and "prior" not in info["metadata"]
+    assert Sampler(make_decoder_onnx(tmp_path / "plain.onnx")).describe()["prior"] == "standard"
+
+
+@pytest.mark.parametrize("entry", [
+    "not json",
+    json.dumps({"type": "flow"}),
+    prior_metadata([0.5, 0.5], np.zeros((2, 3)), np.zeros((2, 3)))["prior"],  # latent_dim 4
+    prior_metadata([0.5, 0.5], np.zeros((2, 4)), np.zeros((2, 4)), {"means": "***"})["prior"],
+    prior_metadata([-1.0, 0.5], np.zeros((2, 4)), np.zeros((2, 4)))["prior"],
+])
+def test_malformed_prior_metadata_is_a_load_error(tmp_path, entry):
+    path = make_decoder_onnx(tmp_path / "bad_prior.onnx", metadata={"prior": entry})
+    with pytest.raises(ModelLoadError, match="malformed prior metadata"):
         Sampler(path)
 
 
