@@ -18,6 +18,11 @@ examples:
   python pipelines/train.py --backend jax --dataset mnist --data-dir ../shared/data/tfds \\
       --dynamic-binarization --latent-dim 50 --epochs 100 --out runs/mnist
 
+  # IWAE with a learned mixture prior (the MNIST recipe in README, "Model quality")
+  python pipelines/train.py --backend jax --dataset ../shared/data/mnist.npz \\
+      --dynamic-binarization --latent-dim 50 --objective iwae --num-samples 5 \\
+      --prior mixture --kl-warmup-steps 5000 --lr-schedule cosine --out runs/mnist
+
   # your own images: a .npz with x_train, x_test (uint8 0-255 or float 0-1)
   python pipelines/train.py --dataset my_images.npz --architecture conv --out runs/mine
 
