@@ -227,11 +227,13 @@ class VAE(BackendTrainer, keras.Model):
         z = dist.reparameterize(z_mean, z_log_var, self.seed_generator, self.num_samples)
         log_px_z = self.log_px_given_z(x, z, training=training)  # (K, B)
         reconstruction = -ops.mean(log_px_z, axis=0)  # (B,)
-        q_mean, q_log_var = z_mean, z_log_var
-        if training and self.sticking_the_landing and self.objective == "iwae":
-            q_mean, q_log_var = ops.stop_gradient(z_mean), ops.stop_gradient(z_log_var)
-        # (K, B): log p(z) − log q(z|x)
-        log_prior_ratio = self.log_prior(z) - dist.diagonal_gaussian_log_prob(z, q_mean, q_log_var)
+        # (K, B): log p(z) − log q(z|x), needed unless the loss is the closed-form ELBO.
+        log_prior_ratio = None
+        if self.objective == "iwae" or self.prior != "standard":
+            q_mean, q_log_var = z_mean, z_log_var
+            if training and self.sticking_the_landing and self.objective == "iwae":
+                q_mean, q_log_var = ops.stop_gradient(z_mean), ops.stop_gradient(z_log_var)
+            log_prior_ratio = self.log_prior(z) - dist.diagonal_gaussian_log_prob(z, q_mean, q_log_var)
         if self.prior == "standard":
             kl = dist.gaussian_kl_to_standard_normal(z_mean, z_log_var)  # (B,)
         else:
@@ -262,17 +264,19 @@ class VAE(BackendTrainer, keras.Model):
         return ops.clip(self.prior_log_vars, *Z_LOG_VAR_RANGE)
 
     def prior_parameters(self):
-        """The mixture prior as numpy: {"weights": (C,), "means": (C, D), "log_vars": (C, D)}.
+        """The mixture prior as float64 numpy: {"weights": (C,), "means": (C, D), "log_vars": (C, D)}.
 
-        None for the standard prior.
+        The values are the float32 weights widened, as a sampler reading the
+        exported float32 metadata sees them. None for the standard prior.
         """
         if self.prior == "standard":
             return None
-        return {
-            "weights": ops.convert_to_numpy(ops.softmax(self.prior_logits)).astype("float64"),
-            "means": ops.convert_to_numpy(self.prior_means),
-            "log_vars": ops.convert_to_numpy(self.prior_log_vars_clipped()),
+        parameters = {
+            "weights": ops.softmax(self.prior_logits),
+            "means": self.prior_means,
+            "log_vars": self.prior_log_vars_clipped(),
         }
+        return {name: ops.convert_to_numpy(v).astype("float64") for name, v in parameters.items()}
 
     def log_px_given_z(self, x, z, training=False):
         """log p(x|z) in nats: x (B, H, W, C), z (K, B, D) -> (K, B)."""
@@ -378,9 +382,9 @@ class VAE(BackendTrainer, keras.Model):
         if prior is None:
             return z * np.float32(temperature)
         # The same draws, in the same order, as serving's Sampler.latents.
-        weights = prior["weights"].astype("float32").astype("float64")
+        weights = prior["weights"]
         component = rng.choice(len(weights), size=int(n), p=weights / weights.sum())
-        std = np.exp(0.5 * prior["log_vars"][component].astype("float64"))
+        std = np.exp(0.5 * prior["log_vars"][component])
         return (prior["means"][component] + temperature * std * z).astype("float32")
 
     def sample(self, n, seed=None, temperature=1.0):
