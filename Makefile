@@ -17,8 +17,9 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed
 
 # The main job on the built-in digits: train -> evaluate -> export to ONNX -> sample with onnxruntime.
+# The digits are binarized (afresh in every step), so that the Bernoulli NLL is a true NLL.
 demo: setup
-	$(PY) pipelines/train.py --epochs 60 --quiet --overwrite --out $(RUN)
+	$(PY) pipelines/train.py --epochs 60 --dynamic-binarization --quiet --overwrite --out $(RUN)
 	$(PY) pipelines/evaluate.py $(RUN) --num-samples 1000
 	$(PY) pipelines/export.py $(RUN) --out $(RUN)/decoder.onnx
 	$(PY) serving/generate.py $(RUN)/decoder.onnx -n 64 --seed 0 --scale 4 --out $(RUN)/onnx_samples.png
@@ -32,6 +33,13 @@ test: setup
 	KERAS_BACKEND=jax $(PY) -m pytest -m backend
 	KERAS_BACKEND=torch $(PY) -m pytest -m backend
 	KERAS_BACKEND=tensorflow $(PY) -m pytest
+
+# The same without the tests marked `slow` (end-to-end pipelines, kill -9, fuzzing, Ray):
+# a few minutes, for quick feedback while editing.
+test-fast: setup
+	KERAS_BACKEND=jax $(PY) -m pytest -m "backend and not slow"
+	KERAS_BACKEND=torch $(PY) -m pytest -m "backend and not slow"
+	KERAS_BACKEND=tensorflow $(PY) -m pytest -m "not slow"
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

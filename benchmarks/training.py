@@ -12,8 +12,8 @@ first pass that compiles and warms up; keras_vae and built-in take turns, so bot
 same noise on a shared machine. Prints a Markdown table with ratios measured in this run.
 
 examples:
-  python benchmarks/training.py --data ../shared/data/mnist.npz
-  python benchmarks/training.py --data ../shared/data/mnist.npz --architectures mlp --images 12800
+  python benchmarks/training.py --data data/mnist.npz
+  python benchmarks/training.py --data data/mnist.npz --architectures mlp --images 12800
 """
 
 import argparse

@@ -112,9 +112,3 @@ def bernoulli_log_prob_from_logits(x, logits, event_axes=1):
     """
     log_prob = x * logits - ops.softplus(logits)
     return sum_over_trailing_axes(log_prob, event_axes)
-
-
-def log_mean_exp(values, axis=0):
-    """log( (1/K) Σ_k exp(values_k) ) along `axis`, computed stably."""
-    count = ops.shape(values)[axis]
-    return ops.logsumexp(values, axis=axis) - ops.log(ops.cast(count, values.dtype))

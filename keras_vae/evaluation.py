@@ -11,11 +11,11 @@ import keras
 
 from keras_vae.data import binarize
 from keras_vae.data import load_dataset
-from keras_vae.files import write_json
 from keras_vae.pictures import save_interpolation
 from keras_vae.pictures import save_latent_space
 from keras_vae.pictures import save_reconstructions
 from keras_vae.pictures import save_samples
+from serving.files import write_json
 
 
 def resolve_model_path(path):
@@ -53,17 +53,28 @@ def read_run_config(run_dir):
     return {}
 
 
-def test_images(vae, dataset, data_dir=None, seed=0):
+def test_images(vae, dataset, data_dir=None, seed=0, binarized=False):
     """The test split as the model was trained to see it.
 
-    A model trained with dynamic binarization is measured on a statically
-    binarized test set (drawn once with `seed`), as is standard for binarized
-    MNIST. Returns (images, labels, binarized).
+    A model trained on binary images, drawn afresh each step (dynamic
+    binarization) or once (`binarized=True`, a `--binarize` run), is measured
+    on a binarized test set, drawn once with `seed`, as is standard for
+    binarized MNIST. Returns (images, labels, binarized).
     """
     data = load_dataset(dataset, "test", data_dir)
-    if vae.dynamic_binarization:
+    if vae.dynamic_binarization or binarized:
         return binarize(data.images, seed=seed), data.labels, True
     return data.images, data.labels, False
+
+
+def is_likelihood(vae, images):
+    """False when a Bernoulli decoder meets grey pixels: its "log-likelihood" is then a cross-entropy.
+
+    A Bernoulli p(x|z) is a probability only for x in {0, 1}; for grey x in
+    (0, 1) the same formula is a cross-entropy, which can't be compared with
+    published NLLs and has no bits/dim.
+    """
+    return vae.likelihood != "bernoulli" or bool(np.isin(images, (0.0, 1.0)).all())
 
 
 def spread_subset(images, count=None):
@@ -84,6 +95,9 @@ def measure(vae, images, num_samples=1000, batch_size=100, seed=0, verbose=True)
     The ELBO is −(reconstruction_loss + kl_loss) from `vae.evaluate` with the
     model's own K; the NLL is −mean log p(x) from `vae.log_likelihood` with
     `num_samples` importance samples. NLL ≤ −ELBO up to sampling noise.
+
+    For grey images under a Bernoulli decoder (`is_likelihood` is False) the
+    same estimate is reported as "cross_entropy", without bits per dimension.
     """
     started = time.perf_counter()
     losses = vae.evaluate(images, batch_size=batch_size, return_dict=True, verbose=0)
@@ -91,18 +105,20 @@ def measure(vae, images, num_samples=1000, batch_size=100, seed=0, verbose=True)
     log_px = vae.log_likelihood(images, num_samples=num_samples, batch_size=batch_size,
                                 seed=seed, verbose=verbose)
     nll = float(-np.mean(log_px))
-    dims = int(np.prod(vae.image_shape))
-    return {
+    name = "nll" if is_likelihood(vae, images) else "cross_entropy"
+    metrics = {
         "elbo": float(elbo),
         "reconstruction_loss": float(losses["reconstruction_loss"]),
         "kl_loss": float(losses["kl_loss"]),
-        "nll": nll,
-        "nll_standard_error": float(np.std(log_px) / math.sqrt(len(log_px))),
-        "bits_per_dim": nll / (dims * math.log(2.0)),
+        name: nll,
+        f"{name}_standard_error": float(np.std(log_px) / math.sqrt(len(log_px))),
         "num_samples": int(num_samples),
         "num_images": int(len(images)),
         "seconds": round(time.perf_counter() - started, 2),
     }
+    if name == "nll":
+        metrics["bits_per_dim"] = nll / (int(np.prod(vae.image_shape)) * math.log(2.0))
+    return metrics
 
 
 def evaluate_run(model_path, out_dir=None, dataset=None, data_dir=None, num_samples=1000,
@@ -122,7 +138,8 @@ def evaluate_run(model_path, out_dir=None, dataset=None, data_dir=None, num_samp
     data_dir = data_dir if data_dir is not None else config.get("data_dir")
 
     vae = load_vae(model_file)
-    images, labels, binarized = test_images(vae, dataset, data_dir, seed=seed)
+    images, labels, binarized = test_images(vae, dataset, data_dir, seed=seed,
+                                            binarized=config.get("binarize", False))
     metrics = measure(vae, spread_subset(images, max_images), num_samples, batch_size,
                       seed=seed, verbose=verbose)
     metrics.update(model=os.path.abspath(model_file), dataset=dataset, test_binarized=binarized,

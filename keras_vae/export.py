@@ -12,9 +12,7 @@ The decoder graph: input `z` float32 [batch, latent_dim] (symbolic batch)
 decoder: the sigmoid is in the graph; the mean for a Gaussian one).
 """
 
-import base64
 import datetime
-import json
 import os
 import shutil
 import time
@@ -24,7 +22,10 @@ import numpy as np
 import keras
 
 import keras_vae
-from keras_vae.files import atomic_path
+from serving import contract
+from serving.files import atomic_path
+from serving.files import write_bytes_atomic
+from serving.files import write_text_atomic
 
 DEFAULT_OPSET = 17
 PARITY_BATCH_SIZES = (1, 7, 64)
@@ -47,18 +48,19 @@ def export_decoder(vae, path, opset=DEFAULT_OPSET, metadata=None, tolerance=PARI
         A summary dict: path, bytes, opset, input/output shapes, parity per
         batch size, seconds.
     """
-    z = keras.Input(shape=(vae.latent_dim,), name="z")
+    z = keras.Input(shape=(vae.latent_dim,), name=contract.DECODER_INPUT)
     decoder = keras.Model(z, vae.decoder_output_to_mean(vae.decoder(z)), name="vae_decoder")
 
     def reference(z_batch):
         return [vae.decode(z_batch)]
 
     def random_inputs(batch_size, rng):
-        return {"z": rng.standard_normal((batch_size, vae.latent_dim)).astype("float32")}
+        return {contract.DECODER_INPUT:
+                rng.standard_normal((batch_size, vae.latent_dim)).astype("float32")}
 
     props = dict(metadata or {}, **model_metadata(vae))
-    return _export(decoder, {"z": (vae.latent_dim,)}, ["x_mean"], path, opset, props,
-                   random_inputs, reference, tolerance)
+    return _export(decoder, {contract.DECODER_INPUT: (vae.latent_dim,)}, [contract.DECODER_OUTPUT],
+                   path, opset, props, random_inputs, reference, tolerance)
 
 
 def export_encoder(vae, path, opset=DEFAULT_OPSET, metadata=None, tolerance=PARITY_TOLERANCE):
@@ -68,33 +70,34 @@ def export_encoder(vae, path, opset=DEFAULT_OPSET, metadata=None, tolerance=PARI
         return list(vae.encode(x_batch))
 
     def random_inputs(batch_size, rng):
-        return {"x": rng.random((batch_size,) + vae.image_shape).astype("float32")}
+        return {contract.ENCODER_INPUT: rng.random((batch_size,) + vae.image_shape).astype("float32")}
 
     props = dict(metadata or {}, **model_metadata(vae))
-    return _export(vae.encoder, {"x": vae.image_shape}, ["z_mean", "z_log_var"], path, opset,
-                   props, random_inputs, reference, tolerance)
+    return _export(vae.encoder, {contract.ENCODER_INPUT: vae.image_shape},
+                   list(contract.ENCODER_OUTPUTS), path, opset, props, random_inputs, reference,
+                   tolerance)
 
 
 def model_metadata(vae):
-    """The metadata every exported graph carries (strings).
+    """The metadata every exported graph carries (strings; keys in `serving.contract`).
 
-    A model with a learned mixture prior also carries "prior", so that a
-    sampler can draw z from it: JSON {"type": "mixture", "components": C,
-    "weights", "means", "log_vars"}, each array as base64 of little-endian
-    float32 (shapes (C,), (C, D), (C, D)).
+    latent_dim, image_shape, likelihood, keras_vae_version, created, and
+    source_backend when the model records it. A model with a learned mixture
+    prior also carries "prior" (`contract.encode_prior`), so that a sampler
+    can draw z from it.
     """
     metadata = {
-        "latent_dim": str(vae.latent_dim),
-        "image_shape": "[" + ", ".join(str(d) for d in vae.image_shape) + "]",
-        "likelihood": vae.likelihood,
-        "keras_vae_version": keras_vae.__version__,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        contract.LATENT_DIM: str(vae.latent_dim),
+        contract.IMAGE_SHAPE: "[" + ", ".join(str(d) for d in vae.image_shape) + "]",
+        contract.LIKELIHOOD: vae.likelihood,
+        contract.VERSION: keras_vae.__version__,
+        contract.CREATED: datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+    if vae.source_backend:
+        metadata[contract.SOURCE_BACKEND] = vae.source_backend
     prior = vae.prior_parameters()
     if prior is not None:
-        arrays = {name: base64.b64encode(np.asarray(values, "<f4").tobytes()).decode("ascii")
-                  for name, values in prior.items()}
-        metadata["prior"] = json.dumps({"type": "mixture", "components": vae.prior_components, **arrays})
+        metadata[contract.PRIOR] = contract.encode_prior(prior)
     return metadata
 
 
@@ -108,14 +111,14 @@ platform: "onnxruntime_onnx"
 max_batch_size: {max_batch_size}
 input [
   {{
-    name: "z"
+    name: "{contract.DECODER_INPUT}"
     data_type: TYPE_FP32
     dims: [ {latent_dim} ]
   }}
 ]
 output [
   {{
-    name: "x_mean"
+    name: "{contract.DECODER_OUTPUT}"
     data_type: TYPE_FP32
     dims: [ {", ".join(str(d) for d in image_shape)} ]
   }}
@@ -126,9 +129,7 @@ dynamic_batching {{
 """
     with atomic_path(os.path.join(model_dir, "1", "model.onnx")) as temp_path:
         shutil.copyfile(onnx_path, temp_path)
-    with atomic_path(os.path.join(model_dir, "config.pbtxt")) as temp_path:
-        with open(temp_path, "w") as f:
-            f.write(config)
+    write_text_atomic(os.path.join(model_dir, "config.pbtxt"), config)
     return model_dir
 
 
@@ -167,8 +168,7 @@ def _export(model, input_shapes, output_names, path, opset, props, random_inputs
 
     data = onnx_model.SerializeToString()
     parity = _check_parity(data, random_inputs, reference, output_names, tolerance)
-    with atomic_path(path) as temp_path, open(temp_path, "wb") as f:
-        f.write(data)
+    write_bytes_atomic(path, data)
     return {
         "path": os.path.abspath(path),
         "bytes": len(data),

@@ -1,5 +1,6 @@
 """`VAE`: a variational autoencoder that trains with `model.fit` on any Keras backend."""
 
+import math
 import os
 
 import numpy as np
@@ -9,12 +10,14 @@ from keras import ops
 from keras import random
 
 from keras_vae import distributions as dist
-from keras_vae.files import atomic_path
 from keras_vae.networks import build_decoder
 from keras_vae.networks import build_encoder
 from keras_vae.networks import Z_LOG_VAR_RANGE
 from keras_vae.networks import check_architecture
 from keras_vae.trainers import BackendTrainer
+from serving import contract
+from serving import likelihood
+from serving.files import atomic_path
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 OBJECTIVES = ("elbo", "iwae")
@@ -64,6 +67,9 @@ class VAE(BackendTrainer, keras.Model):
         prior_components: number of mixture components C.
         dynamic_binarization: if true, each training step draws x ~ Bernoulli(x).
         seed: seed of the noise ε (and of dynamic binarization).
+        source_backend: the Keras backend the model was last trained on. Set by
+            `fit` and saved with the model, so that an exported graph can name
+            it; leave it unset.
 
     Example:
 
@@ -93,6 +99,7 @@ class VAE(BackendTrainer, keras.Model):
         prior_components=500,
         dynamic_binarization=False,
         seed=None,
+        source_backend=None,
         **kwargs,
     ):
         input_shape = tuple(int(d) for d in input_shape)
@@ -158,6 +165,7 @@ class VAE(BackendTrainer, keras.Model):
         self.prior_components = int(prior_components)
         self.dynamic_binarization = bool(dynamic_binarization)
         self.seed = seed
+        self.source_backend = source_backend
 
     def get_config(self):
         config = super().get_config()
@@ -178,6 +186,7 @@ class VAE(BackendTrainer, keras.Model):
             prior_components=self.prior_components,
             dynamic_binarization=self.dynamic_binarization,
             seed=self.seed,
+            source_backend=self.source_backend,
         )
         return config
 
@@ -241,7 +250,9 @@ class VAE(BackendTrainer, keras.Model):
         if self.objective == "elbo":
             loss = reconstruction + beta * kl
         else:
-            loss = -dist.log_mean_exp(log_px_z + beta * log_prior_ratio, axis=0)
+            # −log (1/K) Σ_k w_k, the negative IWAE bound.
+            log_weights = log_px_z + beta * log_prior_ratio  # (K, B)
+            loss = math.log(self.num_samples) - ops.logsumexp(log_weights, axis=0)
         return {"loss": loss, "reconstruction_loss": reconstruction, "kl_loss": kl}
 
     def current_beta(self):
@@ -264,19 +275,18 @@ class VAE(BackendTrainer, keras.Model):
         return ops.clip(self.prior_log_vars, *Z_LOG_VAR_RANGE)
 
     def prior_parameters(self):
-        """The mixture prior as float64 numpy: {"weights": (C,), "means": (C, D), "log_vars": (C, D)}.
+        """The mixture prior as a `serving.contract.MixturePrior` (float64 numpy), or None for N(0, I).
 
         The values are the float32 weights widened, as a sampler reading the
-        exported float32 metadata sees them. None for the standard prior.
+        exported float32 metadata sees them.
         """
         if self.prior == "standard":
             return None
-        parameters = {
-            "weights": ops.softmax(self.prior_logits),
-            "means": self.prior_means,
-            "log_vars": self.prior_log_vars_clipped(),
-        }
-        return {name: ops.convert_to_numpy(v).astype("float64") for name, v in parameters.items()}
+        weights, means, log_vars = (
+            ops.convert_to_numpy(v).astype("float64")
+            for v in (ops.softmax(self.prior_logits), self.prior_means, self.prior_log_vars_clipped())
+        )
+        return contract.MixturePrior(weights / weights.sum(), means, log_vars)
 
     def log_px_given_z(self, x, z, training=False):
         """log p(x|z) in nats: x (B, H, W, C), z (K, B, D) -> (K, B)."""
@@ -328,6 +338,7 @@ class VAE(BackendTrainer, keras.Model):
         return x
 
     def fit(self, x=None, y=None, *args, validation_data=None, **kwargs):
+        self.source_backend = keras.backend.backend()
         if _is_array(x):
             x = self.check_images(x)
         if isinstance(validation_data, (tuple, list)) and _is_array(validation_data[0]):
@@ -371,21 +382,13 @@ class VAE(BackendTrainer, keras.Model):
         return ops.convert_to_numpy(self.decoder_output_to_mean(params))
 
     def sample_latents(self, n, seed=None, temperature=1.0):
-        """n draws of z from the prior (numpy RNG), spread scaled by T: (n, D) float32.
+        """n draws of z from the prior, spread scaled by T (0 ≤ T ≤ 10): (n, D) float32.
 
         Standard prior: z ~ N(0, T²·I). Mixture: pick component c by its
-        weight, then z ~ N(μ_c, T²·σ_c²).
+        weight, then z ~ N(μ_c, T²·σ_c²). The draws are `serving.contract.draw_latents`,
+        so serving's `Sampler.latents` gives the same z for the same seed.
         """
-        rng = np.random.default_rng(seed)
-        z = rng.standard_normal((int(n), self.latent_dim), dtype=np.float32)
-        prior = self.prior_parameters()
-        if prior is None:
-            return z * np.float32(temperature)
-        # The same draws, in the same order, as serving's Sampler.latents.
-        weights = prior["weights"]
-        component = rng.choice(len(weights), size=int(n), p=weights / weights.sum())
-        std = np.exp(0.5 * prior["log_vars"][component])
-        return (prior["means"][component] + temperature * std * z).astype("float32")
+        return contract.draw_latents(n, self.latent_dim, self.prior_parameters(), seed, temperature)
 
     def sample(self, n, seed=None, temperature=1.0):
         """n images from the model: z from the prior (`sample_latents`), decoded to pixel means."""
@@ -397,46 +400,36 @@ class VAE(BackendTrainer, keras.Model):
         return self.decode(z_mean)
 
     def log_likelihood(self, x, num_samples=1000, batch_size=100, samples_per_chunk=None,
-                       seed=None, verbose=False):
+                       seed=0, verbose=False):
         """Importance-sampled estimate of log p(x), per example, in nats.
 
         log p(x) ≈ log (1/K) Σ_k p(x|z_k) p(z_k) / q(z_k|x), z_k ~ q(z|x)
         (the IWAE bound with K = num_samples; it tightens as K grows). Images
         go `batch_size` at a time and samples `samples_per_chunk` at a time, so
-        memory stays bounded for any K.
+        memory stays bounded for any K. The estimator is `serving.likelihood`'s,
+        which the server's scoring shares: each image's noise depends only on
+        `seed` and its index, so the result does not depend on the chunking,
+        and is the same on every backend.
 
         Returns:
             (N,) float64 numpy array.
         """
         x = self.check_images(x)
-        if samples_per_chunk is None:
-            samples_per_chunk = max(1, min(num_samples, 20_000 // batch_size))
-        seed_generator = random.SeedGenerator(seed)
         progress = keras.utils.Progbar(len(x), unit_name="image") if verbose else None
-        results = []
-        for start in range(0, len(x), batch_size):
-            x_batch = ops.convert_to_tensor(x[start : start + batch_size])
-            z_mean, z_log_var = self.encoder(x_batch, training=False)
-            log_weights = []
-            for done in range(0, num_samples, samples_per_chunk):
-                k = min(samples_per_chunk, num_samples - done)
-                z = dist.reparameterize(z_mean, z_log_var, seed_generator, k)  # (k, B, D)
-                log_w = (
-                    self.log_px_given_z(x_batch, z)
-                    + self.log_prior(z)
-                    - dist.diagonal_gaussian_log_prob(z, z_mean, z_log_var)
-                )
-                log_weights.append(ops.convert_to_numpy(log_w).astype("float64"))
-            log_weights = np.concatenate(log_weights, axis=0)  # (K, B)
-            results.append(_log_mean_exp_numpy(log_weights))
-            if progress is not None:
-                progress.add(len(x_batch))
-        return np.concatenate(results)
 
+        def encode(x_batch):
+            z_mean, z_log_var = self.encoder(ops.convert_to_tensor(x_batch), training=False)
+            return ops.convert_to_numpy(z_mean), ops.convert_to_numpy(z_log_var)
 
-def _log_mean_exp_numpy(values):
-    peak = values.max(axis=0)
-    return peak + np.log(np.mean(np.exp(values - peak), axis=0))
+        def log_px_given_z(x_batch, z):
+            log_px = self.log_px_given_z(ops.convert_to_tensor(x_batch), ops.convert_to_tensor(z))
+            return ops.convert_to_numpy(log_px)
+
+        return likelihood.log_likelihood(
+            x, encode, log_px_given_z, self.prior_parameters(), num_samples=num_samples,
+            batch_size=batch_size, samples_per_chunk=samples_per_chunk, seed=seed,
+            progress=None if progress is None else progress.add,
+        )
 
 
 def _is_array(x):

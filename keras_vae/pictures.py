@@ -5,7 +5,7 @@ Every function writes one PNG, atomically.
 
 import numpy as np
 
-from keras_vae.files import atomic_path
+from serving.files import atomic_path
 from serving.images import image_grid
 from serving.images import save_png
 

@@ -8,13 +8,15 @@ A run directory holds everything about one run:
     history.csv         per-epoch metrics (nats per example) and elapsed_seconds
     checkpoints/        epoch_NNNN.keras every `checkpoint_every` epochs (when set)
     logs/               TensorBoard logs
-    backup/             Keras BackupAndRestore state while a run is unfinished
+    backup/             the state of an unfinished run (keras_vae.resume); gone when it is done
     samples.png, reconstructions.png
 """
 
+import contextlib
 import csv
 import dataclasses
 import datetime
+import json
 import math
 import os
 import platform
@@ -25,11 +27,12 @@ import numpy as np
 import keras
 
 import keras_vae
+from keras_vae import resume
 from keras_vae.data import binarize
 from keras_vae.data import load_dataset
-from keras_vae.files import write_json
 from keras_vae.pictures import save_reconstructions
 from keras_vae.pictures import save_samples
+from serving.files import write_json
 
 
 @dataclasses.dataclass
@@ -147,21 +150,38 @@ def learning_rate_schedule(config, steps_per_epoch):
 def train(config, extra_callbacks=()):
     """Trains with `model.fit` and Keras callbacks; returns the trained VAE.
 
-    Running the same config again after an interruption resumes from the last
-    completed epoch (BackupAndRestore). Raises TrainingDiverged on NaN loss.
+    Running the same config again after an interruption, even `kill -9`,
+    resumes after the last completed epoch (see `keras_vae.resume`). A
+    resumed run must have the same options (FileExistsError names those that
+    differ); `config.overwrite` starts afresh instead. Raises TrainingDiverged
+    on NaN loss.
     """
+    os.makedirs(config.out, exist_ok=True)
+    with resume.run_lock(config.out):
+        return _train(config, extra_callbacks)
+
+
+def _train(config, extra_callbacks):
     keras.utils.set_random_seed(config.seed)
     run_dir = config.out
-    backup_dir = os.path.join(run_dir, "backup")
     history_path = os.path.join(run_dir, "history.csv")
-    resuming = os.path.isdir(backup_dir)
-    if not resuming and os.path.exists(os.path.join(run_dir, "model.keras")) and not config.overwrite:
+    config_path = os.path.join(run_dir, "config.json")
+    backup = resume.DurableBackupAndRestore(os.path.join(run_dir, resume.BACKUP_DIR))
+    if config.overwrite:
+        resume.clear_run(run_dir)
+    resume.remove_leftovers(run_dir)
+    resuming = os.path.isdir(backup.backup_dir)
+    if not resuming and os.path.exists(os.path.join(run_dir, "model.keras")):
         raise FileExistsError(
             f"{run_dir} already holds a finished run; choose another --out or pass --overwrite"
         )
-    os.makedirs(run_dir, exist_ok=True)
-    if not resuming and os.path.exists(history_path):
-        os.remove(history_path)
+    if resuming and os.path.exists(config_path):
+        check_resumable(config, config_path)
+    if not resuming:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(history_path)
+        os.makedirs(backup.backup_dir)  # marks the run unfinished until everything is written
+
     x_train, x_val = load_training_data(config)
     validating = x_val is not None
     devices = use_all_devices(config.batch_size) if config.data_parallel else None
@@ -170,20 +190,23 @@ def train(config, extra_callbacks=()):
         x_train = x_train[: len(x_train) - len(x_train) % len(devices)]
         if validating:
             x_val = x_val[: len(x_val) - len(x_val) % len(devices)]
-    write_json(run_record(config, x_train.shape[1:], devices), os.path.join(run_dir, "config.json"))
+    if not os.path.exists(config_path):
+        write_json(run_record(config, x_train.shape[1:], devices), config_path)
+    resume.keep_history_before(history_path, backup.saved_epoch())
 
     steps_per_epoch = math.ceil(len(x_train) / config.batch_size)
     vae = build_model(config, x_train.shape[1:], learning_rate_schedule(config, steps_per_epoch))
+    # At each epoch's end Keras calls these in order; the backup commits the epoch last.
     callbacks = [
         ElapsedTime(last_logged_value(history_path, "elapsed_seconds") or 0.0),
         keras.callbacks.TerminateOnNaN(),
-        keras.callbacks.BackupAndRestore(backup_dir),
         *best_model_checkpoint(run_dir, history_path, validating),
         keras.callbacks.ModelCheckpoint(os.path.join(run_dir, "last.keras")),
-        *periodic_checkpoint(config, steps_per_epoch),
+        *periodic_checkpoint(config),
         keras.callbacks.CSVLogger(history_path, append=True),
         keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"), write_graph=False),
         *extra_callbacks,
+        backup,
     ]
     history = vae.fit(
         x_train,
@@ -203,7 +226,22 @@ def train(config, extra_callbacks=()):
     save_samples(vae, os.path.join(run_dir, "samples.png"), seed=config.seed)
     shown = x_val if validating else x_train
     save_reconstructions(vae, shown, os.path.join(run_dir, "reconstructions.png"))
+    resume.discard_backup(run_dir)  # the run is finished
     return vae
+
+
+def check_resumable(config, config_path):
+    """Raises FileExistsError naming the options in which `config` differs from the interrupted run's."""
+    with open(config_path) as f:
+        saved = json.load(f)
+    options = dict(dataclasses.asdict(config), backend=keras.backend.backend())
+    changes = resume.changed_options(saved, options)
+    if changes:
+        raise FileExistsError(
+            f"{config.out} holds an interrupted run with other options ({'; '.join(changes)}). "
+            "Run the same command to resume it, pass --overwrite to start afresh, or choose "
+            "another --out."
+        )
 
 
 def best_model_checkpoint(run_dir, history_path, validating):
@@ -222,15 +260,27 @@ def best_model_checkpoint(run_dir, history_path, validating):
     )]
 
 
-def periodic_checkpoint(config, steps_per_epoch):
-    """[ModelCheckpoint] writing checkpoints/epoch_NNNN.keras every config.checkpoint_every epochs."""
+def periodic_checkpoint(config):
+    """[EveryNEpochs] writing checkpoints/epoch_NNNN.keras every config.checkpoint_every epochs."""
     if config.checkpoint_every < 0:
         raise ValueError(f"checkpoint_every must be >= 0, got {config.checkpoint_every}")
     if not config.checkpoint_every:
         return []
     path = os.path.join(config.out, "checkpoints", "epoch_{epoch:04d}.keras")
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    return [keras.callbacks.ModelCheckpoint(path, save_freq=config.checkpoint_every * steps_per_epoch)]
+    return [EveryNEpochs(path, config.checkpoint_every)]
+
+
+class EveryNEpochs(keras.callbacks.ModelCheckpoint):
+    """ModelCheckpoint that saves after epochs N, 2N, 3N, … (counted from 1), also across resumes."""
+
+    def __init__(self, filepath, every):
+        super().__init__(filepath, save_freq="epoch")
+        self.every = int(every)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if (epoch + 1) % self.every == 0:
+            super().on_epoch_end(epoch, logs)
 
 
 def use_all_devices(batch_size):

@@ -1,5 +1,9 @@
 """Measure a trained VAE on its test split: ELBO, importance-sampled NLL, pictures.
 
+A model trained on binarized images (--dynamic-binarization or --binarize) is
+measured on a binarized test set. On grey images a Bernoulli decoder's
+"NLL" is a cross-entropy, and is reported as one, without bits/dim.
+
 Writes metrics.json (nats per example, and bits per dimension) and
 test_reconstructions.png, test_samples.png, latent_space.png and
 interpolation.png into the run directory (or --out).
@@ -15,7 +19,7 @@ examples:
   python pipelines/evaluate.py runs/digits
   python pipelines/evaluate.py runs/mnist --num-samples 5000 --backend tensorflow
   python pipelines/evaluate.py runs/mnist --num-samples 500 --max-images 1000   # quick look
-  python pipelines/evaluate.py model.keras --dataset mnist --data-dir ../shared/data/tfds --out eval/
+  python pipelines/evaluate.py model.keras --dataset mnist --data-dir data/tfds --out eval/
 """
 
 
@@ -59,8 +63,15 @@ def main(argv=None):
         sys.exit(f"error: {error}")
     print(json.dumps(metrics, indent=2))
     out = args.out or (args.model if os.path.isdir(args.model) else os.path.dirname(args.model))
-    print(f"\nTest ELBO {metrics['elbo']:.2f} nats, NLL {metrics['nll']:.2f} nats "
-          f"(K = {metrics['num_samples']}), {metrics['bits_per_dim']:.4f} bits/dim")
+    if "nll" in metrics:
+        print(f"\nTest ELBO {metrics['elbo']:.2f} nats, NLL {metrics['nll']:.2f} nats "
+              f"(K = {metrics['num_samples']}), {metrics['bits_per_dim']:.4f} bits/dim")
+    else:
+        print(f"\nTest ELBO {metrics['elbo']:.2f} nats, cross-entropy "
+              f"{metrics['cross_entropy']:.2f} nats (K = {metrics['num_samples']}).\n"
+              "The test images are grey and the decoder is Bernoulli, so this is a "
+              "cross-entropy, not a negative log-likelihood, and has no bits/dim. Train with "
+              "--dynamic-binarization or --binarize to measure an NLL.")
     print(f"Pictures in {os.path.abspath(out)}: test_reconstructions.png, test_samples.png, "
           "latent_space.png, interpolation.png")
 

@@ -59,7 +59,9 @@ def main(argv=None):
         _, run_dir = resolve_model_path(args.model)
         config = read_run_config(run_dir)
         vae = load_vae(args.model)
-        metadata = {"source_backend": config.get("backend", "unknown"),
+        # The .keras file records the backend it was trained on; config.json is the
+        # fallback for models saved before it did.
+        metadata = {"source_backend": vae.source_backend or config.get("backend", "unknown"),
                     "dataset": config.get("dataset", "unknown")}
         summaries = [export_decoder(vae, args.out, args.opset, metadata)]
         if args.encoder_out:

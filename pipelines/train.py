@@ -2,7 +2,8 @@
 
 The run directory gets config.json, model.keras (best validation loss),
 last.keras, history.csv, TensorBoard logs, samples.png and reconstructions.png.
-Run the same command again after an interruption to continue where it stopped.
+Run the same command again after an interruption (Ctrl-C, a crash, even kill -9)
+to continue after the last completed epoch; --overwrite starts afresh.
 """
 
 import argparse
@@ -14,12 +15,12 @@ examples:
   # the built-in 8×8 digits (no network, no files), about 10 s
   python pipelines/train.py --out runs/digits
 
-  # MNIST from a prepared TFDS directory, dynamically binarized, on JAX
-  python pipelines/train.py --backend jax --dataset mnist --data-dir ../shared/data/tfds \\
-      --dynamic-binarization --latent-dim 50 --epochs 100 --out runs/mnist
+  # MNIST through TFDS (--download fetches it once), dynamically binarized, on JAX
+  python pipelines/train.py --backend jax --dataset mnist --data-dir data/tfds --download \\
+      --dynamic-binarization --latent-dim 50 --epochs 100 --out runs/mnist-tfds
 
   # IWAE with a learned mixture prior (the MNIST recipe in README, "Model quality")
-  python pipelines/train.py --backend jax --dataset ../shared/data/mnist.npz \\
+  python pipelines/train.py --backend jax --dataset data/mnist.npz \\
       --dynamic-binarization --latent-dim 50 --objective iwae --num-samples 5 \\
       --prior mixture --kl-warmup-steps 5000 --lr-schedule cosine --out runs/mnist
 
@@ -89,7 +90,8 @@ def parse_args(argv=None):
     training.add_argument("--backend", choices=["tensorflow", "jax", "torch"],
                           help="Keras backend (default: $KERAS_BACKEND, else tensorflow)")
     training.add_argument("--out", default="runs/digits", help="run directory (default: runs/digits)")
-    training.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
+    training.add_argument("--overwrite", action="store_true",
+                          help="start afresh in --out, replacing a finished or interrupted run")
     training.add_argument("--quiet", action="store_true", help="one line per epoch, no progress bar")
     args = parser.parse_args(argv)
     if args.decoder_std != "learned":

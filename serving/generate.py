@@ -20,6 +20,7 @@ if __package__ in (None, ""):  # run as a script: make the repo root importable
 
 import numpy as np
 
+from serving import contract
 from serving.files import write_bytes_atomic
 from serving.images import encode_png, image_grid
 from serving.sampler import PROVIDERS, ModelLoadError, ProviderUnavailableError, Sampler
@@ -64,8 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", type=int, default=None, help=f"number of images (default {DEFAULT_N})")
     p.add_argument("--seed", type=int, default=None, help="random seed (default: fresh randomness)")
     p.add_argument("--temperature", type=float, default=None,
-                   help="scale of the latent spread: z ~ N(0, T^2 I), or for a model with a "
-                        "mixture prior z ~ N(m_c, T^2 s_c^2) (default 1.0)")
+                   help="scale of the latent spread, 0 to 10: z ~ N(0, T^2 I), or for a model "
+                        "with a mixture prior z ~ N(m_c, T^2 s_c^2) (default 1.0)")
     p.add_argument("--z", metavar="LATENTS.npy", default=None,
                    help="decode these latents, shape [n, latent_dim], instead of sampling")
     p.add_argument("--batch-size", type=int, default=256,
@@ -94,9 +95,11 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UsageError(f"-n must be a positive integer; got {args.n}")
     if args.seed is not None and args.seed < 0:
         raise UsageError(f"--seed must be >= 0; got {args.seed}")
-    if args.temperature is not None and not (np.isfinite(args.temperature)
-                                             and args.temperature >= 0):
-        raise UsageError(f"--temperature must be a finite number >= 0; got {args.temperature}")
+    if args.temperature is not None:
+        try:
+            contract.check_temperature(args.temperature)
+        except ValueError as exc:
+            raise UsageError(f"--{exc}") from None
     if args.batch_size <= 0:
         raise UsageError(f"--batch-size must be a positive integer; got {args.batch_size}")
     if args.scale < 1:

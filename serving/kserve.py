@@ -232,6 +232,23 @@ async def infer(request: Request, name: str) -> Response:
                     headers={"Inference-Header-Content-Length": str(len(head))})
 
 
+def _inline_definitions(schema: dict[str, Any]) -> dict[str, Any]:
+    """A pydantic JSON schema with its ``$defs`` references replaced by the definitions."""
+    definitions = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return resolve(definitions[ref.removeprefix("#/$defs/")])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(item) for item in node]
+        return node
+
+    return resolve(schema)
+
+
 def add_kserve_routes(app: FastAPI) -> None:
     """Register the protocol's routes on ``app`` (with and without ``/versions/{version}``)."""
     model = "/v2/models/{name}"
@@ -247,6 +264,11 @@ def add_kserve_routes(app: FastAPI) -> None:
         ("POST", model + "/infer", infer),
         ("POST", versioned + "/infer", infer),
     ]
+    # infer reads its body itself (JSON, or JSON plus binary tensors); the schema
+    # documents the JSON form, so that clients and schema-driven tests see it.
+    infer_body = {"requestBody": {"required": True, "content": {
+        "application/json": {"schema": _inline_definitions(_InferRequest.model_json_schema())}}}}
     for method, path, endpoint in routes:
         app.add_api_route(path, endpoint, methods=[method],
-                          tags=["Open Inference Protocol (KServe v2)"])
+                          tags=["Open Inference Protocol (KServe v2)"],
+                          openapi_extra=infer_body if endpoint is infer else None)

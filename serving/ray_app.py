@@ -11,7 +11,7 @@ call, waiting at most ``batch_wait_timeout_s`` to fill a batch), and Ray's
 HTTP proxy spreads requests over the replicas.
 
 Only this module of :mod:`serving` imports ``ray``; install it with
-``pip install "keras-vae[serving,ray]"`` (or ``pip install "ray[serve]==2.60.0"``).
+``pip install ".[serving,ray]"`` from a checkout of this repository.
 
 One machine
 -----------

@@ -5,8 +5,9 @@ latents ``z`` (float32 ``[batch, latent_dim]``) to pixel means ``x_mean``
 (float32 ``[batch, H, W, C]``). Its metadata (all strings) carries
 ``latent_dim``, ``image_shape`` (JSON list), ``likelihood`` and provenance
 fields; when metadata is missing the graph's shapes are used instead. A model
-trained with a learned mixture prior also carries ``prior`` (JSON; see
-:func:`_parse_prior`), and latents are then drawn from that mixture.
+trained with a learned mixture prior also carries ``prior``, and latents are
+then drawn from that mixture. Names, keys and the prior's encoding are
+:mod:`serving.contract`'s, which the exporter in ``keras_vae`` shares.
 
 :class:`Sampler` wraps one ``onnxruntime.InferenceSession``. The session is
 created once; afterwards the object holds no mutable state, and
@@ -16,8 +17,6 @@ threads.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import os
 from pathlib import Path
@@ -25,6 +24,8 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
+
+from serving import contract
 
 __all__ = ["Sampler", "ModelLoadError", "ProviderUnavailableError", "PROVIDERS"]
 
@@ -79,36 +80,6 @@ def _parse_shape(value: str | None) -> tuple[int, ...] | None:
     ):
         return tuple(shape)
     return None
-
-
-def _parse_prior(value: str | None, latent_dim: int) -> dict[str, np.ndarray] | None:
-    """The mixture prior from the ``prior`` metadata entry, or None for N(0, I).
-
-    The entry is JSON ``{"type": "mixture", "components": C, "weights",
-    "means", "log_vars"}``, each array base64 of little-endian float32 with
-    shapes ``(C,)``, ``(C, latent_dim)``, ``(C, latent_dim)``. Raises
-    ValueError when it is malformed.
-    """
-    if value is None:
-        return None
-    try:
-        spec = json.loads(value)
-        if spec.get("type") != "mixture":
-            raise ValueError(f"unknown prior type {spec.get('type')!r}")
-        components = int(spec["components"])
-        shapes = {"weights": (components,), "means": (components, latent_dim),
-                  "log_vars": (components, latent_dim)}
-        prior = {}
-        for name, shape in shapes.items():
-            values = np.frombuffer(base64.b64decode(spec[name], validate=True), dtype="<f4")
-            prior[name] = values.astype(np.float64).reshape(shape)
-    except (ValueError, KeyError, TypeError, AttributeError, binascii.Error) as exc:
-        raise ValueError(f"malformed prior metadata: {exc}") from None
-    weights = prior["weights"]
-    if not (np.all(np.isfinite(weights)) and np.all(weights >= 0) and weights.sum() > 0):
-        raise ValueError("malformed prior metadata: weights must be finite, >= 0, not all 0")
-    prior["weights"] = weights / weights.sum()
-    return prior
 
 
 def _static_dims(shape: list[Any]) -> tuple[int, ...] | None:
@@ -179,7 +150,8 @@ class Sampler:
         self._session = session
         self.provider: str = session.get_providers()[0]
         self.metadata: dict[str, str] = dict(session.get_modelmeta().custom_metadata_map)
-        self.likelihood: str = self.metadata.get("likelihood", "unknown")
+        self.likelihood: str = self.metadata.get(contract.LIKELIHOOD, "unknown")
+        self.precision: str = self.metadata.get(contract.PRECISION, "fp32")
         self._read_signature()
 
     def _read_signature(self) -> None:
@@ -195,12 +167,13 @@ class Sampler:
         if inputs[0].type != "tensor(float)":
             raise ModelLoadError(f"{where}: input must be float32, got {inputs[0].type}")
         names = [o.name for o in outputs]
-        out = outputs[names.index("x_mean")] if "x_mean" in names else outputs[0]
+        out = (outputs[names.index(contract.DECODER_OUTPUT)] if contract.DECODER_OUTPUT in names
+               else outputs[0])
         self.input_name: str = inputs[0].name
         self.output_name: str = out.name
 
         graph_dim = inputs[0].shape[1] if isinstance(inputs[0].shape[1], int) else None
-        meta_dim = _parse_int(self.metadata.get("latent_dim"))
+        meta_dim = _parse_int(self.metadata.get(contract.LATENT_DIM))
         if graph_dim and meta_dim and graph_dim != meta_dim:
             raise ModelLoadError(
                 f"{where}: metadata latent_dim={meta_dim} disagrees with the graph "
@@ -213,7 +186,7 @@ class Sampler:
             )
         self.latent_dim: int = latent_dim
         try:
-            self.prior = _parse_prior(self.metadata.get("prior"), latent_dim)
+            self.prior = contract.decode_prior(self.metadata.get(contract.PRIOR), latent_dim)
         except ValueError as exc:
             raise ModelLoadError(f"{where}: {exc}") from None
 
@@ -226,7 +199,7 @@ class Sampler:
             )
         shape = tuple(int(d) for d in probe.shape[1:])
         for declared, source in (
-            (_parse_shape(self.metadata.get("image_shape")), "metadata image_shape"),
+            (_parse_shape(self.metadata.get(contract.IMAGE_SHAPE)), "metadata image_shape"),
             (_static_dims(out.shape[1:]), "graph output shape"),
         ):
             if declared is not None and declared != shape:
@@ -293,31 +266,14 @@ class Sampler:
     def latents(self, n: int, seed: int | None = None, temperature: float = 1.0) -> np.ndarray:
         """Draw ``z`` from the prior, spread scaled by ``temperature``: float32 ``[n, latent_dim]``.
 
-        ``z ~ N(0, temperature^2 I)``; with a mixture prior, a component c is
-        picked by its weight and ``z ~ N(mu_c, temperature^2 sigma_c^2)``.
-        Uses ``numpy.random.default_rng(seed)``, so the same seed gives the
-        same latents (``seed=None`` draws fresh randomness), and the same
-        latents as ``keras_vae.VAE.sample_latents``.
+        ``z ~ N(0, T^2 I)``; with a mixture prior, a component c is picked by
+        its weight and ``z ~ N(mu_c, T^2 sigma_c^2)``. This is
+        :func:`serving.contract.draw_latents`: the same seed gives the same
+        latents here and in ``keras_vae.VAE.sample_latents`` (``seed=None``
+        draws fresh randomness). Raises ``ValueError`` for n < 1, a negative
+        seed, or a temperature outside [0, ``contract.MAX_TEMPERATURE``].
         """
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-            raise ValueError(f"n must be a positive integer; got {n!r}")
-        if seed is not None and (
-            isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0
-        ):
-            raise ValueError(f"seed must be a non-negative integer or None; got {seed!r}")
-        try:
-            t = float(temperature)
-        except (TypeError, ValueError):
-            t = float("nan")
-        if not np.isfinite(t) or t < 0:
-            raise ValueError(f"temperature must be a finite number >= 0; got {temperature!r}")
-        rng = np.random.default_rng(seed)
-        z = rng.standard_normal((int(n), self.latent_dim), dtype=np.float32)
-        if self.prior is None:
-            return z * np.float32(t)
-        component = rng.choice(len(self.prior["weights"]), size=int(n), p=self.prior["weights"])
-        std = np.exp(0.5 * self.prior["log_vars"][component])
-        return (self.prior["means"][component] + t * std * z).astype(np.float32)
+        return contract.draw_latents(n, self.latent_dim, self.prior, seed, temperature)
 
     def sample(
         self,
@@ -340,9 +296,11 @@ class Sampler:
             "latent_dim": self.latent_dim,
             "image_shape": list(self.image_shape),
             "likelihood": self.likelihood,
-            "prior": "standard" if self.prior is None else f"mixture of {len(self.prior['weights'])} Gaussians",
+            "precision": self.precision,
+            "prior": ("standard" if self.prior is None
+                      else f"mixture of {self.prior.components} Gaussians"),
             # The prior's arrays are long; "prior" above summarises them.
-            "metadata": {k: v for k, v in self.metadata.items() if k != "prior"},
+            "metadata": {k: v for k, v in self.metadata.items() if k != contract.PRIOR},
         }
 
     def __repr__(self) -> str:

@@ -40,6 +40,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
+from serving import contract
 from serving import kserve
 from serving.batching import MicroBatcher, ShuttingDown, encode_off_loop
 from serving.errors import APIError, install_error_handlers
@@ -108,25 +109,38 @@ ImageFormat = Literal["png", "npy", "json"]
 Ncols = Annotated[StrictInt | None, Field(ge=1, description="images per PNG grid row")]
 
 
-class GenerateRequest(BaseModel):
-    """Body of ``POST /v1/generate``: sample ``n`` images with z ~ N(0, T^2 I)."""
+def request_models(latent_dim: int, max_batch: int) -> tuple[type[BaseModel], type[BaseModel]]:
+    """The bodies of ``POST /v1/generate`` and ``POST /v1/decode`` for one served model.
 
-    model_config = ConfigDict(extra="forbid")
-    n: StrictInt = Field(16, ge=1, description="number of images")
-    seed: StrictInt | None = Field(None, ge=0, lt=2**64, description="random seed")
-    temperature: float = Field(1.0, ge=0, allow_inf_nan=False, strict=True,
-                               description="scale T of the latent spread around the prior")
-    format: ImageFormat = "png"
-    ncols: Ncols = None
+    Their limits (``n`` up to ``max_batch``, rows of ``latent_dim`` numbers) are in
+    the OpenAPI schema, so ``/docs`` and schema-driven clients see them.
+    """
 
+    class GenerateRequest(BaseModel):
+        """Sample ``n`` images, with z drawn from the model's prior, spread scaled by T."""
 
-class DecodeRequest(BaseModel):
-    """Body of ``POST /v1/decode``: decode the given latents ``z`` ``[n, latent_dim]``."""
+        model_config = ConfigDict(extra="forbid")
+        n: StrictInt = Field(16, ge=1, le=max_batch, description="number of images")
+        seed: StrictInt | None = Field(None, ge=0, lt=2**64, description="random seed")
+        temperature: float = Field(1.0, ge=0, le=contract.MAX_TEMPERATURE, allow_inf_nan=False,
+                                   strict=True,
+                                   description="scale T of the latent spread around the prior")
+        format: ImageFormat = "png"
+        ncols: Ncols = None
 
-    model_config = ConfigDict(extra="forbid")
-    z: list[list[Annotated[float, Field(strict=True)]]]
-    format: ImageFormat = "json"
-    ncols: Ncols = None
+    Row = Annotated[list[Annotated[float, Field(strict=True)]],
+                    Field(min_length=latent_dim, max_length=latent_dim)]
+
+    class DecodeRequest(BaseModel):
+        """Decode the given latents ``z`` ``[n, latent_dim]``."""
+
+        model_config = ConfigDict(extra="forbid")
+        z: list[Row] = Field(min_length=1, max_length=max_batch,
+                             description=f"1 to {max_batch} rows of {latent_dim} numbers")
+        format: ImageFormat = "json"
+        ncols: Ncols = None
+
+    return GenerateRequest, DecodeRequest
 
 
 def _render(x: np.ndarray, fmt: str, ncols: int | None) -> Response:
@@ -145,7 +159,9 @@ def _serving(request: Request) -> ServingState:
     return request.app.state.serving
 
 
-def _add_v1_routes(app: FastAPI) -> None:
+def _add_v1_routes(app: FastAPI, latent_dim: int, max_batch: int) -> None:
+    GenerateRequest, DecodeRequest = request_models(latent_dim, max_batch)
+
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict:
         return {"status": "ok"}
@@ -163,27 +179,31 @@ def _add_v1_routes(app: FastAPI) -> None:
         body, content_type = _serving(request).metrics.render()
         return Response(body, media_type=content_type)
 
-    @app.post("/v1/generate", tags=["v1"])
-    async def generate(body: GenerateRequest, request: Request) -> Response:
+    async def generate(body, request: Request) -> Response:
         state = _serving(request)
-        if body.n > state.max_batch:
-            raise APIError(422, f"n: at most {state.max_batch} images per request; got {body.n}")
-        z = state.sampler.latents(body.n, seed=body.seed, temperature=body.temperature)
-        x = await state.decode(z)
+        try:
+            z = state.sampler.latents(body.n, seed=body.seed, temperature=body.temperature)
+            x = await state.decode(z)
+        except ValueError as exc:
+            raise APIError(422, str(exc)) from None
         state.metrics.images.inc(len(x))
         return await encode_off_loop(x.size, _render, x, body.format, body.ncols)
 
-    @app.post("/v1/decode", tags=["v1"])
-    async def decode(body: DecodeRequest, request: Request) -> Response:
+    async def decode(body, request: Request) -> Response:
         state = _serving(request)
-        if not 1 <= len(body.z) <= state.max_batch:
-            raise APIError(422, f"z: expected 1 to {state.max_batch} rows; got {len(body.z)}")
         try:
             x = await state.decode(body.z)
         except ValueError as exc:
             raise APIError(422, str(exc)) from None
         state.metrics.images.inc(len(x))
         return await encode_off_loop(x.size, _render, x, body.format, body.ncols)
+
+    # The body models are made for this model's sizes, so they are set here, not in the
+    # (string, postponed) annotations that FastAPI would look up among the module's names.
+    generate.__annotations__["body"] = GenerateRequest
+    decode.__annotations__["body"] = DecodeRequest
+    app.post("/v1/generate", tags=["v1"])(generate)
+    app.post("/v1/decode", tags=["v1"])(decode)
 
 
 def create_app(
@@ -251,7 +271,7 @@ def create_app(
     )
     app.state.serving = state
     install_error_handlers(app)
-    _add_v1_routes(app)
+    _add_v1_routes(app, sampler.latent_dim, max_batch)
     kserve.add_kserve_routes(app)
     # The last middleware added runs first: metrics see every request,
     # including those refused for their size.

@@ -14,8 +14,16 @@ def test_digits_split_is_fixed_stratified_and_scaled():
     train, test = load_dataset("digits", "train"), load_dataset("digits", "test")
     assert train.images.shape == (1437, 8, 8, 1) and test.images.shape == (360, 8, 8, 1)
     assert train.images.dtype == np.float32 and train.images.min() == 0.0 and train.images.max() == 1.0
-    assert np.array_equal(np.bincount(test.labels), np.bincount(load_dataset("digits", "test").labels))
-    assert np.all(np.abs(np.bincount(test.labels) - 36) <= 1)  # 20 % of each class
+    # The split partitions scikit-learn's 1,797 digits, 20 % of each class in the test part.
+    from sklearn.datasets import load_digits
+
+    original = load_digits()
+    class_counts = np.bincount(original.target)
+    np.testing.assert_array_equal(np.bincount(train.labels) + np.bincount(test.labels), class_counts)
+    assert np.all(np.abs(np.bincount(test.labels) - 0.2 * class_counts) <= 1)
+    together = np.concatenate([train.images, test.images]).reshape(1797, 64) * 16
+    assert sorted(map(bytes, together.astype(np.uint8))) == sorted(
+        map(bytes, original.data.astype(np.uint8)))
     np.testing.assert_array_equal(train.images, load_dataset("digits", "train").images)
     # Levels 0..16 of the original data, divided by 16.
     np.testing.assert_allclose(np.unique(train.images * 16), np.arange(17))

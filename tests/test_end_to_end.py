@@ -24,8 +24,8 @@ def runs(tmp_path_factory):
     for backend in BACKENDS:
         run_dir = str(root / backend)
         run_python(["pipelines/train.py", "--epochs", "4", "--latent-dim", "8", "--hidden-units",
-                    "128", "--kl-warmup-steps", "10", "--checkpoint-every", "2", "--quiet", "--out", run_dir],
-                   backend)
+                    "128", "--kl-warmup-steps", "10", "--checkpoint-every", "2",
+                    "--dynamic-binarization", "--quiet", "--out", run_dir], backend)
         runs[backend] = run_dir
     return runs
 
@@ -67,11 +67,43 @@ def test_evaluate_reports_nll_at_least_as_tight_as_the_elbo(runs, backend, tmp_p
     with open(tmp_path / "metrics.json") as f:
         metrics = json.load(f)
     assert metrics["num_images"] == 360 and metrics["backend"] == backend
+    assert metrics["test_binarized"] is True and "cross_entropy" not in metrics
     assert metrics["nll"] <= -metrics["elbo"] + 3 * metrics["nll_standard_error"]
     assert metrics["bits_per_dim"] == pytest.approx(metrics["nll"] / (64 * np.log(2)))
     for name in ("test_reconstructions.png", "test_samples.png", "latent_space.png",
                  "interpolation.png"):
         assert (tmp_path / name).stat().st_size > 100
+
+
+def test_evaluation_names_a_cross_entropy_and_binarizes_for_binarized_runs(tmp_path):
+    import keras
+
+    import keras_vae
+    from keras_vae.data import binarize
+    from keras_vae.data import load_dataset
+
+    vae = keras_vae.VAE(input_shape=(8, 8, 1), latent_dim=4, hidden_units=(32,))
+    vae.compile(optimizer="adam")
+    vae.fit(load_dataset("digits", "train").images, epochs=1, verbose=0)
+    vae.save(tmp_path / "grey.keras")
+    # Grey test digits under a Bernoulli decoder: a cross-entropy, said so, without bits/dim.
+    result = run_python(["pipelines/evaluate.py", str(tmp_path / "grey.keras"), "--num-samples",
+                         "20", "--out", str(tmp_path / "grey")])
+    assert "this is a cross-entropy, not a negative log-likelihood" in result.stdout
+    metrics = json.loads((tmp_path / "grey" / "metrics.json").read_text())
+    assert "nll" not in metrics and "bits_per_dim" not in metrics and metrics["cross_entropy"] > 0
+    # A --binarize run (binarized once, not dynamically) is measured on binarized test digits.
+    run_dir = tmp_path / "binarized_run"
+    run_dir.mkdir()
+    vae.save(run_dir / "model.keras")
+    (run_dir / "config.json").write_text('{"dataset": "digits", "binarize": true}')
+    result = run_python(["pipelines/evaluate.py", str(run_dir), "--num-samples", "20"])
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["test_binarized"] is True and "bits/dim" in result.stdout
+    expected = -vae.log_likelihood(binarize(load_dataset("digits", "test").images, seed=0),
+                                   num_samples=20, seed=0).mean()
+    assert metrics["nll"] == pytest.approx(expected, abs=1e-3)
+    keras.backend.clear_session()
 
 
 def test_quality_benchmark_tables_the_nll_of_every_checkpoint(runs, tmp_path):
@@ -131,6 +163,18 @@ def test_export_matches_keras_for_every_origin_backend(runs, decoded, source, tm
     assert (tmp_path / "repo" / "vae_decoder" / "1" / "model.onnx").read_bytes() == decoder_path.read_bytes()
     data = decoder_path.read_bytes()
     assert str(tmp_path).encode() not in data and os.getcwd().encode() not in data
+
+
+@pytest.mark.parametrize("source", BACKENDS)
+def test_a_model_file_outside_a_run_directory_exports_its_training_backend(runs, source, tmp_path):
+    # model.keras is written by vae.save; alone in a folder, it still names its backend.
+    bare = tmp_path / "vae.keras"
+    bare.write_bytes(open(os.path.join(runs[source], "model.keras"), "rb").read())
+    run_python(["pipelines/export.py", str(bare), "--out", str(tmp_path / "decoder.onnx")])
+    session = onnxruntime.InferenceSession(str(tmp_path / "decoder.onnx"),
+                                           providers=["CPUExecutionProvider"])
+    metadata = session.get_modelmeta().custom_metadata_map
+    assert metadata["source_backend"] == source and metadata["dataset"] == "unknown"
 
 
 def test_onnx_decoder_serves_samples_from_the_command_line(runs, tmp_path):

@@ -1,0 +1,146 @@
+"""The interface of an exported model: what `keras_vae` writes and `serving` reads (NumPy only).
+
+Both sides import this module, so the contract is written once:
+
+* the tensor names of ``decoder.onnx`` (``z`` -> ``x_mean``) and ``encoder.onnx``
+  (``x`` -> ``z_mean``, ``z_log_var``);
+* the metadata keys every exported graph carries, and how the learned prior is
+  encoded in them (:func:`encode_prior`, :func:`decode_prior`);
+* drawing z from the prior (:func:`draw_latents`), which both
+  ``keras_vae.VAE.sample_latents`` and ``serving.Sampler.latents`` call, so that
+  the same seed gives the same z, and so the same images, in Keras, in
+  onnxruntime and over HTTP.
+
+Shapes: D is the latent dimension, C the number of mixture components.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "DECODER_INPUT", "DECODER_OUTPUT", "ENCODER_INPUT", "ENCODER_OUTPUTS", "MAX_TEMPERATURE",
+    "MixturePrior", "check_temperature", "decode_prior", "draw_latents", "encode_prior",
+]
+
+# === Tensor names ===
+DECODER_INPUT = "z"  # float32 [batch, D]
+DECODER_OUTPUT = "x_mean"  # float32 [batch, H, W, C]: probabilities (Bernoulli) or means (Gaussian)
+ENCODER_INPUT = "x"  # float32 [batch, H, W, C]
+ENCODER_OUTPUTS = ("z_mean", "z_log_var")  # float32 [batch, D] each: q(z|x) = N(z_mean, exp(z_log_var))
+
+# === Metadata keys (every value is a string) ===
+LATENT_DIM = "latent_dim"  # "16"
+IMAGE_SHAPE = "image_shape"  # "[28, 28, 1]"
+LIKELIHOOD = "likelihood"  # "bernoulli" | "gaussian"
+PRIOR = "prior"  # absent for N(0, I); else JSON, see encode_prior
+SOURCE_BACKEND = "source_backend"  # the Keras backend the model was trained on
+DATASET = "dataset"  # the dataset named at training time, or "unknown"
+VERSION = "keras_vae_version"
+CREATED = "created"  # ISO 8601, UTC
+PRECISION = "precision"  # "fp32" (default) | "int8"
+
+#: Largest temperature a sampler accepts: z = μ + T·σ·ε stays far inside float32.
+MAX_TEMPERATURE = 10.0
+
+
+@dataclass(frozen=True)
+class MixturePrior:
+    """p(z) = Σ_c weights_c · N(z; means_c, diag exp(log_vars_c)), as float64 NumPy.
+
+    Attributes:
+        weights: (C,), non-negative, summing to 1.
+        means: (C, D).
+        log_vars: (C, D), log σ² of each component.
+    """
+
+    weights: np.ndarray
+    means: np.ndarray
+    log_vars: np.ndarray
+
+    @property
+    def components(self) -> int:
+        return len(self.weights)
+
+
+def encode_prior(prior: MixturePrior) -> str:
+    """The ``prior`` metadata value: JSON ``{"type": "mixture", "components": C, "weights",
+    "means", "log_vars"}``, each array base64 of little-endian float32 ((C,), (C, D), (C, D))."""
+    arrays = {name: base64.b64encode(np.asarray(getattr(prior, name), "<f4").tobytes()).decode("ascii")
+              for name in ("weights", "means", "log_vars")}
+    return json.dumps({"type": "mixture", "components": prior.components, **arrays})
+
+
+def decode_prior(value: str | None, latent_dim: int) -> MixturePrior | None:
+    """The prior from a ``prior`` metadata value; None (no value) means N(0, I).
+
+    The arrays are widened to float64 and the weights renormalised, so a
+    sampler sees exactly what ``encode_prior`` stored. Raises ValueError,
+    naming the problem, when the value is malformed.
+    """
+    if value is None:
+        return None
+    try:
+        spec = json.loads(value)
+        if not isinstance(spec, dict) or spec.get("type") != "mixture":
+            raise ValueError(f"unknown prior type {spec.get('type') if isinstance(spec, dict) else spec!r}")
+        components = int(spec["components"])
+        if components < 1:
+            raise ValueError(f"components must be >= 1, got {components}")
+        shapes = {"weights": (components,), "means": (components, latent_dim),
+                  "log_vars": (components, latent_dim)}
+        arrays = {}
+        for name, shape in shapes.items():
+            values = np.frombuffer(base64.b64decode(spec[name], validate=True), dtype="<f4")
+            arrays[name] = values.astype(np.float64).reshape(shape)
+    except (ValueError, KeyError, TypeError, AttributeError, binascii.Error) as exc:
+        raise ValueError(f"malformed prior metadata: {exc}") from None
+    if not all(np.all(np.isfinite(a)) for a in arrays.values()):
+        raise ValueError("malformed prior metadata: NaN or infinite values")
+    weights = arrays["weights"]
+    if np.any(weights < 0) or weights.sum() <= 0:
+        raise ValueError("malformed prior metadata: weights must be >= 0 and not all 0")
+    return MixturePrior(weights / weights.sum(), arrays["means"], arrays["log_vars"])
+
+
+def check_temperature(temperature) -> float:
+    """``temperature`` as a float in [0, MAX_TEMPERATURE]; ValueError otherwise."""
+    try:
+        value = float(temperature)
+    except (TypeError, ValueError, OverflowError):
+        value = float("nan")
+    if isinstance(temperature, bool) or not 0.0 <= value <= MAX_TEMPERATURE:
+        raise ValueError(f"temperature must be a number from 0 to {MAX_TEMPERATURE:g}; "
+                         f"got {temperature!r}")
+    return value
+
+
+def draw_latents(n: int, latent_dim: int, prior: MixturePrior | None = None, seed: int | None = None,
+                 temperature: float = 1.0) -> np.ndarray:
+    """n draws of z from the prior, spread scaled by T: float32 (n, D).
+
+    Standard prior: z = T·ε with ε ~ N(0, I). Mixture: component c is picked by
+    its weight, then z = μ_c + T·σ_c·ε. ε comes first from
+    ``numpy.random.default_rng(seed)``, then the components, so the same seed
+    gives the same z everywhere (``seed=None`` draws fresh randomness).
+
+    Raises ValueError for a bad n, seed or temperature.
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n must be a positive integer; got {n!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
+                             or seed < 0):
+        raise ValueError(f"seed must be a non-negative integer or None; got {seed!r}")
+    t = check_temperature(temperature)
+    rng = np.random.default_rng(seed)
+    epsilon = rng.standard_normal((int(n), int(latent_dim)), dtype=np.float32)
+    if prior is None:
+        return epsilon * np.float32(t)
+    component = rng.choice(prior.components, size=int(n), p=prior.weights)
+    std = np.exp(0.5 * prior.log_vars[component])
+    return (prior.means[component] + t * std * epsilon).astype(np.float32)

@@ -1,0 +1,131 @@
+"""Importance-sampled log p(x) in NumPy: one estimator for Keras and for onnxruntime.
+
+    log p(x) ≈ log (1/K) Σ_k p(x|z_k) p(z_k) / q(z_k|x),   z_k ~ q(z|x) = N(μ(x), diag σ²(x))
+
+(the IWAE bound with K samples; it tightens towards log p(x) as K grows).
+The caller supplies the model as two functions, ``encode`` and
+``log_px_given_z``; `keras_vae.VAE.log_likelihood` passes its Keras networks,
+the server its ONNX files. Everything else is here: the noise, the chunking,
+log q, log p(z) and the log-mean-exp.
+
+The noise is fixed per image: image i (its index in ``x``) draws its K values
+of ε, in order, from ``numpy.random.default_rng([seed, i])``. So an image's
+estimate does not depend on ``batch_size`` or ``samples_per_chunk``, and the
+same seed gives the same z in every Keras backend and in onnxruntime.
+
+All log-probabilities are in nats, float64.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+
+from serving.contract import MixturePrior
+
+__all__ = ["log_likelihood", "log_mean_exp", "prior_log_prob", "bernoulli_log_prob",
+           "gaussian_log_prob", "PROBABILITY_FLOOR"]
+
+LOG_2PI = math.log(2.0 * math.pi)
+#: Bernoulli probabilities from a decoder's float32 output are clipped to
+#: [floor, 1 − floor] (a sigmoid saturates at 1.0 in float32 for logits above ~17).
+PROBABILITY_FLOOR = 1e-7
+
+Encode = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+LogPxGivenZ = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def log_mean_exp(values: np.ndarray, axis: int = 0) -> np.ndarray:
+    """log((1/K) Σ_k exp(values_k)) along ``axis``, computed stably in float64."""
+    values = np.asarray(values, dtype=np.float64)
+    count = values.shape[axis]
+    return _logsumexp(values, axis) - math.log(count)
+
+
+def _logsumexp(values: np.ndarray, axis: int) -> np.ndarray:
+    peak = np.max(values, axis=axis, keepdims=True)
+    peak = np.where(np.isfinite(peak), peak, 0.0)
+    with np.errstate(divide="ignore"):
+        return np.squeeze(peak, axis) + np.log(np.sum(np.exp(values - peak), axis=axis))
+
+
+def prior_log_prob(z: np.ndarray, prior: MixturePrior | None = None) -> np.ndarray:
+    """log p(z): z (..., D) -> (...), under N(0, I) (prior None) or a mixture of Gaussians."""
+    z = np.asarray(z, dtype=np.float64)
+    if prior is None:
+        return -0.5 * np.sum(LOG_2PI + np.square(z), axis=-1)
+    precisions = np.exp(-prior.log_vars)  # (C, D)
+    flat = z.reshape(-1, z.shape[-1])  # (N, D)
+    squared_distance = (np.square(flat) @ precisions.T - 2.0 * flat @ (prior.means * precisions).T
+                        + np.sum(np.square(prior.means) * precisions, axis=-1))  # (N, C)
+    log_components = -0.5 * (z.shape[-1] * LOG_2PI + prior.log_vars.sum(-1) + squared_distance)
+    with np.errstate(divide="ignore"):
+        log_weights = np.log(prior.weights)
+    return _logsumexp(log_components + log_weights, axis=-1).reshape(z.shape[:-1])
+
+
+def bernoulli_log_prob(x: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
+    """Σ over (H, W, C) of x·log p + (1 − x)·log(1 − p): (..., H, W, C) -> (...)."""
+    p = np.clip(np.asarray(probabilities, dtype=np.float64), PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR)
+    x = np.asarray(x, dtype=np.float64)
+    return np.sum(x * np.log(p) + (1.0 - x) * np.log1p(-p), axis=(-3, -2, -1))
+
+
+def gaussian_log_prob(x: np.ndarray, mean: np.ndarray, log_var) -> np.ndarray:
+    """Σ over (H, W, C) of log N(x; mean, exp(log_var)); log_var a scalar or (H, W, C)."""
+    x, mean = np.asarray(x, np.float64), np.asarray(mean, np.float64)
+    log_var = np.asarray(log_var, np.float64)
+    density = -0.5 * (LOG_2PI + log_var + np.square(x - mean) * np.exp(-log_var))
+    return np.sum(density, axis=(-3, -2, -1))
+
+
+def log_likelihood(x: np.ndarray, encode: Encode, log_px_given_z: LogPxGivenZ,
+                   prior: MixturePrior | None = None, num_samples: int = 1000,
+                   batch_size: int = 100, samples_per_chunk: int | None = None,
+                   seed: int | None = 0,
+                   progress: Callable[[int], None] | None = None) -> np.ndarray:
+    """Importance-sampled log p(x) per image, in nats per example.
+
+    Args:
+        x: (N, H, W, C) images.
+        encode: x (B, H, W, C) -> (z_mean, z_log_var), each (B, D).
+        log_px_given_z: (x (B, H, W, C), z float32 (k, B, D)) -> log p(x|z) (k, B).
+        prior: the model's mixture prior, or None for N(0, I).
+        num_samples: K importance samples per image.
+        batch_size: images per call of ``encode``.
+        samples_per_chunk: samples per call of ``log_px_given_z`` (bounds memory);
+            default: about 20,000 decoded images per call.
+        seed: the noise seed (None: fresh randomness).
+        progress: called with the number of images done after each batch.
+
+    Returns:
+        (N,) float64.
+    """
+    if num_samples < 1 or batch_size < 1:
+        raise ValueError(f"num_samples and batch_size must be >= 1; got {num_samples}, {batch_size}")
+    if samples_per_chunk is None:
+        samples_per_chunk = max(1, min(num_samples, 20_000 // batch_size))
+    if seed is None:
+        seed = int(np.random.SeedSequence().entropy)
+    results = []
+    for start in range(0, len(x), batch_size):
+        x_batch = x[start : start + batch_size]
+        z_mean, z_log_var = (np.asarray(a, np.float32) for a in encode(x_batch))  # (B, D)
+        std = np.exp(0.5 * z_log_var)
+        streams = [np.random.default_rng([seed, start + i]) for i in range(len(x_batch))]
+        log_weights = []
+        for done in range(0, num_samples, samples_per_chunk):
+            k = min(samples_per_chunk, num_samples - done)
+            epsilon = np.stack([s.standard_normal((k, z_mean.shape[1]), dtype=np.float32)
+                                for s in streams], axis=1)  # (k, B, D)
+            z = z_mean + std * epsilon
+            log_q = -0.5 * np.sum(LOG_2PI + z_log_var.astype(np.float64)
+                                  + np.square(epsilon, dtype=np.float64), axis=-1)  # (k, B)
+            log_p = np.asarray(log_px_given_z(x_batch, z), np.float64) + prior_log_prob(z, prior)
+            log_weights.append(log_p - log_q)
+        results.append(log_mean_exp(np.concatenate(log_weights), axis=0))
+        if progress is not None:
+            progress(len(x_batch))
+    return np.concatenate(results) if results else np.zeros((0,), np.float64)
