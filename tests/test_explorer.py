@@ -1,0 +1,469 @@
+"""The latent-space explorer (serving/explorer): its routes, its static export, and the page
+itself in headless Chromium (Debian's package, driven by Playwright), with no network.
+
+The browser tests skip, saying what is missing, without /usr/bin/chromium, Playwright or
+node_modules (npm ci); with CI=true set they fail instead, since CI installs all three.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+from browser import (
+    Recorder,
+    chromium,
+    free_port,
+    make_encoder_onnx,
+    reference_encode,
+    require_browser,
+    serve_app,
+)
+from fastapi.testclient import TestClient
+from onnx_fixtures import make_decoder_onnx, reference_decode
+
+from serving import contract, explorer
+from serving.sampler import Encoder, Sampler
+from serving.server import create_app
+
+pytestmark = pytest.mark.slow
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LATENT, SHAPE = 4, (8, 8, 1)
+PRIOR = contract.MixturePrior(
+    weights=np.array([0.5, 0.3, 0.2]),
+    means=np.array([[2.0, 0.0, 0.0, 1.0], [-2.0, 1.0, 0.0, 0.0], [0.0, -1.5, 1.0, 0.0]]),
+    log_vars=np.log(np.array([[0.2, 0.5, 0.3, 0.1], [0.3, 0.2, 0.4, 0.2], [0.1, 0.3, 0.2, 0.5]])),
+)
+Z = np.array([[0.3, -1.2, 2.5, 0.01], [1.5, 0.5, -0.7, -2.0], [0.0, 0.0, 0.0, 0.0]], np.float32)
+DECODE_TOLERANCE = 1e-5
+ENCODE_TOLERANCE = 1e-4
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """(decoder.onnx with a 3-component mixture prior, encoder.onnx) of latent 4, 8×8×1."""
+    folder = tmp_path_factory.mktemp("explorer_models")
+    decoder = make_decoder_onnx(folder / "decoder.onnx", latent_dim=LATENT, image_shape=SHAPE,
+                                metadata={contract.PRIOR: contract.encode_prior(PRIOR)})
+    encoder = make_encoder_onnx(folder / "encoder.onnx", latent_dim=LATENT, image_shape=SHAPE)
+    return decoder, encoder
+
+
+def make_app(decoder, encoder=None):
+    """The server's app for these models, with the explorer's routes."""
+    app = create_app(decoder, encoder=encoder, max_batch=256)
+    if not any(getattr(route, "path", None) == "/explorer/config.json" for route in app.routes):
+        explorer.add_explorer_routes(app)
+    return app
+
+
+@pytest.fixture(scope="module")
+def browser():
+    require_browser()
+    with chromium() as b:
+        yield b
+
+
+@pytest.fixture(scope="module")
+def server(models):
+    with serve_app(make_app(*models)) as url:
+        yield url
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1300, "height": 1000})
+    page = context.new_page()
+    page.rec = Recorder(page)
+    page.set_default_timeout(30_000)
+    yield page
+    context.close()
+
+
+def open_page(page, url):
+    page.goto(url)
+    page.wait_for_function("window.explorer !== undefined && window.explorer.ready !== null")
+    page.evaluate("explorer.ready")
+    page.evaluate("explorer.settled()")
+
+
+def assert_quiet_and_local(page):
+    rec = page.rec
+    assert rec.console_errors == []
+    assert rec.external_requests() == []
+    assert rec.failed == []
+
+
+def decoded(result):
+    return np.asarray(result["data"], np.float32).reshape(result["dims"])
+
+
+def python_decode(decoder, z):
+    return Sampler(decoder, provider="cpu").decode(np.asarray(z, np.float32))
+
+
+def hash_of(z):
+    return "#z=" + ",".join(repr(float(v)) for v in z)
+
+
+# ----------------------------------------------------------------- no browser
+
+
+@pytest.mark.parametrize("prior", [None, PRIOR])
+def test_pad_directions_are_the_principal_axes_of_prior_samples(prior):
+    config = explorer.prior_directions(LATENT, prior)
+    samples = contract.draw_latents(200_000, LATENT, prior, seed=0).astype(np.float64)
+    values, vectors = np.linalg.eigh(np.cov(samples, rowvar=False))
+    values, vectors = values[::-1], vectors[:, ::-1].T
+    np.testing.assert_allclose(config["center"], samples.mean(0), atol=0.02)
+    np.testing.assert_allclose(np.square(config["direction_std"]), values, rtol=0.03)
+    directions = np.asarray(config["directions"])
+    np.testing.assert_allclose(directions @ directions.T, np.eye(LATENT), atol=1e-12)
+    if prior is None:
+        np.testing.assert_array_equal(directions, np.eye(LATENT))
+    else:  # the mixture's eigenvalues are well apart: each axis is found by PCA of samples
+        np.testing.assert_allclose(np.abs(np.sum(directions * vectors, axis=1)), 1.0, atol=0.01)
+    assert sum(config["explained"]) == pytest.approx(1.0)
+
+
+def test_routes_serve_the_page_config_and_local_docs(models):
+    decoder, encoder = models
+    with TestClient(make_app(decoder, encoder)) as client:
+        page = client.get("/")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert page.headers["cross-origin-embedder-policy"] == "require-corp"
+        assert 'src="explorer/app.js"' in page.text
+        config = client.get("/explorer/config.json").json()
+        assert config["latent_dim"] == LATENT and config["image_shape"] == list(SHAPE)
+        assert config["encoder"] is True and config["server"] is True
+        assert config["ort"] is (explorer.ort_web_dir() is not None)
+        np.testing.assert_allclose(config["prior"]["means"], PRIOR.means)
+        np.testing.assert_allclose(config["prior"]["weights"], PRIOR.weights)
+        assert config["models"] == {"decoder": "models/decoder.onnx",
+                                    "encoder": "models/encoder.onnx"}
+        for name in explorer.PAGE_ASSETS:
+            assert client.get(f"/explorer/{name}").status_code == 200
+        for path, status in (("/explorer/secret.py", 404), ("/explorer/ort/ort.min.js", 404),
+                             ("/explorer/docs/../../pyproject.toml", 404)):
+            response = client.get(path)
+            assert response.status_code == status and response.json()["error"]
+        response = client.post("/", json={})
+        assert response.status_code == 405 and response.json()["error"]
+        if explorer.ort_web_dir() is not None:
+            wasm = client.get("/explorer/ort/ort-wasm-simd-threaded.wasm")
+            assert wasm.status_code == 200 and wasm.headers["content-type"] == "application/wasm"
+        schema_paths = client.get("/openapi.json").json()["paths"]
+        assert not [p for p in schema_paths if p == "/" or p.startswith(("/explorer", "/docs"))]
+        docs, redoc = client.get("/docs").text, client.get("/redoc").text
+        if explorer.docs_assets() is not None:
+            assert "/explorer/docs/swagger-ui-bundle.js" in docs and "cdn" not in docs
+            assert "/explorer/docs/redoc.standalone.js" in redoc and "fonts.googleapis" not in redoc
+            bundle = client.get("/explorer/docs/redoc.standalone.js").content
+            assert explorer.REDOC_LOGO_URL.encode() not in bundle
+        else:
+            assert "cdn.jsdelivr.net" in docs  # FastAPI's own pages, from its CDN
+
+
+def test_without_onnxruntime_web_the_config_says_so(models, monkeypatch):
+    monkeypatch.setenv(explorer.ORT_WEB_DIR_ENV, "/nonexistent/onnxruntime-web/dist")
+    with TestClient(make_app(models[0])) as client:
+        config = client.get("/explorer/config.json").json()
+        assert config["ort"] is False and config["encoder"] is False
+        assert config["models"]["encoder"] is None
+        response = client.get("/explorer/ort/ort.wasm.min.js")
+        assert response.status_code == 404 and "npm ci" in response.json()["error"]
+
+
+def run_export(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "serving.explorer", *map(str, args)], cwd=REPO,
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **(env or {})})
+
+
+def test_export_cli_refuses_bad_input_clearly(models, tmp_path):
+    decoder, encoder = models
+    help_text = run_export("--help")
+    assert help_text.returncode == 0 and "examples:" in help_text.stdout
+    assert "python -m http.server" in help_text.stdout
+
+    missing = run_export(tmp_path / "nope.onnx", "--out", tmp_path / "a")
+    assert missing.returncode != 0 and "not found" in missing.stderr
+    assert "Traceback" not in missing.stderr and not (tmp_path / "a").exists()
+
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep.txt").write_text("mine")
+    full = run_export(decoder, "--out", tmp_path / "full")
+    assert full.returncode != 0 and "--overwrite" in full.stderr
+
+    no_ort = run_export(decoder, "--out", tmp_path / "b",
+                        env={explorer.ORT_WEB_DIR_ENV: str(tmp_path / "missing")})
+    assert no_ort.returncode != 0 and "npm ci" in no_ort.stderr
+    assert not (tmp_path / "b").exists()
+
+    mismatched = make_decoder_onnx(tmp_path / "d3.onnx", latent_dim=3, image_shape=SHAPE)
+    pair = run_export(mismatched, "--encoder", encoder, "--out", tmp_path / "c")
+    assert pair.returncode != 0 and "does not fit" in pair.stderr and not (tmp_path / "c").exists()
+
+
+def test_export_writes_a_complete_folder(models, tmp_path):
+    require_browser()  # needs node_modules/onnxruntime-web
+    decoder, encoder = models
+    site = tmp_path / "site"
+    result = run_export(decoder, "--encoder", encoder, "--out", site)
+    assert result.returncode == 0, result.stderr
+    written = sorted(str(p.relative_to(site)) for p in site.rglob("*") if p.is_file())
+    assert written == sorted(["index.html", "explorer/app.js", "explorer/style.css",
+                              "explorer/config.json", "models/decoder.onnx",
+                              "models/encoder.onnx",
+                              *(f"explorer/ort/{name}" for name in explorer.ORT_FILES)])
+    assert (site / "models" / "decoder.onnx").read_bytes() == decoder.read_bytes()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left
+
+    (site / "keep.txt").write_text("mine")
+    again = run_export(decoder, "--out", site, "--overwrite")
+    assert again.returncode == 0, again.stderr
+    assert not (site / "models" / "encoder.onnx").exists()  # stale: no encoder this time
+    assert (site / "keep.txt").read_text() == "mine"
+
+
+# --------------------------------------------------------------------- browser
+
+
+def test_page_loads_offline_and_decodes_like_python(page, server, models):
+    decoder = models[0]
+    open_page(page, server + "/" + hash_of(Z[0]))
+    assert_quiet_and_local(page)
+    names = {url.rsplit("/", 1)[-1] for url in page.rec.requests}
+    assert {*explorer.ORT_FILES, "decoder.onnx", "encoder.onnx", "config.json"} <= names
+    assert page.evaluate("explorer.backend") == "onnxruntime-web"
+    assert "onnxruntime-web" in page.inner_text("#status")
+    assert page.is_hidden("#notice") and page.is_visible("#draw-panel")
+
+    # the z from the address, decoded on the pad
+    np.testing.assert_array_equal(page.evaluate("explorer.getZ()"), Z[0])
+    pad_image = np.asarray(page.evaluate("Array.from(explorer.current.image)"), np.float32)
+    want = python_decode(decoder, Z)
+    assert np.abs(pad_image - want[0].ravel()).max() <= DECODE_TOLERANCE
+    # the JS hook, a batch at once
+    got = decoded(page.evaluate("z => explorer.decode(z)", Z.tolist()))
+    assert got.shape == want.shape == (3, *SHAPE)
+    assert np.abs(got - want).max() <= DECODE_TOLERANCE
+    assert np.abs(got - reference_decode(decoder, Z)).max() <= DECODE_TOLERANCE
+    # a new hash moves the pad
+    page.evaluate(f"location.hash = '{hash_of(Z[1])}'")
+    page.wait_for_function(f"explorer.current.imageZ && explorer.current.imageZ[3] === {float(Z[1][3])!r}")
+    pad_image = np.asarray(page.evaluate("Array.from(explorer.current.image)"), np.float32)
+    assert np.abs(pad_image - want[1].ravel()).max() <= DECODE_TOLERANCE
+    assert_quiet_and_local(page)
+
+
+def test_threads_under_cross_origin_isolation_decode_the_same(page, server, models):
+    open_page(page, server + "/?threads=2")
+    assert page.evaluate("self.crossOriginIsolated") is True
+    assert page.evaluate("explorer.threads") == 2
+    got = decoded(page.evaluate("z => explorer.decode(z)", Z.tolist()))
+    assert np.abs(got - python_decode(models[0], Z)).max() <= DECODE_TOLERANCE
+    assert_quiet_and_local(page)
+
+
+def test_samples_come_from_the_learned_mixture_prior(page, server):
+    open_page(page, server + "/")
+    n = 20_000
+    z = np.asarray(page.evaluate(f"explorer.drawLatents({n}, 5, 1.0)")).reshape(n, LATENT)
+    config = explorer.prior_directions(LATENT, PRIOR)
+    np.testing.assert_allclose(z.mean(0), config["center"], atol=0.05)
+    covariance = (np.asarray(config["directions"]).T * np.square(config["direction_std"])
+                  ) @ np.asarray(config["directions"])
+    np.testing.assert_allclose(np.cov(z, rowvar=False), covariance, atol=0.08)
+    # at temperature 0 every draw is one of the component means, in about their weights
+    z0 = np.asarray(page.evaluate(f"explorer.drawLatents({n}, 6, 0)")).reshape(n, LATENT)
+    which = [np.flatnonzero(np.all(np.abs(PRIOR.means - row) < 1e-6, axis=1)) for row in z0]
+    assert all(len(w) == 1 for w in which)
+    np.testing.assert_allclose(np.bincount([w[0] for w in which]) / n, PRIOR.weights, atol=0.02)
+    # the grid: 16 draws of the page's seed, each decoded
+    seed_z = page.evaluate("explorer.drawLatents(16, 0, 1.0)")
+    assert seed_z == page.evaluate("explorer.drawLatents(16, 0, 1.0)")
+    assert seed_z != page.evaluate("explorer.drawLatents(16, 1, 1.0)")
+
+
+def test_dragging_on_the_pad_changes_the_image(page, server, models):
+    open_page(page, server + "/" + hash_of(Z[0]))
+    before = page.evaluate("Array.from(explorer.current.image)")
+    decodes = page.evaluate("explorer.stats.padDecodes")
+    box = page.locator("#pad").bounding_box()
+    page.mouse.move(box["x"] + 40, box["y"] + 40)
+    page.mouse.down()
+    for step in range(1, 16):
+        page.mouse.move(box["x"] + 40 + 12 * step, box["y"] + 40 + 10 * step, steps=2)
+    page.mouse.up()
+    page.evaluate("explorer.settled()")
+    assert page.evaluate("explorer.stats.padDecodes") > decodes + 1
+    after = np.asarray(page.evaluate("Array.from(explorer.current.image)"), np.float32)
+    assert np.abs(after - np.asarray(before, np.float32)).max() > 0.01
+    # the pad moved z along its two axes (PC1, PC2) only, and the image is z's decode
+    z = np.asarray(page.evaluate("explorer.getZ()"), np.float64)
+    config = explorer.prior_directions(LATENT, PRIOR)
+    directions, center = np.asarray(config["directions"]), np.asarray(config["center"])
+    moved = directions @ (z - center) - directions @ (Z[0].astype(np.float64) - center)
+    assert np.abs(moved[:2]).min() > 0.1 and np.abs(moved[2:]).max() < 1e-5
+    imaged = np.asarray(page.evaluate("Array.from(explorer.current.imageZ)"), np.float32)
+    assert np.abs(after - python_decode(models[0], imaged[None]).ravel()).max() <= DECODE_TOLERANCE
+    # a slider moves z along its direction
+    page.locator("#slider-2").fill("1.5")
+    page.evaluate("explorer.settled()")
+    z = np.asarray(page.evaluate("explorer.getZ()"), np.float64)
+    assert directions[2] @ (z - center) / config["direction_std"][2] == pytest.approx(1.5, abs=1e-5)
+    assert_quiet_and_local(page)
+
+
+def test_interpolation_strips_run_from_a_to_b(page, server, models):
+    open_page(page, server + "/")
+    strips = page.evaluate("""(() => { const i = explorer.interpolation;
+        return {a: Array.from(i.a), b: Array.from(i.b), linear: Array.from(i.linear),
+                spherical: Array.from(i.spherical), images: Array.from(i.images)}; })()""")
+    a, b = np.asarray(strips["a"]), np.asarray(strips["b"])
+    linear = np.asarray(strips["linear"]).reshape(-1, LATENT)
+    spherical = np.asarray(strips["spherical"]).reshape(-1, LATENT)
+    steps = len(linear)
+    for path in (linear, spherical):
+        np.testing.assert_allclose(path[0], a, atol=1e-6)
+        np.testing.assert_allclose(path[-1], b, atol=1e-6)
+    np.testing.assert_allclose(linear, a + np.linspace(0, 1, steps)[:, None] * (b - a), atol=1e-5)
+    center = np.asarray(explorer.prior_directions(LATENT, PRIOR)["center"])
+    def angle(u, v):
+        return np.arccos(np.clip(u @ v / np.linalg.norm(u) / np.linalg.norm(v), -1, 1))
+
+    # the spherical path turns about the prior's mean at an even rate, its length linear
+    t = np.linspace(0, 1, steps)
+    turned = [angle(point - center, a - center) for point in spherical]
+    np.testing.assert_allclose(turned, t * angle(a - center, b - center), atol=1e-4)
+    np.testing.assert_allclose(np.linalg.norm(spherical - center, axis=1),
+                               (1 - t) * np.linalg.norm(a - center)
+                               + t * np.linalg.norm(b - center), atol=1e-4)
+    images = np.asarray(strips["images"], np.float32).reshape(2 * steps, *SHAPE)
+    want = python_decode(models[0], np.concatenate([linear, spherical]))
+    assert np.abs(images - want).max() <= DECODE_TOLERANCE
+
+
+def draw_stroke(page):
+    box = page.locator("#draw").bounding_box()
+    x0, y0 = box["x"] + 0.3 * box["width"], box["y"] + 0.2 * box["height"]
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    for step in range(1, 13):
+        page.mouse.move(x0 + 0.03 * box["width"] * step, y0 + 0.05 * box["height"] * step, steps=2)
+    page.mouse.up()
+
+
+def test_a_drawn_stroke_is_encoded_like_python(page, server, models):
+    decoder, encoder = models
+    open_page(page, server + "/")
+    draw_stroke(page)
+    page.wait_for_function("explorer.last !== null && explorer.last.score !== null")
+    last = page.evaluate("explorer.last")
+    pixels = np.asarray(last["pixels"], np.float32).reshape(1, *SHAPE)
+    assert 0.02 < pixels.mean() < 0.9 and pixels.min() >= 0 and pixels.max() <= 1
+    z_mean, z_log_var = Encoder(encoder, provider="cpu").encode(pixels)
+    assert np.abs(np.asarray(last["z_mean"]) - z_mean[0]).max() <= ENCODE_TOLERANCE
+    assert np.abs(np.asarray(last["z_log_var"]) - z_log_var[0]).max() <= ENCODE_TOLERANCE
+    assert np.abs(np.asarray(last["z_mean"]) - reference_encode(encoder, pixels)[0][0]).max() <= 1e-4
+    reconstruction = np.asarray(last["reconstruction"], np.float32)
+    want = python_decode(decoder, np.asarray(last["z_mean"], np.float32)[None]).ravel()
+    assert np.abs(reconstruction - want).max() <= DECODE_TOLERANCE
+    # placed on the pad, and scored by the server's /v1/score on the same pixels
+    np.testing.assert_allclose(page.evaluate("explorer.getZ()"), last["z_mean"], atol=0)
+    score = last["score"]
+    assert score["by"] == "server" and np.isfinite(score["value"])
+    text = page.inner_text("#score")
+    assert "nats" in text and "server" in text
+    body = {"images": pixels.tolist(), "num_samples": score["num_samples"], "seed": 0}
+    request = urllib.request.Request(server + "/v1/score", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        reply = json.load(response)
+    assert reply["log_px"][0] == pytest.approx(score["log_px"], rel=1e-12)
+    assert_quiet_and_local(page)
+
+
+def test_without_an_encoder_the_page_says_so_and_hides_the_panel(page, models):
+    with serve_app(make_app(models[0])) as url:
+        open_page(page, url + "/")
+        assert page.is_hidden("#draw-panel") and page.is_visible("#no-encoder")
+        assert "--encoder" in page.inner_text("#no-encoder")
+        assert_quiet_and_local(page)
+
+
+def test_pip_only_install_decodes_and_encodes_through_the_server(page, models, monkeypatch):
+    decoder, encoder = models
+    monkeypatch.setenv(explorer.ORT_WEB_DIR_ENV, "/nonexistent/onnxruntime-web/dist")
+    with serve_app(make_app(decoder, encoder)) as url:
+        open_page(page, url + "/" + hash_of(Z[2]))
+        assert page.evaluate("explorer.backend") == "server"
+        notice = page.inner_text("#notice")
+        assert page.is_visible("#notice") and "/v1/decode" in notice and "npm ci" in notice
+        assert not [u for u in page.rec.requests if "/explorer/ort/" in u]
+        pad_image = np.asarray(page.evaluate("Array.from(explorer.current.image)"), np.float32)
+        assert np.abs(pad_image - python_decode(decoder, Z[2:]).ravel()).max() <= DECODE_TOLERANCE
+        got = decoded(page.evaluate("z => explorer.decode(z)", Z.tolist()))
+        assert np.abs(got - python_decode(decoder, Z)).max() <= DECODE_TOLERANCE
+        x = np.random.default_rng(3).random((2, *SHAPE)).astype(np.float32)
+        encoded = page.evaluate("x => explorer.encode(x)", x.tolist())
+        z_mean, _ = Encoder(encoder, provider="cpu").encode(x)
+        assert np.abs(np.asarray(encoded["z_mean"]) - z_mean).max() <= ENCODE_TOLERANCE
+        draw_stroke(page)
+        page.wait_for_function("explorer.last !== null && explorer.last.score !== null")
+        assert_quiet_and_local(page)
+
+
+def test_static_export_works_from_python_http_server(page, models, tmp_path):
+    decoder, encoder = models
+    site = tmp_path / "site"
+    result = run_export(decoder, "--encoder", encoder, "--out", site)
+    assert result.returncode == 0, result.stderr
+    port = free_port()
+    http = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
+                             "--directory", str(site)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                urllib.request.urlopen(url + "/explorer/config.json", timeout=2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        open_page(page, url + "/" + hash_of(Z[1]))
+        assert page.evaluate("explorer.backend") == "onnxruntime-web"
+        assert page.is_hidden("#api-links") and page.is_visible("#draw-panel")
+        pad_image = np.asarray(page.evaluate("Array.from(explorer.current.image)"), np.float32)
+        assert np.abs(pad_image - python_decode(decoder, Z[1:2]).ravel()).max() <= DECODE_TOLERANCE
+        draw_stroke(page)
+        page.wait_for_function("explorer.last !== null && explorer.last.score !== null")
+        last = page.evaluate("explorer.last")
+        z_mean, _ = Encoder(encoder, provider="cpu").encode(
+            np.asarray(last["pixels"], np.float32).reshape(1, *SHAPE))
+        assert np.abs(np.asarray(last["z_mean"]) - z_mean[0]).max() <= ENCODE_TOLERANCE
+        assert last["score"]["by"] == "browser" and np.isfinite(last["score"]["log_px"])
+        assert "in the browser" in page.inner_text("#score")
+        assert_quiet_and_local(page)
+    finally:
+        http.terminate()
+        http.wait(10)
+
+
+@pytest.mark.parametrize("path, selector", [("/docs", ".swagger-ui .opblock"),
+                                            ("/redoc", ".api-content [data-section-id]")])
+def test_api_docs_render_with_no_network(page, server, path, selector):
+    page.goto(server + path, wait_until="networkidle")
+    page.wait_for_selector(selector)
+    assert_quiet_and_local(page)
