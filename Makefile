@@ -14,7 +14,12 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e ".[all]"
 	touch $@
 
-setup: $(VENV)/.installed
+# The browser assets (onnxruntime-web for the explorer page, Swagger UI and ReDoc for /docs), pinned
+# in package-lock.json. Without npm, a note: the page then decodes through the server (README).
+node_modules/.package-lock.json: package.json package-lock.json
+	@if command -v npm >/dev/null 2>&1; then npm ci; else echo "npm not found: skipping the browser assets; the explorer page will decode through the server (README: Latent-space explorer)"; fi
+
+setup: $(VENV)/.installed node_modules/.package-lock.json
 
 # The main job on the built-in digits: train -> evaluate -> export to ONNX -> sample with onnxruntime.
 # The digits are binarized (afresh in every step), so that the Bernoulli NLL is a true NLL.
