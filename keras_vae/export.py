@@ -84,7 +84,8 @@ def model_metadata(vae):
     latent_dim, image_shape, likelihood, keras_vae_version, created, and
     source_backend when the model records it. A model with a learned mixture
     prior also carries "prior" (`contract.encode_prior`), so that a sampler
-    can draw z from it.
+    can draw z from it; a Gaussian decoder carries "decoder_log_var", so that
+    log p(x) can be scored from the ONNX files alone.
     """
     metadata = {
         contract.LATENT_DIM: str(vae.latent_dim),
@@ -95,6 +96,9 @@ def model_metadata(vae):
     }
     if vae.source_backend:
         metadata[contract.SOURCE_BACKEND] = vae.source_backend
+    if vae.likelihood == "gaussian":
+        log_var = keras.ops.convert_to_numpy(vae.decoder_log_variance())
+        metadata[contract.DECODER_LOG_VAR] = contract.encode_decoder_log_var(log_var)
     prior = vae.prior_parameters()
     if prior is not None:
         metadata[contract.PRIOR] = contract.encode_prior(prior)

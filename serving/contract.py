@@ -26,6 +26,7 @@ import numpy as np
 __all__ = [
     "DECODER_INPUT", "DECODER_OUTPUT", "ENCODER_INPUT", "ENCODER_OUTPUTS", "MAX_TEMPERATURE",
     "MixturePrior", "check_temperature", "decode_prior", "draw_latents", "encode_prior",
+    "encode_decoder_log_var", "decode_decoder_log_var",
 ]
 
 # === Tensor names ===
@@ -44,6 +45,7 @@ DATASET = "dataset"  # the dataset named at training time, or "unknown"
 VERSION = "keras_vae_version"
 CREATED = "created"  # ISO 8601, UTC
 PRECISION = "precision"  # "fp32" (default) | "int8"
+DECODER_LOG_VAR = "decoder_log_var"  # Gaussian decoders: log σ², see encode_decoder_log_var
 
 #: Largest temperature a sampler accepts: z = μ + T·σ·ε stays far inside float32.
 MAX_TEMPERATURE = 10.0
@@ -106,6 +108,39 @@ def decode_prior(value: str | None, latent_dim: int) -> MixturePrior | None:
     if np.any(weights < 0) or weights.sum() <= 0:
         raise ValueError("malformed prior metadata: weights must be >= 0 and not all 0")
     return MixturePrior(weights / weights.sum(), arrays["means"], arrays["log_vars"])
+
+
+def encode_decoder_log_var(log_var) -> str:
+    """The ``decoder_log_var`` metadata value of a Gaussian decoder: log σ² of p(x|z).
+
+    A fixed σ gives a JSON number; a learned per-pixel variance gives JSON
+    ``{"shape": [H, W, C], "data": base64 of little-endian float32}``.
+    """
+    values = np.asarray(log_var, dtype=np.float64)
+    if values.ndim == 0:
+        return json.dumps(float(values))
+    data = base64.b64encode(values.astype("<f4").tobytes()).decode("ascii")
+    return json.dumps({"shape": list(values.shape), "data": data})
+
+
+def decode_decoder_log_var(value: str | None, image_shape) -> float | np.ndarray | None:
+    """log σ² from a ``decoder_log_var`` value: a float, an (H, W, C) float64 array, or None."""
+    if value is None:
+        return None
+    try:
+        spec = json.loads(value)
+        if isinstance(spec, (int, float)) and not isinstance(spec, bool):
+            result = float(spec)
+        else:
+            if list(spec["shape"]) != list(image_shape):
+                raise ValueError(f"shape {spec['shape']} is not the image shape {list(image_shape)}")
+            result = np.frombuffer(base64.b64decode(spec["data"], validate=True), "<f4")
+            result = result.astype(np.float64).reshape(tuple(image_shape))
+    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+        raise ValueError(f"malformed decoder_log_var metadata: {exc}") from None
+    if not np.all(np.isfinite(result)):
+        raise ValueError("malformed decoder_log_var metadata: NaN or infinite values")
+    return result
 
 
 def check_temperature(temperature) -> float:

@@ -23,10 +23,11 @@ from collections.abc import Callable
 
 import numpy as np
 
+from serving import contract
 from serving.contract import MixturePrior
 
-__all__ = ["log_likelihood", "log_mean_exp", "prior_log_prob", "bernoulli_log_prob",
-           "gaussian_log_prob", "PROBABILITY_FLOOR"]
+__all__ = ["log_likelihood", "onnx_log_likelihood", "log_mean_exp", "prior_log_prob",
+           "bernoulli_log_prob", "gaussian_log_prob", "PROBABILITY_FLOOR"]
 
 LOG_2PI = math.log(2.0 * math.pi)
 #: Bernoulli probabilities from a decoder's float32 output are clipped to
@@ -129,3 +130,39 @@ def log_likelihood(x: np.ndarray, encode: Encode, log_px_given_z: LogPxGivenZ,
         if progress is not None:
             progress(len(x_batch))
     return np.concatenate(results) if results else np.zeros((0,), np.float64)
+
+
+def onnx_log_likelihood(encoder, decoder, x: np.ndarray, num_samples: int = 1000,
+                        batch_size: int = 100, samples_per_chunk: int | None = None,
+                        seed: int | None = 0) -> np.ndarray:
+    """`log_likelihood` of images x (N, H, W, C) from the exported files alone, in nats.
+
+    ``encoder`` is a `serving.sampler.Encoder`, ``decoder`` a `serving.sampler.Sampler`;
+    the prior, the likelihood and (Gaussian) the decoder's variance come from the
+    decoder's metadata. Bernoulli probabilities are clipped to [PROBABILITY_FLOOR,
+    1 − PROBABILITY_FLOOR], so saturated pixels cost at most −log(1e-7) ≈ 16 nats
+    where Keras, working from logits, has the exact value.
+
+    Returns:
+        (N,) float64.
+    """
+    if decoder.likelihood == "gaussian":
+        log_var = contract.decode_decoder_log_var(decoder.metadata.get(contract.DECODER_LOG_VAR),
+                                                  decoder.image_shape)
+        if log_var is None:
+            raise ValueError("the decoder's metadata has no decoder_log_var, so its Gaussian "
+                             "likelihood cannot be scored; export it again")
+
+        def pixels_log_prob(x_batch, means):
+            return gaussian_log_prob(x_batch, means, log_var)
+    elif decoder.likelihood == "bernoulli":
+        pixels_log_prob = bernoulli_log_prob
+    else:
+        raise ValueError(f"cannot score a decoder whose likelihood is {decoder.likelihood!r}")
+
+    def log_px_given_z(x_batch, z):  # z (k, B, D) -> (k, B)
+        means = decoder.decode(z.reshape(-1, z.shape[-1]), batch_size=4096)
+        return pixels_log_prob(x_batch, means.reshape(z.shape[:2] + means.shape[1:]))
+
+    return log_likelihood(x, encoder.encode, log_px_given_z, decoder.prior, num_samples,
+                          batch_size, samples_per_chunk, seed)

@@ -78,8 +78,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ray import serve
 
 from serving.errors import describe_validation_errors
-from serving.sampler import ModelLoadError, ProviderUnavailableError, Sampler
-from serving.server import DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES, create_app
+from serving.sampler import Encoder, ModelLoadError, ProviderUnavailableError, Sampler
+from serving.server import (DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_SCORE_SAMPLES,
+                            create_app)
 
 __all__ = ["AppArgs", "VAEDecoder", "build_app", "main", "DEPLOYMENT_NAME", "APP_NAME"]
 
@@ -100,6 +101,10 @@ class AppArgs(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     model: str = Field(min_length=1, description="path of decoder.onnx on the replica's node")
+    encoder: str | None = Field(None, min_length=1,
+                                description="path of encoder.onnx: adds encode, reconstruct, score")
+    max_score_samples: int = Field(DEFAULT_MAX_SCORE_SAMPLES, ge=1,
+                                   description="most importance samples per image in /v1/score")
     model_name: str = Field("vae_decoder", min_length=1, description="name under /v2/models/")
     provider: Literal["auto", "cpu", "cuda"] = "auto"
     num_replicas: int = Field(1, ge=1)
@@ -141,8 +146,13 @@ class VAEDecoder:
         max_batch_size: int = DEFAULT_MAX_BATCH,
         batch_wait_timeout_s: float = DEFAULT_BATCH_WAIT_S,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        encoder: str | None = None,
+        max_score_samples: int = DEFAULT_MAX_SCORE_SAMPLES,
     ) -> None:
         self.sampler = Sampler(model, provider=provider, intra_op_threads=intra_op_threads)
+        self.encoder = None if encoder is None else Encoder(
+            encoder, provider=provider, intra_op_threads=intra_op_threads)
+        self.max_score_samples = int(max_score_samples)
         self.model_name = model_name
         self.max_batch_size = int(max_batch_size)
         self.max_body_bytes = int(max_body_bytes)
@@ -152,7 +162,8 @@ class VAEDecoder:
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         app = create_app(self.sampler, model_name=self.model_name, max_batch=self.max_batch_size,
-                         max_body_bytes=self.max_body_bytes, decode_fn=self.decode_batch)
+                         max_body_bytes=self.max_body_bytes, decode_fn=self.decode_batch,
+                         encoder=self.encoder, max_score_samples=self.max_score_samples)
         self._metrics = app.state.serving.metrics
         return app
 
@@ -196,6 +207,8 @@ def build_app(args: dict[str, Any]) -> serve.Application:
         max_batch_size=cfg.max_batch_size,
         batch_wait_timeout_s=cfg.batch_wait_timeout_s,
         max_body_bytes=cfg.max_body_bytes,
+        encoder=cfg.encoder,
+        max_score_samples=cfg.max_score_samples,
     )
 
 
@@ -204,6 +217,7 @@ def build_app(args: dict[str, Any]) -> serve.Application:
 EPILOG = """\
 examples:
   python -m serving.ray_app decoder.onnx --replicas 2 --num-cpus 1 --port 8000
+  python -m serving.ray_app decoder.onnx --encoder encoder.onnx    # adds encode, reconstruct, score
   python -m serving.ray_app decoder.onnx --provider cuda --num-gpus 1 --replicas 2
   python -m serving.ray_app /models/decoder.onnx --address auto --host 0.0.0.0  # on a Ray head
   serve run serving.ray_app:build_app model=decoder.onnx num_replicas=2 num_cpus=1
@@ -219,6 +233,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("model", help="path to decoder.onnx (on every node that runs a replica)")
+    p.add_argument("--encoder", metavar="ENCODER.onnx", default=None,
+                   help="also serve this encoder.onnx (same path on every node): /v1/encode, "
+                        "/v1/reconstruct, /v1/score")
+    p.add_argument("--max-score-samples", type=int, default=DEFAULT_MAX_SCORE_SAMPLES,
+                   help=f"most importance samples per image in /v1/score "
+                        f"(default {DEFAULT_MAX_SCORE_SAMPLES})")
     p.add_argument("--replicas", type=int, default=1, help="number of replicas (default 1)")
     p.add_argument("--num-cpus", type=float, default=1.0, help="CPUs per replica (default 1)")
     p.add_argument("--num-gpus", type=float, default=0.0,
@@ -270,7 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         cfg = AppArgs(
-            model=args.model, model_name=args.model_name, provider=args.provider,
+            model=args.model, encoder=args.encoder, max_score_samples=args.max_score_samples,
+            model_name=args.model_name, provider=args.provider,
             num_replicas=args.replicas, num_cpus=args.num_cpus, num_gpus=args.num_gpus,
             intra_op_threads=args.intra_op_threads, max_batch_size=args.max_batch_size,
             batch_wait_timeout_s=args.batch_wait_timeout_s,
@@ -280,15 +301,21 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(describe_validation_errors(exc.errors()))
     local = args.address is None
     model = Path(cfg.model).expanduser()
-    if model.is_file():
+    encoder = Path(cfg.encoder).expanduser() if cfg.encoder else None
+    if model.is_file() and (encoder is None or encoder.is_file()):
         cfg.model = str(model.resolve())
+        cfg.encoder = str(encoder.resolve()) if encoder else None
         try:  # fail here, in one line, rather than in every replica
             # Local replicas run here, so the provider can be checked too.
-            Sampler(cfg.model, provider=cfg.provider if local else "cpu", intra_op_threads=1)
+            provider = cfg.provider if local else "cpu"
+            sampler = Sampler(cfg.model, provider=provider, intra_op_threads=1)
+            if cfg.encoder:
+                Encoder(cfg.encoder, provider=provider, intra_op_threads=1).check_pairs_with(sampler)
         except (OSError, ModelLoadError, ProviderUnavailableError, ValueError) as exc:
             return _fail(str(exc))
     elif local:
-        return _fail(f"model file not found: {str(model)!r}")
+        missing = model if not model.is_file() else encoder
+        return _fail(f"model file not found: {str(missing)!r}")
 
     # SIGTERM (e.g. from a process manager) shuts down as cleanly as Ctrl-C.
     signal.signal(signal.SIGTERM, signal.default_int_handler)

@@ -7,6 +7,10 @@ Run ``python -m serving.server decoder.onnx --host 127.0.0.1 --port 8000``
 * ``POST /v1/generate`` ``{"n", "seed", "temperature", "format", "ncols"}`` ->
   a PNG grid, a ``.npy`` float32 ``[n, H, W, C]`` array, or JSON,
 * ``POST /v1/decode`` ``{"z": [[...], ...], "format"}`` -> the same formats,
+* with ``--encoder encoder.onnx``: ``POST /v1/encode`` (q(z|x) of images),
+  ``POST /v1/reconstruct`` and ``POST /v1/score`` (importance-sampled log p(x)
+  in nats, from the two ONNX files),
+* ``GET /models/decoder.onnx`` (and ``/models/encoder.onnx``): the served files,
 * the Open Inference Protocol (KServe v2 / Triton) under ``/v2``, see
   :mod:`serving.kserve`.
 
@@ -37,7 +41,7 @@ if __package__ in (None, ""):  # run as a script: make the repo root importable
 
 import numpy as np
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from serving import contract
@@ -45,15 +49,17 @@ from serving import kserve
 from serving.batching import MicroBatcher, ShuttingDown, encode_off_loop
 from serving.errors import APIError, install_error_handlers
 from serving.images import encode_png, image_grid
+from serving.likelihood import onnx_log_likelihood
 from serving.limits import BodyLimitMiddleware
 from serving.metrics import Metrics, MetricsMiddleware
-from serving.sampler import PROVIDERS, ModelLoadError, ProviderUnavailableError, Sampler
+from serving.sampler import PROVIDERS, Encoder, ModelLoadError, ProviderUnavailableError, Sampler
 
 __all__ = ["create_app", "main", "ServingState"]
 
 DEFAULT_MAX_BATCH = 256
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024  # 8 MiB
 DEFAULT_BATCH_WAIT_MS = 2.0
+DEFAULT_MAX_SCORE_SAMPLES = 1000
 
 #: ``async (z float32 [n, latent_dim], already validated) -> float32 [n, H, W, C]``
 DecodeFn = Callable[[np.ndarray], Awaitable[np.ndarray]]
@@ -78,6 +84,8 @@ class ServingState:
     batcher: MicroBatcher | None
     ready: bool = False
     decode_fn: DecodeFn | None = None
+    encoder: Encoder | None = None
+    max_score_samples: int = 1000
 
     @property
     def micro_batching(self) -> bool:
@@ -143,6 +151,45 @@ def request_models(latent_dim: int, max_batch: int) -> tuple[type[BaseModel], ty
     return GenerateRequest, DecodeRequest
 
 
+def encoder_request_models(image_shape: tuple[int, int, int], max_batch: int, max_score_samples: int,
+                           unit_interval: bool) -> tuple[type[BaseModel], ...]:
+    """The bodies of ``POST /v1/encode``, ``/v1/reconstruct`` and ``/v1/score`` for one model."""
+    h, w, c = image_shape
+    bounds = {"ge": 0.0, "le": 1.0} if unit_interval else {}
+    pixel = Annotated[float, Field(strict=True, **bounds)]
+    images_field = Field(min_length=1, max_length=max_batch,
+                         description=f"1 to {max_batch} images, each [{h}][{w}][{c}] nested lists"
+                                     + (" of pixel values in [0, 1]" if unit_interval else ""))
+    Images = list[Annotated[list[Annotated[list[Annotated[list[pixel], Field(min_length=c, max_length=c)]],
+                                           Field(min_length=w, max_length=w)]],
+                            Field(min_length=h, max_length=h)]]
+
+    class EncodeRequest(BaseModel):
+        """Parameters of q(z|x) for each image."""
+
+        model_config = ConfigDict(extra="forbid")
+        images: Images = images_field
+
+    class ReconstructRequest(BaseModel):
+        """Decode the posterior mean of each image."""
+
+        model_config = ConfigDict(extra="forbid")
+        images: Images = images_field
+        format: ImageFormat = "json"
+        ncols: Ncols = None
+
+    class ScoreRequest(BaseModel):
+        """Importance-sampled log p(x) of each image, from the encoder and the decoder."""
+
+        model_config = ConfigDict(extra="forbid")
+        images: Images = images_field
+        num_samples: StrictInt = Field(100, ge=1, le=max_score_samples,
+                                       description="importance samples K per image")
+        seed: StrictInt = Field(0, ge=0, lt=2**63, description="noise seed")
+
+    return EncodeRequest, ReconstructRequest, ScoreRequest
+
+
 def _render(x: np.ndarray, fmt: str, ncols: int | None) -> Response:
     """Encode float32 images ``[n, H, W, C]`` as a PNG grid, ``.npy`` bytes or JSON."""
     if fmt == "png":
@@ -172,6 +219,9 @@ def _add_v1_routes(app: FastAPI, latent_dim: int, max_batch: int) -> None:
         info = {"model_name": state.model_name, **state.sampler.describe()}
         info["max_batch"] = state.max_batch
         info["micro_batching"] = state.micro_batching
+        info["encoder"] = None if state.encoder is None else {
+            "path": state.encoder.model_path.name, "provider": state.encoder.provider,
+            "max_score_samples": state.max_score_samples}
         return info
 
     @app.get("/metrics", tags=["health"])
@@ -206,6 +256,73 @@ def _add_v1_routes(app: FastAPI, latent_dim: int, max_batch: int) -> None:
     app.post("/v1/decode", tags=["v1"])(decode)
 
 
+def _add_encoder_routes(app: FastAPI, state: ServingState) -> None:
+    """``/v1/encode``, ``/v1/reconstruct``, ``/v1/score`` and ``/models/encoder.onnx``."""
+    encoder = state.encoder
+    EncodeRequest, ReconstructRequest, ScoreRequest = encoder_request_models(
+        encoder.image_shape, state.max_batch, state.max_score_samples,
+        unit_interval=state.sampler.likelihood == "bernoulli")
+
+    async def encode(body, request: Request) -> dict:
+        try:
+            z_mean, z_log_var = await asyncio.to_thread(encoder.encode, body.images)
+        except ValueError as exc:
+            raise APIError(422, str(exc)) from None
+        return {"z_mean": z_mean.tolist(), "z_log_var": z_log_var.tolist()}
+
+    async def reconstruct(body, request: Request) -> Response:
+        try:
+            z_mean, _ = await asyncio.to_thread(encoder.encode, body.images)
+            x = await state.decode(z_mean)
+        except ValueError as exc:
+            raise APIError(422, str(exc)) from None
+        state.metrics.images.inc(len(x))
+        return await encode_off_loop(x.size, _render, x, body.format, body.ncols)
+
+    async def score(body, request: Request) -> dict:
+        """log p(x) in nats per image (NLL = −log p(x)), and bits per dimension.
+
+        For grey images under a Bernoulli decoder the same number is a
+        cross-entropy, not a log-likelihood; ``measure`` says which.
+        """
+        try:
+            images = encoder.validate_images(body.images)
+            log_px = await asyncio.to_thread(onnx_log_likelihood, encoder, state.sampler, images,
+                                             body.num_samples, 100, None, body.seed)
+        except ValueError as exc:
+            raise APIError(422, str(exc)) from None
+        binary = bool(np.isin(images, (0.0, 1.0)).all())
+        measure = "nll" if state.sampler.likelihood != "bernoulli" or binary else "cross_entropy"
+        result = {"measure": measure, "num_samples": body.num_samples, "seed": body.seed,
+                  "log_px": log_px.tolist(), measure: (-log_px).tolist()}
+        if measure == "nll":
+            result["bits_per_dim"] = (-log_px / (images[0].size * np.log(2.0))).tolist()
+        return result
+
+    for function, model in ((encode, EncodeRequest), (reconstruct, ReconstructRequest),
+                            (score, ScoreRequest)):
+        function.__annotations__["body"] = model
+    app.post("/v1/encode", tags=["v1"])(encode)
+    app.post("/v1/reconstruct", tags=["v1"])(reconstruct)
+    app.post("/v1/score", tags=["v1"])(score)
+
+
+def _add_model_file_routes(app: FastAPI, state: ServingState) -> None:
+    """The served ONNX files, byte for byte, under stable URLs (for browsers and mirrors)."""
+    files = {"decoder.onnx": state.sampler.model_path}
+    if state.encoder is not None:
+        files["encoder.onnx"] = state.encoder.model_path
+    for name, path in files.items():
+        app.add_api_route(f"/models/{name}", _file_response(path), methods=["GET"], tags=["models"],
+                          summary=f"The served {name}", response_class=Response)
+
+
+def _file_response(path: Path) -> Callable[[], Awaitable[Response]]:
+    async def send_file() -> Response:
+        return FileResponse(path, media_type="application/octet-stream", filename=path.name)
+    return send_file
+
+
 def create_app(
     model: str | os.PathLike | Sampler,
     model_name: str = "vae_decoder",
@@ -216,6 +333,8 @@ def create_app(
     provider: str = "auto",
     intra_op_threads: int | None = None,
     decode_fn: DecodeFn | None = None,
+    encoder: str | os.PathLike | Encoder | None = None,
+    max_score_samples: int = DEFAULT_MAX_SCORE_SAMPLES,
 ) -> FastAPI:
     """Build the FastAPI app serving one decoder.
 
@@ -229,6 +348,9 @@ def create_app(
         batch_wait_ms: how long the micro-batcher waits to fill a batch.
         micro_batching: merge concurrent decode work (True) or run every
             request on its own (False).
+        encoder: an :class:`Encoder`, or the path of ``encoder.onnx``: adds
+            ``/v1/encode``, ``/v1/reconstruct`` and ``/v1/score``.
+        max_score_samples: most importance samples per image in ``/v1/score``.
         decode_fn: an async function that takes over all decode work: it gets
             validated float32 ``z`` ``[n, latent_dim]`` (n <= ``max_batch``)
             and returns float32 ``[n, H, W, C]``. It replaces the built-in
@@ -243,13 +365,20 @@ def create_app(
         raise ValueError(f"max_batch must be >= 1; got {max_batch}")
     if max_body_bytes < 1:
         raise ValueError(f"max_body_bytes must be >= 1; got {max_body_bytes}")
+    if max_score_samples < 1:
+        raise ValueError(f"max_score_samples must be >= 1; got {max_score_samples}")
     sampler = model if isinstance(model, Sampler) else Sampler(
         model, provider=provider, intra_op_threads=intra_op_threads)
+    if encoder is not None and not isinstance(encoder, Encoder):
+        encoder = Encoder(encoder, provider=provider, intra_op_threads=intra_op_threads)
+    if encoder is not None:
+        encoder.check_pairs_with(sampler)
     metrics = Metrics()
     batcher = MicroBatcher(sampler.decode, max_batch=max_batch, wait_ms=batch_wait_ms,
                            on_batch=metrics.observe_batch) if (
         micro_batching and decode_fn is None) else None
-    state = ServingState(sampler, model_name, max_batch, metrics, batcher, decode_fn=decode_fn)
+    state = ServingState(sampler, model_name, max_batch, metrics, batcher, decode_fn=decode_fn,
+                         encoder=encoder, max_score_samples=max_score_samples)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -272,6 +401,9 @@ def create_app(
     app.state.serving = state
     install_error_handlers(app)
     _add_v1_routes(app, sampler.latent_dim, max_batch)
+    if encoder is not None:
+        _add_encoder_routes(app, state)
+    _add_model_file_routes(app, state)
     kserve.add_kserve_routes(app)
     # The last middleware added runs first: metrics see every request,
     # including those refused for their size.
@@ -285,6 +417,7 @@ def create_app(
 EPILOG = """\
 examples:
   python -m serving.server decoder.onnx --host 127.0.0.1 --port 8000
+  python -m serving.server decoder.onnx --encoder encoder.onnx    # adds encode, reconstruct, score
   curl -s localhost:8000/v1/generate -H 'Content-Type: application/json' \\
        -d '{"n": 16, "seed": 0}' -o samples.png
   curl -s localhost:8000/v2/models/vae_decoder     # KServe v2 / Triton metadata
@@ -300,6 +433,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("model", help="path to decoder.onnx")
+    p.add_argument("--encoder", metavar="ENCODER.onnx", default=None,
+                   help="also serve this encoder.onnx: /v1/encode, /v1/reconstruct, /v1/score")
+    p.add_argument("--max-score-samples", type=int, default=DEFAULT_MAX_SCORE_SAMPLES,
+                   help="most importance samples per image in /v1/score "
+                        f"(default {DEFAULT_MAX_SCORE_SAMPLES})")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument("--model-name", default="vae_decoder",
@@ -332,14 +470,19 @@ def main(argv: list[str] | None = None) -> int:
             args.model, model_name=args.model_name, max_batch=args.max_n,
             max_body_bytes=args.max_body_bytes, batch_wait_ms=args.batch_wait_ms,
             micro_batching=not args.no_micro_batching, provider=args.provider,
-            intra_op_threads=args.intra_op_threads,
+            intra_op_threads=args.intra_op_threads, encoder=args.encoder,
+            max_score_samples=args.max_score_samples,
         )
     except (OSError, ModelLoadError, ProviderUnavailableError, ValueError) as exc:
         print(f"python -m serving.server: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
     sampler = app.state.serving.sampler
-    print(f"serving {sampler.model_path} as {args.model_name!r} on {sampler.provider} "
-          f"(micro-batching {'off' if args.no_micro_batching else 'on'})", flush=True)
+    encoder = app.state.serving.encoder
+    print(f"serving {sampler.model_path}"
+          + (f" with encoder {encoder.model_path}" if encoder is not None else "")
+          + f" as {args.model_name!r} on {sampler.provider} "
+          f"(micro-batching {'off' if args.no_micro_batching else 'on'}) "
+          f"at http://{args.host}:{args.port}/", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
                 access_log=args.access_log)
     return 0

@@ -112,3 +112,62 @@ def reference_decode(path: str | os.PathLike, z: np.ndarray) -> np.ndarray:
     logits = np.asarray(z, dtype=np.float64) @ init["W"].astype(np.float64) + init["b"]
     out = 1.0 / (1.0 + np.exp(-logits)) if "Sigmoid" in ops else logits
     return out.reshape(-1, *[int(d) for d in init["shape"][1:]])
+
+
+def make_encoder_onnx(
+    path: str | os.PathLike,
+    latent_dim: int = 4,
+    image_shape: tuple[int, int, int] = (8, 8, 1),
+    *,
+    seed: int = 1,
+) -> Path:
+    """Write an encoder ONNX file (the contract's x -> z_mean, z_log_var) and return the path.
+
+    ``z_mean = flat(x) @ Wm + bm`` and ``z_log_var = clip(flat(x) @ Wv + bv, -4, 2)``,
+    with fixed pseudo-random weights; :func:`reference_encode` recomputes it in NumPy.
+    """
+    h, w, c = image_shape
+    size = h * w * c
+    rng = np.random.default_rng(seed)
+    initializers = {
+        "Wm": rng.normal(0.0, 0.3, (size, latent_dim)).astype(np.float32),
+        "bm": rng.normal(0.0, 0.1, (latent_dim,)).astype(np.float32),
+        "Wv": rng.normal(0.0, 0.05, (size, latent_dim)).astype(np.float32),
+        "bv": np.full((latent_dim,), -1.0, np.float32),
+        "flat_shape": np.array([-1, size], dtype=np.int64),
+        "low": np.array(-4.0, np.float32),
+        "high": np.array(2.0, np.float32),
+    }
+    nodes = [
+        helper.make_node("Reshape", ["x", "flat_shape"], ["flat"]),
+        helper.make_node("MatMul", ["flat", "Wm"], ["xm"]),
+        helper.make_node("Add", ["xm", "bm"], ["z_mean"]),
+        helper.make_node("MatMul", ["flat", "Wv"], ["xv"]),
+        helper.make_node("Add", ["xv", "bv"], ["raw_log_var"]),
+        helper.make_node("Clip", ["raw_log_var", "low", "high"], ["z_log_var"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "encoder",
+        inputs=[helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", h, w, c])],
+        outputs=[helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", latent_dim])
+                 for name in ("z_mean", "z_log_var")],
+        initializer=[numpy_helper.from_array(v, k) for k, v in initializers.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                              producer_name="keras-vae-tests")
+    model.ir_version = 8
+    helper.set_model_props(model, {"latent_dim": str(latent_dim), "image_shape": json.dumps(list(image_shape)),
+                                   "likelihood": "bernoulli"})
+    onnx.checker.check_model(model)
+    path = Path(path)
+    onnx.save(model, str(path))
+    return path
+
+
+def reference_encode(path: str | os.PathLike, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(z_mean, z_log_var) of ``x`` [n, H, W, C] in NumPy from the weights in ``path`` (float64)."""
+    init = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer}
+    flat = np.asarray(x, np.float64).reshape(len(x), -1)
+    z_mean = flat @ init["Wm"].astype(np.float64) + init["bm"]
+    z_log_var = np.clip(flat @ init["Wv"].astype(np.float64) + init["bv"], -4.0, 2.0)
+    return z_mean, z_log_var

@@ -165,6 +165,29 @@ def test_export_matches_keras_for_every_origin_backend(runs, decoded, source, tm
     assert str(tmp_path).encode() not in data and os.getcwd().encode() not in data
 
 
+def test_server_scores_images_as_keras_does_on_the_same_noise(runs, tmp_path):
+    # /v1/score runs the two ONNX files in onnxruntime; VAE.log_likelihood runs Keras. They
+    # share the estimator and its per-image noise, so they agree far within its own noise.
+    from fastapi.testclient import TestClient
+
+    from keras_vae.evaluation import load_vae
+    from keras_vae.evaluation import test_images
+    from serving.server import create_app
+
+    run_python(["pipelines/export.py", runs["jax"], "--out", str(tmp_path / "decoder.onnx"),
+                "--encoder-out", str(tmp_path / "encoder.onnx")])
+    vae = load_vae(runs["jax"])
+    images = test_images(vae, "digits")[0][:50]
+    expected = vae.log_likelihood(images, num_samples=300, seed=7)
+    app = create_app(str(tmp_path / "decoder.onnx"), encoder=str(tmp_path / "encoder.onnx"),
+                     max_batch=64)
+    with TestClient(app) as client:
+        r = client.post("/v1/score", json={"images": images.tolist(), "num_samples": 300, "seed": 7})
+    assert r.status_code == 200, r.text
+    np.testing.assert_allclose(r.json()["log_px"], expected, atol=2e-3)
+    assert r.json()["measure"] == "nll"
+
+
 @pytest.mark.parametrize("source", BACKENDS)
 def test_a_model_file_outside_a_run_directory_exports_its_training_backend(runs, source, tmp_path):
     # model.keras is written by vae.save; alone in a folder, it still names its backend.

@@ -16,7 +16,7 @@ import urllib.request
 
 import numpy as np
 import pytest
-from browser import (
+from headless_chromium import (
     Recorder,
     chromium,
     free_port,

@@ -25,7 +25,8 @@ serve = pytest.importorskip(
 
 import httpx  # noqa: E402
 import yaml  # noqa: E402
-from onnx_fixtures import make_decoder_onnx, reference_decode  # noqa: E402
+from onnx_fixtures import make_decoder_onnx, make_encoder_onnx, reference_decode  # noqa: E402
+from onnx_fixtures import reference_encode  # noqa: E402
 from PIL import Image  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
@@ -56,14 +57,20 @@ def model(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def url(model):
+def encoder_model(tmp_path_factory):
+    return make_encoder_onnx(tmp_path_factory.mktemp("model") / "encoder.onnx")
+
+
+@pytest.fixture(scope="module")
+def url(model, encoder_model):
     """Base URL of the app: 2 replicas on a local 2-CPU Ray instance, loopback only."""
     port = _free_port()
     ray.init(address="local", num_cpus=2, num_gpus=0, include_dashboard=False,
              logging_level=logging.WARNING)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        app = build_app({"model": str(model), "num_replicas": "2", "num_cpus": "0.5",
+        app = build_app({"model": str(model), "encoder": str(encoder_model), "num_replicas": "2",
+                         "num_cpus": "0.5",
                          "max_batch_size": str(MAX_BATCH), "batch_wait_timeout_s": "0.02",
                          "max_body_bytes": "65536"})
         serve.run(app, name="vae", route_prefix="/")
@@ -239,6 +246,15 @@ def test_other_serving_modules_do_not_import_ray():
     out = subprocess.run([sys.executable, "-c", "import json\n" + code], cwd=REPO,
                          capture_output=True, text=True, timeout=120, check=True).stdout
     assert json.loads(out) == []
+
+
+def test_encode_and_score_run_in_the_replicas(client, encoder_model):
+    x = (np.random.default_rng(1).random((2, 8, 8, 1)) < 0.5).astype("float32")
+    r = client.post("/v1/encode", json={"images": x.tolist()})
+    assert r.status_code == 200, r.text
+    np.testing.assert_allclose(r.json()["z_mean"], reference_encode(encoder_model, x)[0], **TOL)
+    r = client.post("/v1/score", json={"images": x.tolist(), "num_samples": 20})
+    assert r.status_code == 200 and r.json()["measure"] == "nll" and len(r.json()["log_px"]) == 2
 
 
 def test_no_request_from_the_openapi_schema_gets_a_server_error(url):

@@ -16,12 +16,13 @@ import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from onnx_fixtures import make_decoder_onnx, reference_decode
+from onnx_fixtures import make_decoder_onnx, make_encoder_onnx, reference_decode, reference_encode
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
+from serving import likelihood
 from serving.batching import MicroBatcher, ShuttingDown
-from serving.sampler import Sampler
+from serving.sampler import Encoder, ModelLoadError, Sampler
 from serving.server import create_app
 
 REPO = Path(__file__).resolve().parent.parent
@@ -32,6 +33,11 @@ TOL = {"rtol": 1e-5, "atol": 1e-6}
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
     return make_decoder_onnx(tmp_path_factory.mktemp("model") / "decoder.onnx")
+
+
+@pytest.fixture(scope="module")
+def encoder_model(tmp_path_factory):
+    return make_encoder_onnx(tmp_path_factory.mktemp("model") / "encoder.onnx")
 
 
 @pytest.fixture(scope="module")
@@ -202,6 +208,78 @@ def test_kserve_infer_binary_extension(client, model):
     assert size == 3 * 64 * 4 and len(r.content) == n + size
     x = np.frombuffer(r.content[n:], dtype="<f4").reshape(head["outputs"][0]["shape"])
     np.testing.assert_allclose(x, reference_decode(model, z), **TOL)
+
+
+# ------------------------------------------------- encoder: encode, reconstruct, score
+
+DIGITS = (np.random.default_rng(5).random((3, 8, 8, 1)) < 0.4).astype(np.float32)  # binary images
+
+
+@pytest.fixture(scope="module")
+def encoder_client(sampler, encoder_model):
+    app = create_app(sampler, max_batch=32, max_score_samples=200, encoder=encoder_model)
+    with TestClient(app) as c:
+        yield c
+
+
+def test_encode_and_reconstruct_match_reference(encoder_client, model, encoder_model):
+    r = encoder_client.post("/v1/encode", json={"images": DIGITS.tolist()})
+    assert r.status_code == 200, r.text
+    z_mean, z_log_var = reference_encode(encoder_model, DIGITS)
+    np.testing.assert_allclose(r.json()["z_mean"], z_mean, **TOL)
+    np.testing.assert_allclose(r.json()["z_log_var"], z_log_var, **TOL)
+    r = encoder_client.post("/v1/reconstruct", json={"images": DIGITS.tolist(), "format": "npy"})
+    np.testing.assert_allclose(np.load(io.BytesIO(r.content)), reference_decode(model, z_mean), **TOL)
+
+
+def test_score_is_the_importance_sampled_log_likelihood(encoder_client, model, encoder_model):
+    r = encoder_client.post("/v1/score", json={"images": DIGITS.tolist(), "num_samples": 200, "seed": 3})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["measure"] == "nll" and body["num_samples"] == 200
+    # The same estimator on the weights in NumPy (float64, no onnxruntime), same noise.
+    expected = likelihood.log_likelihood(
+        DIGITS, lambda x: reference_encode(encoder_model, x),
+        lambda x, z: likelihood.bernoulli_log_prob(x, reference_decode(model, z.reshape(-1, 4)).reshape(
+            z.shape[:2] + (8, 8, 1))), num_samples=200, seed=3)
+    np.testing.assert_allclose(body["log_px"], expected, atol=1e-4)
+    np.testing.assert_allclose(body["nll"], -expected, atol=1e-4)
+    np.testing.assert_allclose(body["bits_per_dim"], -expected / (64 * np.log(2)), atol=1e-5)
+    # Grey images under a Bernoulli decoder: a cross-entropy, named as one.
+    grey = encoder_client.post("/v1/score", json={"images": (DIGITS * 0.5).tolist(), "num_samples": 10})
+    assert grey.json()["measure"] == "cross_entropy" and "bits_per_dim" not in grey.json()
+
+
+@pytest.mark.parametrize("body, fragment", [
+    ({"images": DIGITS[:, :7].tolist()}, "images.0: List should have at least 8 items"),
+    ({"images": (DIGITS + 1).tolist()}, "less than or equal to 1"),
+    ({"images": []}, "images: List should have at least 1 item"),
+    ({"images": DIGITS.tolist(), "num_samples": 201}, "num_samples: Input should be less than or equal to 200"),
+    ({"images": DIGITS.tolist(), "num_samples": 0}, "num_samples:"),
+    ({"images": "digits"}, "images:"),
+])
+def test_bad_score_requests_get_422(encoder_client, body, fragment):
+    r = encoder_client.post("/v1/score", json=body)
+    assert r.status_code == 422 and fragment in r.json()["error"], r.text
+
+
+def test_model_files_are_served_byte_for_byte(encoder_client, client, model, encoder_model):
+    assert encoder_client.get("/models/decoder.onnx").content == model.read_bytes()
+    assert encoder_client.get("/models/encoder.onnx").content == encoder_model.read_bytes()
+    assert encoder_client.get("/v1/model").json()["encoder"]["path"] == "encoder.onnx"
+    for url in ("/models/encoder.onnx", "/v1/encode", "/v1/score"):
+        r = client.get(url) if url.startswith("/models") else client.post(url, json={})
+        assert r.status_code == 404 and "error" in r.json()
+    assert client.get("/v1/model").json()["encoder"] is None
+
+
+def test_an_encoder_that_does_not_fit_the_decoder_is_refused(sampler, tmp_path):
+    other = make_encoder_onnx(tmp_path / "encoder.onnx", latent_dim=5)
+    with pytest.raises(ModelLoadError, match="does not fit decoder"):
+        create_app(sampler, encoder=Encoder(other))
+    result = subprocess.run([sys.executable, "-m", "serving.server", str(sampler.model_path),
+                             "--encoder", str(other)], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 1 and "does not fit decoder" in result.stderr
 
 
 # ------------------------------------------------------------- bad requests
@@ -458,13 +536,14 @@ def _free_port():
 
 
 @pytest.fixture(scope="module")
-def live_server(model, tmp_path_factory):
+def live_server(model, encoder_model, tmp_path_factory):
     """``host:port`` of a uvicorn server in a subprocess, stopped after the tests."""
     port = _free_port()
     log_path = tmp_path_factory.mktemp("server") / "server.log"
     log = open(log_path, "wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "serving.server", str(model), "--host", "127.0.0.1",
+        [sys.executable, "-m", "serving.server", str(model), "--encoder", str(encoder_model),
+         "--max-score-samples", "50", "--max-n", "32", "--host", "127.0.0.1",
          "--port", str(port), "--log-level", "warning", "--intra-op-threads", "1"],
         cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
     )
