@@ -171,3 +171,15 @@ def test_atomic_writes_keep_extensions_and_leave_nothing_behind(tmp_path):
     (tmp_path / ".a.0123456789ab.tmp.png").write_bytes(b"left by a kill")
     assert remove_stale_temp_files(tmp_path) == [str(tmp_path / ".a.0123456789ab.tmp.png")]
     assert sorted(os.listdir(tmp_path)) == ["a.png", "latest.weights.h5"]
+
+
+def test_decoder_variance_round_trips_through_metadata():
+    assert contract.decode_decoder_log_var(contract.encode_decoder_log_var(-1.5), (2, 2, 1)) == -1.5
+    per_pixel = RNG.normal(size=(2, 2, 1))
+    decoded = contract.decode_decoder_log_var(contract.encode_decoder_log_var(per_pixel), (2, 2, 1))
+    np.testing.assert_array_equal(decoded, per_pixel.astype(np.float32))
+    assert contract.decode_decoder_log_var(None, (2, 2, 1)) is None
+    with pytest.raises(ValueError, match="not the image shape"):
+        contract.decode_decoder_log_var(contract.encode_decoder_log_var(per_pixel), (4, 1, 1))
+    with pytest.raises(ValueError, match="malformed decoder_log_var"):
+        contract.decode_decoder_log_var("NaN", (2, 2, 1))

@@ -363,3 +363,23 @@ def test_exported_decoder_samples_from_the_mixture_prior_like_keras(tmp_path):
         z = sampler.latents(50, seed=3, temperature=temperature)
         np.testing.assert_allclose(z, vae.sample_latents(50, seed=3, temperature=temperature), rtol=1e-6)
     np.testing.assert_allclose(sampler.sample(9, seed=4), vae.sample(9, seed=4), atol=1e-5)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="ONNX export runs under TensorFlow")
+@pytest.mark.parametrize("decoder_std", [0.3, "learned"])
+def test_exported_gaussian_files_score_like_keras(tmp_path, digits, decoder_std):
+    from keras_vae.export import export_decoder
+    from keras_vae.export import export_encoder
+    from serving.likelihood import onnx_log_likelihood
+    from serving.sampler import Encoder
+    from serving.sampler import Sampler
+
+    vae = small_vae(likelihood="gaussian", decoder_std=decoder_std, prior="mixture", prior_components=3)
+    vae.compile(optimizer=keras.optimizers.Adam(1e-2))
+    vae.fit(digits[0][:256], epochs=2, batch_size=64, verbose=0)
+    export_decoder(vae, str(tmp_path / "decoder.onnx"))
+    export_encoder(vae, str(tmp_path / "encoder.onnx"))
+    x = digits[1][:12]
+    from_files = onnx_log_likelihood(Encoder(tmp_path / "encoder.onnx"), Sampler(tmp_path / "decoder.onnx"),
+                                     x, num_samples=100, seed=4)
+    np.testing.assert_allclose(from_files, vae.log_likelihood(x, num_samples=100, seed=4), atol=1e-3)
