@@ -59,7 +59,9 @@ class VAE(BackendTrainer, keras.Model):
         sticking_the_landing: for "iwae", evaluate log q(z|x) with μ and σ held
             constant, dropping the score-function term of the encoder's gradient
             (Roeder et al. 2017); lowers gradient variance. The loss value is
-            unchanged.
+            unchanged. With K > 1 the encoder's gradient is then biased: the
+            dropped term does not vanish in expectation for the IWAE bound
+            (Tucker et al. 2019, whose DReG estimator is unbiased).
         prior: "standard" for p(z) = N(0, I), or "mixture" for a learned mixture
             of `prior_components` diagonal Gaussians (means, variances and
             weights trained with the rest of the model). With a mixture the KL

@@ -67,7 +67,8 @@ def parse_args(argv=None):
     model.add_argument("--objective", choices=["elbo", "iwae"], default="elbo")
     model.add_argument("--sticking-the-landing", action="store_true",
                        help="iwae: drop the score-function term of the encoder gradient "
-                            "(Roeder et al. 2017)")
+                            "(Roeder et al. 2017). Lower variance, but for K > 1 the encoder's "
+                            "gradient is then biased (Tucker et al. 2019)")
     model.add_argument("--prior", choices=["standard", "mixture"], default="standard",
                        help="p(z): N(0, I), or a learned mixture of Gaussians (default: standard)")
     model.add_argument("--prior-components", type=int, default=500,
