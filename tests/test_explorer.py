@@ -157,8 +157,15 @@ def test_routes_serve_the_page_config_and_local_docs(models):
         response = client.post("/", json={})
         assert response.status_code == 405 and response.json()["error"]
         if explorer.ort_web_dir() is not None:
-            wasm = client.get("/explorer/ort/ort-wasm-simd-threaded.wasm")
+            path = "/explorer/ort/ort-wasm-simd-threaded.wasm"
+            wasm = client.get(path)  # gzip: 14 MB travel as about 4
             assert wasm.status_code == 200 and wasm.headers["content-type"] == "application/wasm"
+            assert wasm.headers["content-encoding"] == "gzip"
+            assert wasm.content == (explorer.ort_web_dir() / path.rsplit("/", 1)[1]).read_bytes()
+            assert client.get(path, headers={"if-none-match": wasm.headers["etag"]}
+                              ).status_code == 304
+            plain = client.get(path, headers={"accept-encoding": "identity"})
+            assert "content-encoding" not in plain.headers and plain.content == wasm.content
         schema_paths = client.get("/openapi.json").json()["paths"]
         assert not [p for p in schema_paths if p == "/" or p.startswith(("/explorer", "/docs"))]
         docs, redoc = client.get("/docs").text, client.get("/redoc").text
@@ -297,6 +304,7 @@ def test_dragging_on_the_pad_changes_the_image(page, server, models):
     open_page(page, server + "/" + hash_of(Z[0]))
     before = page.evaluate("Array.from(explorer.current.image)")
     decodes = page.evaluate("explorer.stats.padDecodes")
+    page.locator("#pad").scroll_into_view_if_needed()
     box = page.locator("#pad").bounding_box()
     page.mouse.move(box["x"] + 40, box["y"] + 40)
     page.mouse.down()
@@ -353,6 +361,7 @@ def test_interpolation_strips_run_from_a_to_b(page, server, models):
 
 
 def draw_stroke(page):
+    page.locator("#draw").scroll_into_view_if_needed()
     box = page.locator("#draw").bounding_box()
     x0, y0 = box["x"] + 0.3 * box["width"], box["y"] + 0.2 * box["height"]
     page.mouse.move(x0, y0)

@@ -41,6 +41,8 @@ The URLs are the same in both forms, relative to the page::
 
 from __future__ import annotations
 
+import asyncio
+import gzip
 import os
 from pathlib import Path
 from typing import Any
@@ -249,9 +251,46 @@ def explorer_config(sampler, *, encoder: bool, ort: bool, server: bool,
 # ------------------------------------------------------------------------ routes
 
 
-def _file(path: Path, headers: dict[str, str] | None = None) -> FileResponse:
-    return FileResponse(path, media_type=MEDIA_TYPES.get(path.suffix, "application/octet-stream"),
-                        headers={**ISOLATION_HEADERS, "Cache-Control": "no-cache", **(headers or {})})
+class _Assets:
+    """Sends static files: gzip-compressed for clients that accept it, with an ETag.
+
+    The compressed bytes are made once per file (in a worker thread) and kept:
+    onnxruntime-web's 14 MB WebAssembly file travels as about 3.7 MB. Every
+    response carries :data:`ISOLATION_HEADERS` and ``Cache-Control: no-cache``
+    (browsers revalidate, and get ``304 Not Modified`` while the file is the same).
+    """
+
+    MIN_GZIP_BYTES = 1024
+
+    def __init__(self) -> None:
+        self._gzipped: dict[tuple, bytes] = {}
+        self._lock = asyncio.Lock()
+
+    async def send(self, request: Request, path: Path, content: bytes | None = None) -> Response:
+        """``path``'s file, or ``content`` (bytes standing for that file, e.g. patched)."""
+        stat = path.stat()
+        etag = f'"{stat.st_size:x}-{stat.st_mtime_ns:x}"'
+        headers = {**ISOLATION_HEADERS, "Cache-Control": "no-cache", "ETag": etag,
+                   "Vary": "Accept-Encoding"}
+        media_type = MEDIA_TYPES.get(path.suffix, "application/octet-stream")
+        if etag in request.headers.get("if-none-match", ""):
+            return Response(status_code=304, headers=headers)
+        accepts_gzip = "gzip" in request.headers.get("accept-encoding", "").lower()
+        if accepts_gzip and (content is not None or stat.st_size >= self.MIN_GZIP_BYTES):
+            key = (str(path), stat.st_size, stat.st_mtime_ns)
+            async with self._lock:
+                if key not in self._gzipped:
+                    self._gzipped[key] = await asyncio.to_thread(
+                        _gzip, content if content is not None else path.read_bytes())
+            return Response(self._gzipped[key], media_type=media_type,
+                            headers={**headers, "Content-Encoding": "gzip"})
+        if content is not None:
+            return Response(content, media_type=media_type, headers=headers)
+        return FileResponse(path, media_type=media_type, headers=headers)
+
+
+def _gzip(data: bytes) -> bytes:
+    return gzip.compress(data, compresslevel=6, mtime=0)
 
 
 def _not_found(what: str) -> APIError:
@@ -269,6 +308,7 @@ def add_explorer_routes(app: FastAPI) -> None:
     """
     ort_dir = ort_web_dir()
     docs = docs_assets()
+    assets = _Assets()
     cache: dict[int, dict[str, Any]] = {}
 
     def config_for(request: Request) -> dict[str, Any]:
@@ -284,8 +324,8 @@ def add_explorer_routes(app: FastAPI) -> None:
     get = dict(methods=["GET", "HEAD"], include_in_schema=False)
 
     @app.api_route("/", **get)
-    async def explorer_page() -> FileResponse:
-        return _file(STATIC_DIR / "index.html")
+    async def explorer_page(request: Request) -> Response:
+        return await assets.send(request, STATIC_DIR / "index.html")
 
     @app.api_route("/explorer/config.json", **get)
     async def explorer_settings(request: Request) -> JSONResponse:
@@ -293,24 +333,24 @@ def add_explorer_routes(app: FastAPI) -> None:
                             headers={**ISOLATION_HEADERS, "Cache-Control": "no-cache"})
 
     @app.api_route("/explorer/ort/{name}", **get)
-    async def explorer_ort(name: str) -> FileResponse:
+    async def explorer_ort(name: str, request: Request) -> Response:
         if name not in ORT_FILES:
             raise _not_found(f"/explorer/ort/{name}")
         if ort_dir is None:
             raise APIError(404, "onnxruntime-web is not installed on this server "
                                 "(run `npm ci` in the repository root)")
-        return _file(ort_dir / name)
+        return await assets.send(request, ort_dir / name)
 
     @app.api_route("/explorer/{name}", **get)
-    async def explorer_asset(name: str) -> FileResponse:
+    async def explorer_asset(name: str, request: Request) -> Response:
         if name not in PAGE_ASSETS:
             raise _not_found(f"/explorer/{name}")
-        return _file(STATIC_DIR / name)
+        return await assets.send(request, STATIC_DIR / name)
 
-    _add_docs_routes(app, docs)
+    _add_docs_routes(app, docs, assets)
 
 
-def _add_docs_routes(app: FastAPI, docs: dict[str, Path] | None) -> None:
+def _add_docs_routes(app: FastAPI, docs: dict[str, Path] | None, assets: _Assets) -> None:
     """``/docs`` (Swagger UI) and ``/redoc`` from local files, in place of FastAPI's CDN ones."""
     oauth2_url = app.swagger_ui_oauth2_redirect_url or "/docs/oauth2-redirect"
     replaced = {"/docs", "/redoc", oauth2_url, app.docs_url, app.redoc_url}
@@ -329,12 +369,11 @@ def _add_docs_routes(app: FastAPI, docs: dict[str, Path] | None) -> None:
         return root + app.openapi_url, root + "/explorer/docs/"
 
     @app.api_route("/explorer/docs/{name}", **get)
-    async def docs_asset(name: str) -> Response:
+    async def docs_asset(name: str, request: Request) -> Response:
         if docs is None or name not in docs:
             raise _not_found(f"/explorer/docs/{name}")
-        if name == "redoc.standalone.js":
-            return Response(redoc_js, media_type="text/javascript")
-        return _file(docs[name])
+        return await assets.send(request, docs[name],
+                                 redoc_js if name == "redoc.standalone.js" else None)
 
     @app.api_route("/docs", **get)
     async def swagger_ui(request: Request) -> Response:

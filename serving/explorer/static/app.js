@@ -628,7 +628,7 @@
     };
     const line = (from, to) => {
       ctx.strokeStyle = '#fff';
-      ctx.lineWidth = canvas.width / 14;
+      ctx.lineWidth = canvas.width / 10;
       ctx.lineCap = 'round';
       ctx.lineJoin = 'round';
       ctx.beginPath(); ctx.moveTo(...from); ctx.lineTo(...to); ctx.stroke();
@@ -693,7 +693,8 @@
   }
 
   // The canvas, scaled to the model's H×W: with "centre and scale" the ink's bounding box
-  // is fitted into 20/28 of the frame and centred, as MNIST's digits are.
+  // is fitted into 20/28 of the frame and its centre of mass put in the middle, as MNIST's
+  // digits are.
   function modelInput() {
     const canvas = $('draw');
     const source = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
@@ -701,18 +702,19 @@
     const ink = (i) => { const v = (source[i] + source[i + 1] + source[i + 2]) / 3; return invert ? 255 - v : v; };
     let box = [0, 0, canvas.width, canvas.height];
     if ($('fit').checked) {
-      let x0 = canvas.width, y0 = canvas.height, x1 = -1, y1 = -1;
+      let x0 = canvas.width, y0 = canvas.height, x1 = -1, y1 = -1, mass = 0, mx = 0, my = 0;
       for (let y = 0; y < canvas.height; y++) {
         for (let x = 0; x < canvas.width; x++) {
-          if (ink((y * canvas.width + x) * 4) > 32) {
+          const v = ink((y * canvas.width + x) * 4);
+          if (v > 32) {
             x0 = Math.min(x0, x); y0 = Math.min(y0, y); x1 = Math.max(x1, x); y1 = Math.max(y1, y);
           }
+          mass += v; mx += v * (x + 0.5); my += v * (y + 0.5);
         }
       }
-      if (x1 >= 0) {
+      if (x1 >= 0) {   // MNIST: the digit fits 20×20 of 28×28, its centre of mass in the middle
         const side = Math.max(x1 - x0 + 1, y1 - y0 + 1) * 28 / 20;
-        const cx = (x0 + x1 + 1) / 2, cy = (y0 + y1 + 1) / 2;
-        box = [cx - side / 2, cy - side / 2, side, side];
+        box = [mx / mass - side / 2, my / mass - side / 2, side, side];
       }
     }
     const work = document.createElement('canvas');
@@ -888,7 +890,7 @@
   function describeModel() {
     const m = cfg.model || {};
     const parts = [
-      m.dataset && m.dataset !== 'unknown' ? m.dataset : null,
+      m.dataset && m.dataset !== 'unknown' ? m.dataset.split('/').pop() : null,
       `latent ${D}`, `images ${H}×${W}×${C}`, cfg.likelihood,
       cfg.prior ? `prior: mixture of ${cfg.prior.components} Gaussians` : 'prior: N(0, I)',
       m.source_backend ? `trained on ${m.source_backend}` : null,
