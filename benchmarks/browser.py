@@ -243,8 +243,10 @@ def main():
                               else info[arch]["conv_filters"])
                     labels[arch] = f"{arch} {detail}, fresh"
         for arch in ("mlp", "conv"):
-            if getattr(args, arch):
-                labels[arch] = f"{arch}: {os.path.relpath(getattr(args, arch))}"
+            given = getattr(args, arch)
+            if given:
+                labels[arch] = (f"{arch} {os.path.basename(os.path.dirname(os.path.abspath(given)))}"
+                                f"/{os.path.basename(given)}")
         results = {}
         with chromium() as browser:
             for arch, (decoder, encoder) in models.items():
@@ -273,7 +275,8 @@ def main():
         rows.append([labels[arch], f"{parts['page']:,}", f"{parts['onnxruntime-web']:,}",
                      f"{parts['model']:,}", f"{sent:,}", f"{parts['unpacked']:,}",
                      f"{r['session_ms']:.0f}", f"{r['first_load_ms']:.0f}"])
-    print(markdown_table(["decoder", "page bytes", "onnxruntime-web bytes", "model bytes",
+    print(markdown_table(["decoder", "page bytes", "onnxruntime-web bytes",
+                          "model bytes (decoder + encoder)",
                           "total bytes", "unpacked bytes", "models loaded ms", "first images ms"],
                          rows))
     print(f"\nBrowser against Python onnxruntime, the same file, {ACCURACY_ROWS} z from the prior:\n")

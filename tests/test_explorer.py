@@ -16,6 +16,8 @@ import urllib.request
 
 import numpy as np
 import pytest
+from conftest import markdown_rows
+from fastapi.testclient import TestClient
 from headless_chromium import (
     Recorder,
     chromium,
@@ -25,7 +27,6 @@ from headless_chromium import (
     require_browser,
     serve_app,
 )
-from fastapi.testclient import TestClient
 from onnx_fixtures import make_decoder_onnx, reference_decode
 
 from serving import contract, explorer
@@ -476,3 +477,25 @@ def test_api_docs_render_with_no_network(page, server, path, selector):
     page.goto(server + path, wait_until="networkidle")
     page.wait_for_selector(selector)
     assert_quiet_and_local(page)
+
+
+def test_browser_benchmark_prints_its_tables(browser, models):
+    decoder, encoder = models
+    result = subprocess.run(
+        [sys.executable, "benchmarks/browser.py", "--mlp", str(decoder), "--encoder", str(encoder),
+         "--conv", str(decoder), "--calls", "20", "--rounds", "1", "--loads", "1"],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "CPU cores" in result.stdout and "Chromium" in result.stdout
+    tables = [block for block in result.stdout.split("\n\n") if block.startswith("|")]
+    latency, first_load, accuracy = (markdown_rows(table) for table in tables)
+    assert [row[2] for row in latency] == ["1", "2", "1", "2"]
+    for row in latency:
+        frame_ms, frames_per_s = float(row[3]), float(row[4].replace(",", ""))
+        assert frame_ms > 0 and frames_per_s == pytest.approx(1e3 / frame_ms, rel=0.01, abs=1)
+    for row in first_load:
+        parts = [int(cell.replace(",", "")) for cell in row[1:6]]
+        assert parts[0] > 0 and parts[1] > 1_000_000 and parts[3] == sum(parts[:3])
+        assert parts[4] >= parts[3]  # unpacked
+    for row in accuracy:
+        assert all(float(cell) <= DECODE_TOLERANCE for cell in row[1:])

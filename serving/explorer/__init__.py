@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -54,7 +55,7 @@ from fastapi.openapi.docs import (
     get_swagger_ui_html,
     get_swagger_ui_oauth2_redirect_html,
 )
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, Response
 
 from serving import contract
 from serving.errors import APIError
@@ -199,6 +200,12 @@ def _decoder_log_var(sampler) -> Any:
     return float(value) if np.ndim(value) == 0 else np.asarray(value, np.float64).tolist()
 
 
+def _compact(values) -> list:
+    """Nested lists of floats rounded to 9 significant digits (float32 values survive exactly)."""
+    array = np.asarray(values, np.float64)
+    return np.reshape([float(f"{v:.9g}") for v in array.ravel().tolist()], array.shape).tolist()
+
+
 def explorer_config(sampler, *, encoder: bool, ort: bool, server: bool,
                     max_batch: int | None = None,
                     score_samples: int = SCORE_SAMPLES) -> dict[str, Any]:
@@ -224,11 +231,12 @@ def explorer_config(sampler, *, encoder: bool, ort: bool, server: bool,
         "decoder_log_var": _decoder_log_var(sampler),
         "prior": None if prior is None else {
             "components": int(prior.components),
-            "weights": prior.weights.tolist(),
-            "means": prior.means.tolist(),
-            "log_vars": prior.log_vars.tolist(),
+            "weights": _compact(prior.weights),
+            "means": _compact(prior.means),
+            "log_vars": _compact(prior.log_vars),
         },
-        **prior_directions(sampler.latent_dim, prior),
+        **{key: _compact(value)
+           for key, value in prior_directions(sampler.latent_dim, prior).items()},
         "sliders": min(SLIDERS, int(sampler.latent_dim)),
         "max_temperature": contract.MAX_TEMPERATURE,
         "score_samples": int(score_samples),
@@ -309,16 +317,19 @@ def add_explorer_routes(app: FastAPI) -> None:
     ort_dir = ort_web_dir()
     docs = docs_assets()
     assets = _Assets()
-    cache: dict[int, dict[str, Any]] = {}
+    cache: dict[int, tuple[bytes, bytes]] = {}
 
-    def config_for(request: Request) -> dict[str, Any]:
+    def config_for(request: Request) -> tuple[bytes, bytes]:
+        """explorer/config.json's bytes, plain and gzip-compressed."""
         state = request.app.state.serving
         key = id(state)
         if key not in cache:  # the models never change while the app runs
-            cache[key] = explorer_config(
+            config = explorer_config(
                 state.sampler, encoder=getattr(state, "encoder", None) is not None,
                 ort=ort_dir is not None, server=True, max_batch=getattr(state, "max_batch", None),
                 score_samples=min(SCORE_SAMPLES, getattr(state, "max_score_samples", SCORE_SAMPLES)))
+            body = json.dumps(config, separators=(",", ":")).encode()
+            cache[key] = body, _gzip(body)
         return cache[key]
 
     get = dict(methods=["GET", "HEAD"], include_in_schema=False)
@@ -328,9 +339,13 @@ def add_explorer_routes(app: FastAPI) -> None:
         return await assets.send(request, STATIC_DIR / "index.html")
 
     @app.api_route("/explorer/config.json", **get)
-    async def explorer_settings(request: Request) -> JSONResponse:
-        return JSONResponse(config_for(request),
-                            headers={**ISOLATION_HEADERS, "Cache-Control": "no-cache"})
+    async def explorer_settings(request: Request) -> Response:
+        body, gzipped = await asyncio.to_thread(config_for, request)
+        headers = {**ISOLATION_HEADERS, "Cache-Control": "no-cache", "Vary": "Accept-Encoding"}
+        if "gzip" in request.headers.get("accept-encoding", "").lower():
+            return Response(gzipped, media_type="application/json",
+                            headers={**headers, "Content-Encoding": "gzip"})
+        return Response(body, media_type="application/json", headers=headers)
 
     @app.api_route("/explorer/ort/{name}", **get)
     async def explorer_ort(name: str, request: Request) -> Response:
