@@ -179,14 +179,20 @@ def test_routes_serve_the_page_config_and_local_docs(models):
             assert "cdn.jsdelivr.net" in docs  # FastAPI's own pages, from its CDN
 
 
-def test_without_onnxruntime_web_the_config_says_so(models, monkeypatch):
-    monkeypatch.setenv(explorer.ORT_WEB_DIR_ENV, "/nonexistent/onnxruntime-web/dist")
+@pytest.mark.parametrize("variable", [explorer.ORT_WEB_DIR_ENV, explorer.NODE_MODULES_ENV])
+def test_without_npm_packages_the_page_still_comes(models, monkeypatch, variable):
+    monkeypatch.setenv(variable, "/nonexistent/npm/packages")
     with TestClient(make_app(models[0])) as client:
+        assert client.get("/").status_code == 200
         config = client.get("/explorer/config.json").json()
         assert config["ort"] is False and config["encoder"] is False
         assert config["models"]["encoder"] is None
         response = client.get("/explorer/ort/ort.wasm.min.js")
         assert response.status_code == 404 and "npm ci" in response.json()["error"]
+        docs = client.get("/docs")
+        assert docs.status_code == 200
+        if variable == explorer.NODE_MODULES_ENV:  # FastAPI's stock pages, from its CDN
+            assert "cdn.jsdelivr.net" in docs.text and "cdn.jsdelivr.net" in client.get("/redoc").text
 
 
 def run_export(*args, env=None):
