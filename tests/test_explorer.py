@@ -408,6 +408,19 @@ def test_a_drawn_stroke_is_encoded_like_python(page, server, models):
     assert_quiet_and_local(page)
 
 
+def test_a_gaussian_colour_decoder_with_the_standard_prior(page, tmp_path):
+    decoder = make_decoder_onnx(tmp_path / "rgb.onnx", latent_dim=3, image_shape=(6, 5, 3),
+                                likelihood="gaussian")
+    with serve_app(make_app(decoder)) as url:
+        open_page(page, url + "/")
+        assert "N(0, I)" in page.inner_text("#model-line")
+        z = np.random.default_rng(4).normal(size=(5, 3)).astype(np.float32)
+        got = decoded(page.evaluate("z => explorer.decode(z)", z.tolist()))
+        assert got.shape == (5, 6, 5, 3)
+        assert np.abs(got - python_decode(decoder, z)).max() <= DECODE_TOLERANCE
+        assert_quiet_and_local(page)
+
+
 def test_without_an_encoder_the_page_says_so_and_hides_the_panel(page, models):
     with serve_app(make_app(models[0])) as url:
         open_page(page, url + "/")
