@@ -11,6 +11,8 @@ Run ``python -m serving.server decoder.onnx --host 127.0.0.1 --port 8000``
   ``POST /v1/reconstruct`` and ``POST /v1/score`` (importance-sampled log p(x)
   in nats, from the two ONNX files),
 * ``GET /models/decoder.onnx`` (and ``/models/encoder.onnx``): the served files,
+* ``GET /``: the latent-space explorer (:mod:`serving.explorer`), and the API
+  docs at ``/docs`` and ``/redoc``, with every asset served locally,
 * the Open Inference Protocol (KServe v2 / Triton) under ``/v2``, see
   :mod:`serving.kserve`.
 
@@ -45,6 +47,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from serving import contract
+from serving import explorer
 from serving import kserve
 from serving.batching import MicroBatcher, ShuttingDown, encode_off_loop
 from serving.errors import APIError, install_error_handlers
@@ -397,6 +400,8 @@ def create_app(
         version=version(),
         description="Sample and decode images with an exported VAE decoder.",
         lifespan=lifespan,
+        docs_url=None,  # self-hosted by serving.explorer: no CDN
+        redoc_url=None,
     )
     app.state.serving = state
     install_error_handlers(app)
@@ -405,6 +410,7 @@ def create_app(
         _add_encoder_routes(app, state)
     _add_model_file_routes(app, state)
     kserve.add_kserve_routes(app)
+    explorer.add_explorer_routes(app)  # the page at /, /docs and /redoc, all served locally
     # The last middleware added runs first: metrics see every request,
     # including those refused for their size.
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=max_body_bytes)
