@@ -13,6 +13,7 @@ decoder: the sigmoid is in the graph; the mean for a Gaussian one).
 """
 
 import datetime
+import json
 import os
 import shutil
 import time
@@ -22,6 +23,7 @@ import numpy as np
 import keras
 
 import keras_vae
+from keras_vae import quantization
 from serving import contract
 from serving.files import atomic_path
 from serving.files import write_bytes_atomic
@@ -48,6 +50,63 @@ def export_decoder(vae, path, opset=DEFAULT_OPSET, metadata=None, tolerance=PARI
         A summary dict: path, bytes, opset, input/output shapes, parity per
         batch size, seconds.
     """
+    data, summary = _convert_decoder(vae, opset, metadata, tolerance)
+    write_bytes_atomic(path, data)
+    return dict(summary, path=os.path.abspath(path))
+
+
+def export_int8_decoder(vae, path, test_images, opset=DEFAULT_OPSET, metadata=None,
+                        nll_samples=200, max_nll_cost=quantization.MAX_NLL_COST, force=False,
+                        calibration_temperature=1.0):
+    """Writes an int8 decoder (see `keras_vae.quantization`) at `path`, after measuring its cost.
+
+    Before the file appears: the fp32 graph passes the checks of `export_decoder`;
+    the int8 graph's outputs stay within `quantization.PIXEL_TOLERANCE` of the fp32
+    graph's range on random z; and its importance-sampled NLL on `test_images`
+    (with the fp32 encoder, `nll_samples` samples, the same noise for both) is at
+    most `max_nll_cost` nats above the fp32 decoder's. With `force`, a failed check
+    is reported in the summary's "warnings" and the file is written all the same.
+
+    Returns:
+        The summary of `export_decoder`, plus "precision" and "int8": the NLL of
+        both decoders, the cost and its standard error, the largest output difference.
+    """
+    import onnx
+
+    if test_images is None or len(test_images) == 0:
+        raise ExportError("an int8 export measures its NLL cost on test images; none were given")
+    started = time.perf_counter()
+    fp32, summary = _convert_decoder(vae, opset, metadata, PARITY_TOLERANCE)
+    encoder, _ = _convert_encoder(vae, opset, metadata, PARITY_TOLERANCE)
+    int8 = quantization.quantize_decoder(fp32, vae.latent_dim, vae.prior_parameters(),
+                                         calibration_temperature)
+    difference, output_range = quantization.max_output_difference(fp32, int8, vae.latent_dim)
+    report = quantization.nll_cost(fp32, int8, encoder, vae.check_images(test_images), nll_samples)
+    report["max_output_difference"] = difference
+    problems = []
+    if difference > quantization.PIXEL_TOLERANCE * output_range:
+        problems.append(f"int8 outputs differ from fp32 by up to {difference:.3g}, more than "
+                        f"{quantization.PIXEL_TOLERANCE:g} of the outputs' range {output_range:.3g}")
+    if report["cost"] > max_nll_cost:
+        problems.append(f"int8 costs {report['cost']:.3f} ± {report['cost_standard_error']:.3f} nats "
+                        f"of test NLL (fp32 {report['nll_fp32']:.3f}, int8 {report['nll_int8']:.3f}, "
+                        f"{report['images']} images, K = {report['num_samples']}), more than the "
+                        f"allowed {max_nll_cost:g}")
+    if problems and not force:
+        raise ExportError("; ".join(problems) + "; nothing was written")
+    model = onnx.load_from_string(int8)
+    props = {p.key: p.value for p in model.metadata_props}
+    props[contract.QUANTIZATION] = json.dumps(dict(json.loads(props[contract.QUANTIZATION]), **report))
+    del model.metadata_props[:]
+    onnx.helper.set_model_props(model, props)
+    data = model.SerializeToString()
+    write_bytes_atomic(path, data)
+    return dict(summary, path=os.path.abspath(path), bytes=len(data), precision="int8", int8=report,
+                warnings=problems, seconds=round(time.perf_counter() - started, 2))
+
+
+def _convert_decoder(vae, opset, metadata, tolerance):
+    """The fp32 decoder graph z -> x_mean as checked ONNX bytes, and its summary."""
     z = keras.Input(shape=(vae.latent_dim,), name=contract.DECODER_INPUT)
     decoder = keras.Model(z, vae.decoder_output_to_mean(vae.decoder(z)), name="vae_decoder")
 
@@ -59,13 +118,18 @@ def export_decoder(vae, path, opset=DEFAULT_OPSET, metadata=None, tolerance=PARI
                 rng.standard_normal((batch_size, vae.latent_dim)).astype("float32")}
 
     props = dict(metadata or {}, **model_metadata(vae))
-    return _export(decoder, {contract.DECODER_INPUT: (vae.latent_dim,)}, [contract.DECODER_OUTPUT],
-                   path, opset, props, random_inputs, reference, tolerance)
+    return _convert(decoder, {contract.DECODER_INPUT: (vae.latent_dim,)}, [contract.DECODER_OUTPUT],
+                    opset, props, random_inputs, reference, tolerance)
 
 
 def export_encoder(vae, path, opset=DEFAULT_OPSET, metadata=None, tolerance=PARITY_TOLERANCE):
     """Writes the encoder x -> (z_mean, z_log_var) as ONNX, checked as `export_decoder`."""
+    data, summary = _convert_encoder(vae, opset, metadata, tolerance)
+    write_bytes_atomic(path, data)
+    return dict(summary, path=os.path.abspath(path))
 
+
+def _convert_encoder(vae, opset, metadata, tolerance):
     def reference(x_batch):
         return list(vae.encode(x_batch))
 
@@ -73,9 +137,9 @@ def export_encoder(vae, path, opset=DEFAULT_OPSET, metadata=None, tolerance=PARI
         return {contract.ENCODER_INPUT: rng.random((batch_size,) + vae.image_shape).astype("float32")}
 
     props = dict(metadata or {}, **model_metadata(vae))
-    return _export(vae.encoder, {contract.ENCODER_INPUT: vae.image_shape},
-                   list(contract.ENCODER_OUTPUTS), path, opset, props, random_inputs, reference,
-                   tolerance)
+    return _convert(vae.encoder, {contract.ENCODER_INPUT: vae.image_shape},
+                    list(contract.ENCODER_OUTPUTS), opset, props, random_inputs, reference,
+                    tolerance)
 
 
 def model_metadata(vae):
@@ -88,6 +152,7 @@ def model_metadata(vae):
     log p(x) can be scored from the ONNX files alone.
     """
     metadata = {
+        contract.PRECISION: "fp32",
         contract.LATENT_DIM: str(vae.latent_dim),
         contract.IMAGE_SHAPE: "[" + ", ".join(str(d) for d in vae.image_shape) + "]",
         contract.LIKELIHOOD: vae.likelihood,
@@ -106,8 +171,12 @@ def model_metadata(vae):
 
 
 def write_triton_repository(onnx_path, repository, model_name, latent_dim, image_shape,
-                            max_batch_size=TRITON_MAX_BATCH_SIZE):
-    """Writes a Triton model repository: <repository>/<model_name>/{config.pbtxt, 1/model.onnx}."""
+                            max_batch_size=TRITON_MAX_BATCH_SIZE, precision="fp32"):
+    """Writes a Triton model repository: <repository>/<model_name>/{config.pbtxt, 1/model.onnx}.
+
+    The inputs and outputs are float32 at any precision (an int8 graph quantizes
+    inside); the config names the graph's `precision` in its parameters.
+    """
     model_dir = os.path.join(repository, model_name)
     os.makedirs(os.path.join(model_dir, "1"), exist_ok=True)
     config = f"""name: "{model_name}"
@@ -130,6 +199,10 @@ output [
 dynamic_batching {{
   max_queue_delay_microseconds: 2000
 }}
+parameters {{
+  key: "precision"
+  value: {{ string_value: "{precision}" }}
+}}
 """
     with atomic_path(os.path.join(model_dir, "1", "model.onnx")) as temp_path:
         shutil.copyfile(onnx_path, temp_path)
@@ -137,8 +210,8 @@ dynamic_batching {{
     return model_dir
 
 
-def _export(model, input_shapes, output_names, path, opset, props, random_inputs, reference,
-            tolerance):
+def _convert(model, input_shapes, output_names, opset, props, random_inputs, reference, tolerance):
+    """Converts `model` with tf2onnx and checks it; returns (serialized ONNX, summary)."""
     import onnx
     import tensorflow as tf
     import tf2onnx
@@ -172,9 +245,8 @@ def _export(model, input_shapes, output_names, path, opset, props, random_inputs
 
     data = onnx_model.SerializeToString()
     parity = _check_parity(data, random_inputs, reference, output_names, tolerance)
-    write_bytes_atomic(path, data)
-    return {
-        "path": os.path.abspath(path),
+    return data, {
+        "precision": "fp32",
         "bytes": len(data),
         "opset": opset,
         "inputs": {name: ["batch", *shape] for name, shape in input_shapes.items()},

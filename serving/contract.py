@@ -45,6 +45,7 @@ DATASET = "dataset"  # the dataset named at training time, or "unknown"
 VERSION = "keras_vae_version"
 CREATED = "created"  # ISO 8601, UTC
 PRECISION = "precision"  # "fp32" (default) | "int8"
+QUANTIZATION = "quantization"  # int8 only: JSON, the recipe and its measured NLL cost
 DECODER_LOG_VAR = "decoder_log_var"  # Gaussian decoders: log σ², see encode_decoder_log_var
 
 #: Largest temperature a sampler accepts: z = μ + T·σ·ε stays far inside float32.

@@ -59,7 +59,7 @@ def test_two_devices_match_one_device_on_the_same_global_batch(even_dataset, tmp
 
     exported = run_python(["pipelines/export.py", str(tmp_path / "parallel"), "--out",
                            str(tmp_path / "decoder.onnx")])
-    assert "max |onnxruntime - keras|" in exported.stdout
+    assert "max |onnxruntime fp32 - keras|" in exported.stdout
 
 
 def test_data_parallel_on_another_backend_is_a_clear_error(even_dataset, tmp_path):

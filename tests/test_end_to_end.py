@@ -6,6 +6,7 @@ import json
 import os
 
 import numpy as np
+import onnx
 import onnxruntime
 import pytest
 
@@ -136,7 +137,7 @@ def test_export_matches_keras_for_every_origin_backend(runs, decoded, source, tm
     result = run_python(["pipelines/export.py", runs[source], "--out", str(decoder_path),
                          "--encoder-out", str(encoder_path), "--triton-repo",
                          str(tmp_path / "repo")])
-    assert "max |onnxruntime - keras|: batch 1:" in result.stdout
+    assert "max |onnxruntime fp32 - keras|: batch 1:" in result.stdout
 
     session = onnxruntime.InferenceSession(str(decoder_path), providers=["CPUExecutionProvider"])
     (z_input,), (x_output,) = session.get_inputs(), session.get_outputs()
@@ -144,6 +145,7 @@ def test_export_matches_keras_for_every_origin_backend(runs, decoded, source, tm
     assert (x_output.name, x_output.shape) == ("x_mean", ["batch", 8, 8, 1])
     metadata = session.get_modelmeta().custom_metadata_map
     assert metadata["latent_dim"] == "8" and json.loads(metadata["image_shape"]) == [8, 8, 1]
+    assert metadata["precision"] == "fp32"
     assert metadata["likelihood"] == "bernoulli" and metadata["source_backend"] == source
     assert metadata["dataset"] == "digits" and metadata["keras_vae_version"] and metadata["created"]
 
@@ -198,6 +200,65 @@ def test_a_model_file_outside_a_run_directory_exports_its_training_backend(runs,
                                            providers=["CPUExecutionProvider"])
     metadata = session.get_modelmeta().custom_metadata_map
     assert metadata["source_backend"] == source and metadata["dataset"] == "unknown"
+
+
+def test_int8_export_measures_its_nll_cost_and_serves_like_any_decoder(runs, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from keras_vae.evaluation import load_vae
+    from keras_vae.evaluation import test_images
+    from serving.server import create_app
+
+    int8_path, fp32_path = tmp_path / "decoder.int8.onnx", tmp_path / "decoder.onnx"
+    result = run_python(["pipelines/export.py", runs["torch"], "--precision", "int8", "--out",
+                         str(int8_path), "--triton-repo", str(tmp_path / "repo")])
+    assert "int8 against fp32 on 360 test images, K = 200, same noise" in result.stdout
+    run_python(["pipelines/export.py", runs["torch"], "--out", str(fp32_path)])
+    session = onnxruntime.InferenceSession(str(int8_path), providers=["CPUExecutionProvider"])
+    metadata = session.get_modelmeta().custom_metadata_map
+    assert metadata["precision"] == "int8" and metadata["source_backend"] == "torch"
+    report = json.loads(metadata["quantization"])
+    assert report["images"] == 360 and report["num_samples"] == 200 and "static QDQ" in report["method"]
+    assert report["cost"] <= 0.1 and report["max_output_difference"] <= 0.15
+    # The check's fp32 NLL is Keras' own estimate on the same images, K and noise.
+    vae = load_vae(runs["torch"])
+    expected = -vae.log_likelihood(test_images(vae, "digits")[0], num_samples=200, seed=0).mean()
+    assert report["nll_fp32"] == pytest.approx(expected, abs=2e-3)
+    assert "DequantizeLinear" in {node.op_type for node in onnx.load(str(int8_path)).graph.node}
+    assert 'string_value: "int8"' in (tmp_path / "repo" / "vae_decoder" / "config.pbtxt").read_text()
+
+    z = np.random.default_rng(0).standard_normal((64, 8)).astype("float32")
+    fp32 = onnxruntime.InferenceSession(str(fp32_path), providers=["CPUExecutionProvider"])
+    difference = np.abs(session.run(["x_mean"], {"z": z})[0] - fp32.run(["x_mean"], {"z": z})[0])
+    assert 0 < difference.max() <= 0.15
+    with TestClient(create_app(str(int8_path))) as client:
+        assert client.get("/v1/model").json()["precision"] == "int8"
+        r = client.post("/v1/generate", json={"n": 4, "seed": 1, "format": "npy"})
+        assert r.status_code == 200
+    run_python(["serving/generate.py", str(int8_path), "-n", "16", "--out", str(tmp_path / "s.png")])
+
+
+def test_int8_export_refuses_a_decoder_that_costs_too_much(runs, tmp_path):
+    from keras_vae.evaluation import load_vae
+    from keras_vae.evaluation import test_images
+    from keras_vae.export import ExportError
+    from keras_vae.export import export_int8_decoder
+
+    vae = load_vae(runs["jax"])
+    images = test_images(vae, "digits")[0][:100]
+    # Calibrated on z squeezed to 1/1000 of the prior's spread, every activation saturates.
+    with pytest.raises(ExportError, match=r"int8 costs .* nats of test NLL .* nothing was written"):
+        export_int8_decoder(vae, str(tmp_path / "bad.onnx"), images, nll_samples=20,
+                            calibration_temperature=0.001)
+    summary = export_int8_decoder(vae, str(tmp_path / "forced.onnx"), images, nll_samples=20,
+                                  calibration_temperature=0.001, force=True)
+    assert summary["int8"]["cost"] > 0.1 and len(summary["warnings"]) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["forced.onnx"]
+    bare = tmp_path / "vae.keras"
+    bare.write_bytes(open(os.path.join(runs["jax"], "model.keras"), "rb").read())
+    result = run_python(["pipelines/export.py", str(bare), "--precision", "int8", "--out",
+                         str(tmp_path / "d.onnx")], check=False)
+    assert result.returncode == 1 and "pass --dataset" in result.stderr
 
 
 def test_onnx_decoder_serves_samples_from_the_command_line(runs, tmp_path):
