@@ -1,14 +1,20 @@
-"""Decoder inference: onnxruntime against the Keras decoder on each backend.
+"""Decoder inference: onnxruntime against the Keras decoder on each backend, and int8 against fp32.
 
 Builds (or loads, --model) a VAE for 28×28 images, exports its decoder to ONNX, then times
 z -> x_mean at batch 1, 16 and 256: `predict_on_batch` of the Keras decoder (sigmoid included)
 under each backend in its own process, and `InferenceSession.run` of the ONNX graph (CPU
 provider, as `serving/` uses it). Latency is the median of repeated calls after warm-up.
-Prints a Markdown table with the onnxruntime speed-up measured in this run.
+
+It also quantizes the decoder to int8 (`keras_vae.quantization`, as `pipelines/export.py
+--precision int8` does) and times it beside fp32, with the arithmetic each achieves (the
+decoder's multiply-adds × 2 per image) against this machine's peak, measured in the same run
+as a 1024×1024×1024 matrix product in onnxruntime (MatMul in fp32, MatMulInteger in int8).
+Prints Markdown tables with the ratios measured in this run.
 
 examples:
   python benchmarks/inference.py
   python benchmarks/inference.py --model runs/mnist/model.keras
+  python benchmarks/inference.py --backends tensorflow      # fewer Keras columns, quicker
 """
 
 import argparse
@@ -34,6 +40,7 @@ def prepare_worker(args):
 
     import keras_vae
     from keras_vae.export import export_decoder
+    from keras_vae.quantization import quantize_decoder
 
     if args.model:
         vae = keras.models.load_model(args.model)
@@ -41,9 +48,66 @@ def prepare_worker(args):
         vae = keras_vae.VAE(input_shape=(28, 28, 1), latent_dim=16)
         vae.compile(optimizer="adam")
     vae.save(os.path.join(args.workdir, "vae.keras"))
-    export_decoder(vae, os.path.join(args.workdir, "decoder.onnx"))
+    fp32_path = os.path.join(args.workdir, "decoder.onnx")
+    export_decoder(vae, fp32_path)
+    with open(fp32_path, "rb") as f:
+        int8 = quantize_decoder(f.read(), vae.latent_dim, vae.prior_parameters())
+    with open(os.path.join(args.workdir, "decoder.int8.onnx"), "wb") as f:
+        f.write(int8)
     print(json.dumps({"latent_dim": vae.latent_dim, "hidden_units": list(vae.hidden_units),
-                      "architecture": vae.architecture}))
+                      "architecture": vae.architecture,
+                      "flops_per_image": decoder_flops(vae.decoder)}))
+
+
+def decoder_flops(decoder):
+    """Arithmetic of one decoded image: 2 × the multiply-adds of its Dense and conv layers."""
+    import math
+
+    multiply_adds = 0
+    for layer in decoder.layers:
+        kind = type(layer).__name__
+        if kind == "Dense":
+            multiply_adds += layer.kernel.shape[0] * layer.kernel.shape[1]
+        elif kind in ("Conv2D", "Conv2DTranspose"):
+            height, width = layer.output.shape[1:3] if kind == "Conv2D" else layer.input.shape[1:3]
+            multiply_adds += height * width * math.prod(layer.kernel.shape)
+    return 2 * multiply_adds
+
+
+def peak_matmul(size=1024, seconds=1.0):
+    """This machine's onnxruntime matrix-product rates: {"fp32": GFLOP/s, "int8": GOP/s}.
+
+    A one-node graph (MatMul on float32, MatMulInteger on uint8 × int8 -> int32) with a
+    constant right-hand side, as a decoder layer has; median of repeated calls.
+    """
+    import onnxruntime
+    from onnx import TensorProto
+    from onnx import helper
+    from onnx import numpy_helper
+
+    rng = np.random.default_rng(0)
+    operations = 2.0 * size**3
+
+    def session(op, a_type, y_type, b):
+        graph = helper.make_graph(
+            [helper.make_node(op, ["A", "B"], ["Y"])], "peak",
+            [helper.make_tensor_value_info("A", a_type, [size, size])],
+            [helper.make_tensor_value_info("Y", y_type, [size, size])],
+            [numpy_helper.from_array(b, "B")])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        return onnxruntime.InferenceSession(model.SerializeToString(),
+                                            providers=["CPUExecutionProvider"])
+
+    fp32 = session("MatMul", TensorProto.FLOAT, TensorProto.FLOAT,
+                   rng.standard_normal((size, size), dtype=np.float32))
+    int8 = session("MatMulInteger", TensorProto.UINT8, TensorProto.INT32,
+                   rng.integers(-128, 128, (size, size), dtype=np.int8))
+    a32 = rng.standard_normal((size, size), dtype=np.float32)
+    a8 = rng.integers(0, 256, (size, size), dtype=np.uint8)
+    return {
+        "fp32": operations / median_latency(lambda: fp32.run(None, {"A": a32}), seconds) / 1e9,
+        "int8": operations / median_latency(lambda: int8.run(None, {"A": a8}), seconds) / 1e9,
+    }
 
 
 def keras_worker(args):
@@ -63,16 +127,22 @@ def keras_worker(args):
     print(json.dumps(latency))
 
 
-def onnxruntime_latency(path, latent_dim):
+def onnxruntime_latency(paths, latent_dim, rounds=3):
+    """{name: {batch: median seconds}} for each ONNX file, the files interleaved round by round."""
     import onnxruntime
 
-    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    sessions = {name: onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+                for name, path in paths.items()}
     rng = np.random.default_rng(0)
-    latency = {}
-    for batch_size in BATCH_SIZES:
-        z = rng.standard_normal((batch_size, latent_dim)).astype("float32")
-        latency[str(batch_size)] = median_latency(lambda: session.run(["x_mean"], {"z": z}))
-    return latency
+    samples = {name: {str(b): [] for b in BATCH_SIZES} for name in paths}
+    for _ in range(rounds):  # interleaved, so that background load hits every file alike
+        for batch_size in BATCH_SIZES:
+            z = rng.standard_normal((batch_size, latent_dim)).astype("float32")
+            for name, session in sessions.items():
+                samples[name][str(batch_size)].append(
+                    median_latency(lambda: session.run(["x_mean"], {"z": z}), min_seconds=0.5))
+    return {name: {b: float(np.median(v)) for b, v in by_batch.items()}
+            for name, by_batch in samples.items()}
 
 
 def main():
@@ -98,22 +168,45 @@ def main():
             print(f"timing the Keras decoder on {backend} ...", file=sys.stderr, flush=True)
             keras_latency[backend] = run_worker(__file__, ["--worker", "keras", "--workdir", workdir],
                                                 backend)
-        print("timing onnxruntime ...", file=sys.stderr, flush=True)
-        ort_latency = onnxruntime_latency(os.path.join(workdir, "decoder.onnx"), info["latent_dim"])
+        print("timing onnxruntime, fp32 and int8 ...", file=sys.stderr, flush=True)
+        latency = onnxruntime_latency({"fp32": os.path.join(workdir, "decoder.onnx"),
+                                       "int8": os.path.join(workdir, "decoder.int8.onnx")},
+                                      info["latent_dim"])
+        print("measuring the matrix-product peak ...", file=sys.stderr, flush=True)
+        peak = peak_matmul()
 
+    ort_latency = latency["fp32"]
     rows = []
     for batch_size in map(str, BATCH_SIZES):
         ort = ort_latency[batch_size]
         row = [batch_size, f"{ort * 1e3:.3f}", f"{int(batch_size) / ort:,.0f}"]
-        for backend, latency in keras_latency.items():
-            row += [f"{latency[batch_size] * 1e3:.3f}", f"{latency[batch_size] / ort:.1f}×"]
+        for backend, keras_ms in keras_latency.items():
+            row += [f"{keras_ms[batch_size] * 1e3:.3f}", f"{keras_ms[batch_size] / ort:.1f}×"]
         rows.append(row)
     header = ["batch", "onnxruntime ms", "onnxruntime img/s"]
     for backend in keras_latency:
         header += [f"keras {backend} ms", f"onnxruntime speed-up vs {backend}"]
-    print(f"Decoder z -> x_mean, {info['architecture']} {info['hidden_units']}, latent "
-          f"{info['latent_dim']}, 28×28×1, median latency. {machine_line()}\n")
+    description = (f"{info['architecture']} {info['hidden_units']}, latent {info['latent_dim']}, "
+                   f"28×28×1")
+    print(f"Decoder z -> x_mean, {description}, median latency. {machine_line()}\n")
     print(markdown_table(header, rows))
+
+    flops = info["flops_per_image"]
+    print(f"\nint8 against fp32 in onnxruntime, the same decoder ({flops / 1e6:.2f} MFLOP per "
+          f"image). Measured peak in this run, a 1024³ matrix product in onnxruntime: fp32 "
+          f"{peak['fp32']:.0f} GFLOP/s, int8 {peak['int8']:.0f} GOP/s "
+          f"({peak['int8'] / peak['fp32']:.1f}×).\n")
+    rows = []
+    for batch_size in map(str, BATCH_SIZES):
+        for precision in ("fp32", "int8"):
+            seconds = latency[precision][batch_size]
+            achieved = int(batch_size) * flops / seconds / 1e9
+            rows.append([batch_size, precision, f"{seconds * 1e3:.3f}",
+                         f"{int(batch_size) / seconds:,.0f}", f"{achieved:.0f}",
+                         f"{100 * achieved / peak[precision]:.0f} %",
+                         f"{latency['fp32'][batch_size] / seconds:.2f}×"])
+    print(markdown_table(["batch", "precision", "ms", "img/s", "achieved G(FL)OP/s",
+                          "of measured peak", "throughput vs fp32"], rows))
 
 
 if __name__ == "__main__":

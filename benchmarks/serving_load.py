@@ -1,4 +1,4 @@
-"""Loopback load test of the decoder server, with and without micro-batching.
+"""Loopback load test of the decoder server, with and without micro-batching (or int8 against fp32).
 
 Starts two ``python -m serving.server`` processes on free 127.0.0.1 ports,
 one with micro-batching and one without, sends each a fixed number of
@@ -11,12 +11,15 @@ The load is bounded (``--requests`` per table row) and stops by itself; only
 127.0.0.1 is ever contacted. The client and the servers share the machine,
 so the numbers describe the whole loopback setup. With ``--url`` an already
 running local server is measured instead (as configured; no comparison).
+With ``--int8 FILE`` the two servers, both micro-batching, serve the fp32
+model and the int8 FILE, and the table compares the two decoders.
 
 Examples:
     python benchmarks/serving_load.py decoder.onnx
     python benchmarks/serving_load.py decoder.onnx --requests 1000 --concurrency 64
     python benchmarks/serving_load.py decoder.onnx --endpoint generate --batch-sizes 1,16,64
     python benchmarks/serving_load.py decoder.onnx --url http://127.0.0.1:8000
+    python benchmarks/serving_load.py decoder.onnx --int8 decoder.int8.onnx --batch-sizes 1,16,256
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ LOOPBACK = {"127.0.0.1", "localhost"}
 @dataclass
 class Result:
     batch: int
-    micro_batching: str
+    label: str  # micro-batching "on"/"off", or the decoder "fp32"/"int8"
     requests: int
     concurrency: int
     images_per_s: float
@@ -170,7 +173,7 @@ def measure(targets: dict[str, tuple[str, int | None]], args: argparse.Namespace
             batch: int, latent_dim: int) -> list[Result]:
     """Measure every target at one batch size, interleaving them round by round.
 
-    ``targets`` maps a micro-batching label ("on"/"off") to (url, server pid).
+    ``targets`` maps a label ("on"/"off", or "fp32"/"int8") to (url, server pid).
     Each target gets a warm-up, then ``args.rounds`` slices of the requests,
     alternating targets (and which goes first) so that background load on
     the machine affects all of them alike.
@@ -199,26 +202,27 @@ def measure(targets: dict[str, tuple[str, int | None]], args: argparse.Namespace
     return results
 
 
-def _table(results: list[Result]) -> str:
-    lines = ["| batch | micro-batching | requests | concurrency | images/s | p50 ms | p99 ms "
+def _table(results: list[Result], column: str) -> str:
+    lines = [f"| batch | {column} | requests | concurrency | images/s | p50 ms | p99 ms "
              "| server peak RSS MiB |",
              "|---:|:---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         rss = f"{r.peak_rss_mib:.0f}" if r.peak_rss_mib is not None else "n/a"
-        lines.append(f"| {r.batch} | {r.micro_batching} | {r.requests} | {r.concurrency} "
+        lines.append(f"| {r.batch} | {r.label} | {r.requests} | {r.concurrency} "
                      f"| {r.images_per_s:,.0f} | {r.p50_ms:.1f} | {r.p99_ms:.1f} | {rss} |")
     return "\n".join(lines)
 
 
-def _ratios(results: list[Result]) -> list[str]:
-    by_key = {(r.batch, r.micro_batching): r for r in results}
+def _ratios(results: list[Result], first: str, second: str, what: str) -> list[str]:
+    """One line per batch size: the first label's throughput over the second's, and both p99s."""
+    by_key = {(r.batch, r.label): r for r in results}
     lines = []
     for batch in sorted({r.batch for r in results}):
-        on, off = by_key.get((batch, "on")), by_key.get((batch, "off"))
-        if on and off:
-            lines.append(f"- batch {batch}: micro-batching on/off throughput ratio "
-                         f"{on.images_per_s / off.images_per_s:.2f}x, p99 "
-                         f"{on.p99_ms:.1f} ms vs {off.p99_ms:.1f} ms")
+        a, b = by_key.get((batch, first)), by_key.get((batch, second))
+        if a and b:
+            lines.append(f"- batch {batch}: {what} throughput ratio "
+                         f"{a.images_per_s / b.images_per_s:.2f}x, p99 "
+                         f"{a.p99_ms:.1f} ms vs {b.p99_ms:.1f} ms")
     return lines
 
 
@@ -229,6 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("model", help="path to decoder.onnx (the server loads it)")
+    p.add_argument("--int8", metavar="FILE", default=None,
+                   help="compare this int8 decoder with MODEL (fp32), both micro-batching")
     p.add_argument("--url", default=None,
                    help="measure a running server at http://127.0.0.1:PORT instead of "
                         "starting one (loopback only)")
@@ -271,22 +277,28 @@ def main(argv: list[str] | None = None) -> int:
             extra = ["--batch-wait-ms", str(args.batch_wait_ms), "--max-n", str(max(256, *sizes))]
             if args.intra_op_threads is not None:
                 extra += ["--intra-op-threads", str(args.intra_op_threads)]
-            servers = [LocalServer(args.model, on, extra) for on in (True, False)]
+            if args.int8:
+                servers = [LocalServer(path, True, extra) for path in (args.model, args.int8)]
+                labels = ("fp32", "int8")
+            else:
+                servers = [LocalServer(args.model, on, extra) for on in (True, False)]
+                labels = ("on", "off")
             for server in servers:
                 server.wait_ready()
             info = httpx.get(servers[0].url + "/v1/model", timeout=10).json()
-            targets = {"on": (servers[0].url, servers[0].proc.pid),
-                       "off": (servers[1].url, servers[1].proc.pid)}
+            targets = {label: (server.url, server.proc.pid) for label, server in zip(labels, servers)}
         for batch in sizes:
             results += measure(targets, args, batch, info["latent_dim"])
     finally:
         for server in servers:
             server.stop()
 
-    print(f"endpoint /v1/{args.endpoint}, model {args.model}, batch window "
+    models = f"{args.model} against {args.int8}" if args.int8 else args.model
+    print(f"endpoint /v1/{args.endpoint}, model {models}, batch window "
           f"{args.batch_wait_ms} ms. {machine_line()}\n")
-    print(_table(results))
-    ratios = _ratios(results)
+    print(_table(results, "decoder" if args.int8 else "micro-batching"))
+    ratios = (_ratios(results, "int8", "fp32", "int8/fp32") if args.int8
+              else _ratios(results, "on", "off", "micro-batching on/off"))
     if ratios:
         print("\n" + "\n".join(ratios))
     return 0

@@ -44,7 +44,18 @@ def run_python(args, backend="tensorflow", timeout=600, check=True):
     return result
 
 
+def markdown_tables(stdout):
+    """Every Markdown table in `stdout`, in order, each as its body rows of stripped cells."""
+    tables, current = [], None
+    for line in stdout.splitlines() + [""]:
+        if line.startswith("|"):
+            current = (current or []) + [line]
+        elif current is not None:
+            tables.append([[cell.strip() for cell in row.split("|")[1:-1]] for row in current[2:]])
+            current = None
+    return tables
+
+
 def markdown_rows(stdout):
-    """The body rows of the Markdown table in `stdout`, as lists of stripped cells."""
-    lines = [line for line in stdout.splitlines() if line.startswith("|")]
-    return [[cell.strip() for cell in line.split("|")[1:-1]] for line in lines[2:]]
+    """The body rows of the first Markdown table in `stdout`, as lists of stripped cells."""
+    return markdown_tables(stdout)[0]

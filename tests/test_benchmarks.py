@@ -1,10 +1,13 @@
 """The benchmark commands run from a checkout and print tables whose ratios follow from
 their own measured columns (tiny sizes here: these check behaviour, not speed)."""
 
+import re
+
 import numpy as np
 import pytest
 
 from conftest import markdown_rows
+from conftest import markdown_tables
 from conftest import run_python
 from onnx_fixtures import make_decoder_onnx
 
@@ -33,15 +36,29 @@ def test_training_benchmark_compares_fit_with_built_in_and_a_plain_torch_loop(tm
         assert number(rss) > 100
 
 
-def test_inference_benchmark_times_onnxruntime_against_keras():
+def test_inference_benchmark_times_onnxruntime_against_keras_and_int8_against_fp32():
     result = run_python(["benchmarks/inference.py", "--backends", "jax"])
-    rows = markdown_rows(result.stdout)
-    assert [row[0] for row in rows] == ["1", "16", "256"]
-    for batch, ort_ms, ort_images_per_s, keras_ms, speed_up in rows:
+    keras_table, int8_table = markdown_tables(result.stdout)
+    assert [row[0] for row in keras_table] == ["1", "16", "256"]
+    for batch, ort_ms, ort_images_per_s, keras_ms, speed_up in keras_table:
         assert number(ort_images_per_s) == pytest.approx(int(batch) / number(ort_ms) * 1e3,
                                                          rel=0.02)
         assert number(speed_up) == pytest.approx(number(keras_ms) / number(ort_ms),
                                                  rel=0.03, abs=0.06)
+    # MLP 512-512, latent 16, 28×28: 2 × (16·512 + 512·512 + 512·784) FLOP per image.
+    flops = 2 * (16 * 512 + 512 * 512 + 512 * 784)
+    assert f"({flops / 1e6:.2f} MFLOP per image)" in result.stdout
+    found = re.search(r"fp32 ([\d.]+) GFLOP/s, int8 ([\d.]+) GOP/s", result.stdout)
+    peaks = {"fp32": float(found[1]), "int8": float(found[2])}
+    assert [(row[0], row[1]) for row in int8_table] == [
+        (b, p) for b in ("1", "16", "256") for p in ("fp32", "int8")]
+    fp32_ms = {row[0]: number(row[2]) for row in int8_table if row[1] == "fp32"}
+    for batch, precision, ms, images_per_s, achieved, of_peak, ratio in int8_table:
+        assert number(images_per_s) == pytest.approx(int(batch) / number(ms) * 1e3, rel=0.02)
+        assert number(achieved) == pytest.approx(int(batch) * flops / number(ms) / 1e6, rel=0.02, abs=1)
+        assert number(of_peak.rstrip(" %")) == pytest.approx(
+            100 * number(achieved) / peaks[precision], rel=0.05, abs=1)
+        assert number(ratio) == pytest.approx(fp32_ms[batch] / number(ms), rel=0.03, abs=0.02)
 
 
 def test_serving_benchmark_loads_the_server_with_and_without_micro_batching(tmp_path):
@@ -55,3 +72,20 @@ def test_serving_benchmark_loads_the_server_with_and_without_micro_batching(tmp_
         images_per_s, p50, p99, rss = map(number, row[4:8])
         assert images_per_s > 0 and 0 < p50 <= p99 and rss > 10
     assert "micro-batching on/off throughput ratio" in result.stdout
+
+
+def test_serving_benchmark_compares_an_int8_decoder_with_fp32(tmp_path):
+    from keras_vae.quantization import quantize_decoder
+
+    model = make_decoder_onnx(tmp_path / "decoder.onnx")
+    (tmp_path / "decoder.int8.onnx").write_bytes(quantize_decoder(model.read_bytes(), latent_dim=4))
+    result = run_python(["benchmarks/serving_load.py", str(model), "--int8",
+                         str(tmp_path / "decoder.int8.onnx"), "--requests", "40", "--rounds", "2",
+                         "--concurrency", "4", "--batch-sizes", "1,16"], timeout=300)
+    rows = markdown_rows(result.stdout)
+    assert [(row[0], row[1]) for row in rows] == [("1", "fp32"), ("1", "int8"), ("16", "fp32"),
+                                                 ("16", "int8")]
+    for batch in ("1", "16"):
+        fp32, int8 = (number(row[4]) for row in rows if row[0] == batch)
+        ratio = re.search(rf"- batch {batch}: int8/fp32 throughput ratio ([\d.]+)x", result.stdout)
+        assert float(ratio[1]) == pytest.approx(int8 / fp32, rel=0.01, abs=0.01)
