@@ -116,7 +116,22 @@ def _static_dims(shape: list[Any]) -> tuple[int, ...] | None:
     return None
 
 
-class Sampler:
+class _OnnxModel:
+    """What both wrappers of an exported graph hold: one session and the file's metadata."""
+
+    def _open(self, model_path: str | os.PathLike, provider: str,
+              intra_op_threads: int | None) -> ort.InferenceSession:
+        path, session = _open_session(model_path, provider, intra_op_threads)
+        self.model_path = path
+        self._session = session
+        self.provider: str = session.get_providers()[0]
+        self.metadata: dict[str, str] = dict(session.get_modelmeta().custom_metadata_map)
+        self.likelihood: str = self.metadata.get(contract.LIKELIHOOD, "unknown")
+        self.precision: str = self.metadata.get(contract.PRECISION, "fp32")
+        return session
+
+
+class Sampler(_OnnxModel):
     """Decode latents and sample images with an ONNX VAE decoder.
 
     Args:
@@ -135,6 +150,7 @@ class Sampler:
         image_shape: ``(H, W, C)`` of one decoded image.
         likelihood: ``"bernoulli"`` (means are probabilities in [0, 1]),
             ``"gaussian"`` (real-valued means) or ``"unknown"``.
+        precision: ``"fp32"``, or ``"int8"`` for a quantized decoder (from the metadata).
         metadata: every metadata entry of the model file, as ``str -> str``.
         input_name, output_name: graph tensor names (normally ``z``, ``x_mean``).
 
@@ -151,13 +167,7 @@ class Sampler:
         provider: str = "auto",
         intra_op_threads: int | None = None,
     ) -> None:
-        path, session = _open_session(model_path, provider, intra_op_threads)
-        self.model_path = path
-        self._session = session
-        self.provider: str = session.get_providers()[0]
-        self.metadata: dict[str, str] = dict(session.get_modelmeta().custom_metadata_map)
-        self.likelihood: str = self.metadata.get(contract.LIKELIHOOD, "unknown")
-        self.precision: str = self.metadata.get(contract.PRECISION, "fp32")
+        self._open(model_path, provider, intra_op_threads)
         self._read_signature()
 
     def _read_signature(self) -> None:
@@ -316,7 +326,7 @@ class Sampler:
         )
 
 
-class Encoder:
+class Encoder(_OnnxModel):
     """Parameters of q(z|x) from an exported encoder (``encoder.onnx``) with onnxruntime.
 
     The graph maps ``x`` float32 ``[batch, H, W, C]`` to ``z_mean`` and
@@ -332,12 +342,8 @@ class Encoder:
 
     def __init__(self, model_path: str | os.PathLike, provider: str = "auto",
                  intra_op_threads: int | None = None) -> None:
-        path, session = _open_session(model_path, provider, intra_op_threads)
-        self.model_path = path
-        self._session = session
-        self.provider: str = session.get_providers()[0]
-        self.metadata: dict[str, str] = dict(session.get_modelmeta().custom_metadata_map)
-        self.likelihood: str = self.metadata.get(contract.LIKELIHOOD, "unknown")
+        session = self._open(model_path, provider, intra_op_threads)
+        path = self.model_path
         where = repr(str(path))
         inputs, outputs = session.get_inputs(), session.get_outputs()
         names = [o.name for o in outputs]

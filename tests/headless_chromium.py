@@ -12,7 +12,6 @@ service's queries).
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import socket
 import threading
@@ -20,7 +19,6 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -129,61 +127,3 @@ class Recorder:
         return [url for url in self.requests
                 if urlparse(url).scheme not in ("data", "blob", "about")
                 and urlparse(url).hostname != "127.0.0.1"]
-
-
-def make_encoder_onnx(path, latent_dim: int = 4, image_shape=(8, 8, 1), seed: int = 1,
-                      metadata: dict[str, str] | None = None) -> Path:
-    """An encoder ONNX file: x float32 [batch, H, W, C] -> z_mean, z_log_var [batch, D].
-
-    ``z_mean = flat(x) @ Wm + bm`` and ``z_log_var = tanh(flat(x) @ Wv + bv)``, fixed
-    pseudo-random weights. :func:`reference_encode` recomputes it in NumPy.
-    """
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    h, w, c = image_shape
-    size = h * w * c
-    rng = np.random.default_rng(seed)
-    initializers = {
-        "Wm": rng.normal(0.0, 1.0 / np.sqrt(size), (size, latent_dim)).astype(np.float32),
-        "bm": rng.normal(0.0, 0.1, (latent_dim,)).astype(np.float32),
-        "Wv": rng.normal(0.0, 0.5 / np.sqrt(size), (size, latent_dim)).astype(np.float32),
-        "bv": rng.normal(-1.0, 0.1, (latent_dim,)).astype(np.float32),
-        "flat_shape": np.array([-1, size], dtype=np.int64),
-    }
-    nodes = [
-        helper.make_node("Reshape", ["x", "flat_shape"], ["flat"]),
-        helper.make_node("MatMul", ["flat", "Wm"], ["xm"]),
-        helper.make_node("Add", ["xm", "bm"], ["z_mean"]),
-        helper.make_node("MatMul", ["flat", "Wv"], ["xv"]),
-        helper.make_node("Add", ["xv", "bv"], ["pre_log_var"]),
-        helper.make_node("Tanh", ["pre_log_var"], ["z_log_var"]),
-    ]
-    graph = helper.make_graph(
-        nodes, "vae_encoder",
-        inputs=[helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", h, w, c])],
-        outputs=[helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", latent_dim])
-                 for name in ("z_mean", "z_log_var")],
-        initializer=[numpy_helper.from_array(value, name) for name, value in initializers.items()],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
-                              producer_name="keras-vae-tests")
-    model.ir_version = 8
-    helper.set_model_props(model, {"latent_dim": str(latent_dim),
-                                   "image_shape": json.dumps(list(image_shape)),
-                                   "likelihood": "bernoulli", **(metadata or {})})
-    onnx.checker.check_model(model)
-    path = Path(path)
-    onnx.save(model, str(path))
-    return path
-
-
-def reference_encode(path, x) -> tuple[np.ndarray, np.ndarray]:
-    """(z_mean, z_log_var) float64 of :func:`make_encoder_onnx`'s file, in NumPy."""
-    import onnx
-    from onnx import numpy_helper
-
-    init = {t.name: numpy_helper.to_array(t).astype(np.float64)
-            for t in onnx.load(str(path)).graph.initializer}
-    flat = np.asarray(x, np.float64).reshape(len(x), -1)
-    return flat @ init["Wm"] + init["bm"], np.tanh(flat @ init["Wv"] + init["bv"])

@@ -120,6 +120,7 @@ def make_encoder_onnx(
     image_shape: tuple[int, int, int] = (8, 8, 1),
     *,
     seed: int = 1,
+    metadata: dict[str, str] | None = None,
 ) -> Path:
     """Write an encoder ONNX file (the contract's x -> z_mean, z_log_var) and return the path.
 
@@ -130,10 +131,10 @@ def make_encoder_onnx(
     size = h * w * c
     rng = np.random.default_rng(seed)
     initializers = {
-        "Wm": rng.normal(0.0, 0.3, (size, latent_dim)).astype(np.float32),
+        "Wm": rng.normal(0.0, 1.0 / np.sqrt(size), (size, latent_dim)).astype(np.float32),
         "bm": rng.normal(0.0, 0.1, (latent_dim,)).astype(np.float32),
-        "Wv": rng.normal(0.0, 0.05, (size, latent_dim)).astype(np.float32),
-        "bv": np.full((latent_dim,), -1.0, np.float32),
+        "Wv": rng.normal(0.0, 0.5 / np.sqrt(size), (size, latent_dim)).astype(np.float32),
+        "bv": rng.normal(-1.0, 0.1, (latent_dim,)).astype(np.float32),
         "flat_shape": np.array([-1, size], dtype=np.int64),
         "low": np.array(-4.0, np.float32),
         "high": np.array(2.0, np.float32),
@@ -157,7 +158,7 @@ def make_encoder_onnx(
                               producer_name="keras-vae-tests")
     model.ir_version = 8
     helper.set_model_props(model, {"latent_dim": str(latent_dim), "image_shape": json.dumps(list(image_shape)),
-                                   "likelihood": "bernoulli"})
+                                   "likelihood": "bernoulli", **(metadata or {})})
     onnx.checker.check_model(model)
     path = Path(path)
     onnx.save(model, str(path))

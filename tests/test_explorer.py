@@ -22,12 +22,10 @@ from headless_chromium import (
     Recorder,
     chromium,
     free_port,
-    make_encoder_onnx,
-    reference_encode,
     require_browser,
     serve_app,
 )
-from onnx_fixtures import make_decoder_onnx, reference_decode
+from onnx_fixtures import make_decoder_onnx, make_encoder_onnx, reference_decode, reference_encode
 
 from serving import contract, explorer
 from serving.sampler import Encoder, Sampler
