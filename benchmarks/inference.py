@@ -201,7 +201,7 @@ def main():
         for precision in ("fp32", "int8"):
             seconds = latency[precision][batch_size]
             achieved = int(batch_size) * flops / seconds / 1e9
-            rows.append([batch_size, precision, f"{seconds * 1e3:.3f}",
+            rows.append([batch_size, precision, f"{seconds * 1e3:.4f}",
                          f"{int(batch_size) / seconds:,.0f}", f"{achieved:.0f}",
                          f"{100 * achieved / peak[precision]:.0f} %",
                          f"{latency['fp32'][batch_size] / seconds:.2f}×"])
