@@ -36,8 +36,9 @@ except ImportError:  # not POSIX: no lock
 BACKUP_DIR = "backup"
 LOCK_FILE = ".lock"
 _DISCARDED_BACKUP_PREFIX = f".{BACKUP_DIR}.discarded."
-# Options that may differ between an interrupted command and the one that resumes it.
-OPTIONS_FREE_ON_RESUME = ("overwrite", "verbose", "download")
+# Options that may differ between an interrupted command and the one that resumes it
+# ("out" is the run directory itself, however it is spelled).
+OPTIONS_FREE_ON_RESUME = ("overwrite", "verbose", "download", "out")
 # What train() writes; --overwrite removes these before starting afresh.
 RUN_OUTPUTS = ("history.csv", "model.keras", "last.keras", "config.json", "samples.png",
                "reconstructions.png")
