@@ -16,6 +16,7 @@ from keras_vae.pictures import save_latent_space
 from keras_vae.pictures import save_reconstructions
 from keras_vae.pictures import save_samples
 from serving.files import write_json
+from serving.likelihood import is_likelihood
 
 
 def resolve_model_path(path):
@@ -67,16 +68,6 @@ def test_images(vae, dataset, data_dir=None, seed=0, binarized=False):
     return data.images, data.labels, False
 
 
-def is_likelihood(vae, images):
-    """False when a Bernoulli decoder meets grey pixels: its "log-likelihood" is then a cross-entropy.
-
-    A Bernoulli p(x|z) is a probability only for x in {0, 1}; for grey x in
-    (0, 1) the same formula is a cross-entropy, which can't be compared with
-    published NLLs and has no bits/dim.
-    """
-    return vae.likelihood != "bernoulli" or bool(np.isin(images, (0.0, 1.0)).all())
-
-
 def spread_subset(images, count=None):
     """`count` images evenly spaced through `images` (all of them when count is None).
 
@@ -96,8 +87,9 @@ def measure(vae, images, num_samples=1000, batch_size=100, seed=0, verbose=True)
     model's own K; the NLL is −mean log p(x) from `vae.log_likelihood` with
     `num_samples` importance samples. NLL ≤ −ELBO up to sampling noise.
 
-    For grey images under a Bernoulli decoder (`is_likelihood` is False) the
-    same estimate is reported as "cross_entropy", without bits per dimension.
+    For grey images under a Bernoulli decoder (`serving.likelihood.is_likelihood`
+    is False) the same estimate is reported as "cross_entropy", without bits per
+    dimension.
     """
     started = time.perf_counter()
     losses = vae.evaluate(images, batch_size=batch_size, return_dict=True, verbose=0)
@@ -105,7 +97,7 @@ def measure(vae, images, num_samples=1000, batch_size=100, seed=0, verbose=True)
     log_px = vae.log_likelihood(images, num_samples=num_samples, batch_size=batch_size,
                                 seed=seed, verbose=verbose)
     nll = float(-np.mean(log_px))
-    name = "nll" if is_likelihood(vae, images) else "cross_entropy"
+    name = "nll" if is_likelihood(vae.likelihood, images) else "cross_entropy"
     metrics = {
         "elbo": float(elbo),
         "reconstruction_loss": float(losses["reconstruction_loss"]),

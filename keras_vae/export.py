@@ -96,7 +96,7 @@ def export_int8_decoder(vae, path, test_images, opset=DEFAULT_OPSET, metadata=No
         raise ExportError("; ".join(problems) + "; nothing was written")
     model = onnx.load_from_string(int8)
     props = {p.key: p.value for p in model.metadata_props}
-    props[contract.QUANTIZATION] = json.dumps(dict(json.loads(props[contract.QUANTIZATION]), **report))
+    props[contract.QUANTIZATION] = json.dumps({"method": quantization.METHOD, **report})
     del model.metadata_props[:]
     onnx.helper.set_model_props(model, props)
     data = model.SerializeToString()

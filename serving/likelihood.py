@@ -26,8 +26,8 @@ import numpy as np
 from serving import contract
 from serving.contract import MixturePrior
 
-__all__ = ["log_likelihood", "onnx_log_likelihood", "log_mean_exp", "prior_log_prob",
-           "bernoulli_log_prob", "gaussian_log_prob", "PROBABILITY_FLOOR"]
+__all__ = ["log_likelihood", "onnx_log_likelihood", "is_likelihood", "log_mean_exp",
+           "prior_log_prob", "bernoulli_log_prob", "gaussian_log_prob", "PROBABILITY_FLOOR"]
 
 LOG_2PI = math.log(2.0 * math.pi)
 #: Bernoulli probabilities from a decoder's float32 output are clipped to
@@ -36,6 +36,16 @@ PROBABILITY_FLOOR = 1e-7
 
 Encode = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 LogPxGivenZ = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def is_likelihood(likelihood: str, images: np.ndarray) -> bool:
+    """False when a Bernoulli decoder meets grey pixels: its "log-likelihood" is then a cross-entropy.
+
+    A Bernoulli p(x|z) is a probability only for x in {0, 1}; for grey x in
+    (0, 1) the same formula is a cross-entropy, which can't be compared with
+    published NLLs and has no bits/dim.
+    """
+    return likelihood != "bernoulli" or bool(np.isin(images, (0.0, 1.0)).all())
 
 
 def log_mean_exp(values: np.ndarray, axis: int = 0) -> np.ndarray:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,32 @@ def _open_session(model_path: str | os.PathLike, provider: str,
             "CUDAExecutionProvider (check the CUDA and cuDNN libraries)"
         )
     return path, session
+
+
+def _finite_float32_array(values: Any, expected: str, shape_ok: Callable[[tuple], bool],
+                          shape_condition: str = "") -> np.ndarray:
+    """``values`` as a C-contiguous float32 array, or a ValueError that starts with ``expected``.
+
+    Refuses ragged or non-numeric input (booleans too), a shape ``shape_ok`` rejects,
+    and NaN or inf (including values beyond float32's range).
+    """
+    try:
+        arr = np.asarray(values)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{expected} of numbers; got a ragged or invalid array ({exc})") from None
+    if arr.dtype == np.bool_ or not (
+        np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)
+    ):
+        raise ValueError(f"{expected} of real numbers; got dtype {arr.dtype}")
+    if not shape_ok(arr.shape):
+        raise ValueError(f"{expected}{shape_condition}; got shape {list(arr.shape)}")
+    with np.errstate(over="ignore"):
+        arr = np.ascontiguousarray(arr, dtype=np.float32)
+    if not np.isfinite(arr).all():
+        raise ValueError(
+            f"{expected} of finite values; got NaN or inf (or values beyond float32 range)"
+        )
+    return arr
 
 
 def _parse_int(value: str | None) -> int | None:
@@ -238,25 +265,8 @@ class Sampler(_OnnxModel):
         NaN/inf (including values too large for float32).
         """
         expected = f"z must be a 2-D array of shape [n, {self.latent_dim}]"
-        try:
-            arr = np.asarray(z)
-        except (ValueError, TypeError) as exc:
-            raise ValueError(
-                f"{expected} of numbers; got a ragged or invalid array ({exc})"
-            ) from None
-        if arr.dtype == np.bool_ or not (
-            np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)
-        ):
-            raise ValueError(f"{expected} of real numbers; got dtype {arr.dtype}")
-        if arr.ndim != 2 or arr.shape[1] != self.latent_dim:
-            raise ValueError(f"{expected}; got shape {list(arr.shape)}")
-        with np.errstate(over="ignore"):
-            arr = np.ascontiguousarray(arr, dtype=np.float32)
-        if not np.isfinite(arr).all():
-            raise ValueError(
-                f"{expected} of finite values; got NaN or inf (or values beyond float32 range)"
-            )
-        return arr
+        return _finite_float32_array(
+            z, expected, lambda shape: len(shape) == 2 and shape[1] == self.latent_dim)
 
     def decode(self, z: Any, batch_size: int | None = None) -> np.ndarray:
         """Decode latents into pixel means.
@@ -373,19 +383,9 @@ class Encoder(_OnnxModel):
         """
         h, w, c = self.image_shape
         expected = f"images must be an array of shape [n, {h}, {w}, {c}]"
-        try:
-            arr = np.asarray(x)
-        except (ValueError, TypeError) as exc:
-            raise ValueError(f"{expected} of numbers; got a ragged or invalid array ({exc})") from None
-        if arr.dtype == np.bool_ or not (np.issubdtype(arr.dtype, np.integer)
-                                         or np.issubdtype(arr.dtype, np.floating)):
-            raise ValueError(f"{expected} of real numbers; got dtype {arr.dtype}")
-        if arr.ndim != 4 or arr.shape[1:] != self.image_shape or arr.shape[0] < 1:
-            raise ValueError(f"{expected} with n >= 1; got shape {list(arr.shape)}")
-        with np.errstate(over="ignore"):
-            arr = np.ascontiguousarray(arr, dtype=np.float32)
-        if not np.isfinite(arr).all():
-            raise ValueError(f"{expected} of finite values; got NaN or inf (or values beyond float32 range)")
+        arr = _finite_float32_array(
+            x, expected, lambda shape: len(shape) == 4 and shape[1:] == self.image_shape and shape[0] >= 1,
+            shape_condition=" with n >= 1")
         if self.likelihood == "bernoulli" and (arr.min() < 0.0 or arr.max() > 1.0):
             raise ValueError(f"pixel values must be in [0, 1] for this Bernoulli model; got values in "
                              f"[{arr.min():g}, {arr.max():g}]")

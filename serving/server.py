@@ -52,7 +52,7 @@ from serving import kserve
 from serving.batching import MicroBatcher, ShuttingDown, encode_off_loop
 from serving.errors import APIError, install_error_handlers
 from serving.images import encode_png, image_grid
-from serving.likelihood import onnx_log_likelihood
+from serving.likelihood import is_likelihood, onnx_log_likelihood
 from serving.limits import BodyLimitMiddleware
 from serving.metrics import Metrics, MetricsMiddleware
 from serving.sampler import PROVIDERS, Encoder, ModelLoadError, ProviderUnavailableError, Sampler
@@ -205,6 +205,13 @@ def _render(x: np.ndarray, fmt: str, ncols: int | None) -> Response:
     return JSONResponse({"shape": list(x.shape), "images": x.tolist()})
 
 
+async def _images_response(state: ServingState, x: np.ndarray, fmt: str,
+                           ncols: int | None) -> Response:
+    """Counts the decoded images ``[n, H, W, C]`` and renders them (off the event loop when large)."""
+    state.metrics.images.inc(len(x))
+    return await encode_off_loop(x.size, _render, x, fmt, ncols)
+
+
 def _serving(request: Request) -> ServingState:
     return request.app.state.serving
 
@@ -239,8 +246,7 @@ def _add_v1_routes(app: FastAPI, latent_dim: int, max_batch: int) -> None:
             x = await state.decode(z)
         except ValueError as exc:
             raise APIError(422, str(exc)) from None
-        state.metrics.images.inc(len(x))
-        return await encode_off_loop(x.size, _render, x, body.format, body.ncols)
+        return await _images_response(state, x, body.format, body.ncols)
 
     async def decode(body, request: Request) -> Response:
         state = _serving(request)
@@ -248,8 +254,7 @@ def _add_v1_routes(app: FastAPI, latent_dim: int, max_batch: int) -> None:
             x = await state.decode(body.z)
         except ValueError as exc:
             raise APIError(422, str(exc)) from None
-        state.metrics.images.inc(len(x))
-        return await encode_off_loop(x.size, _render, x, body.format, body.ncols)
+        return await _images_response(state, x, body.format, body.ncols)
 
     # The body models are made for this model's sizes, so they are set here, not in the
     # (string, postponed) annotations that FastAPI would look up among the module's names.
@@ -279,8 +284,7 @@ def _add_encoder_routes(app: FastAPI, state: ServingState) -> None:
             x = await state.decode(z_mean)
         except ValueError as exc:
             raise APIError(422, str(exc)) from None
-        state.metrics.images.inc(len(x))
-        return await encode_off_loop(x.size, _render, x, body.format, body.ncols)
+        return await _images_response(state, x, body.format, body.ncols)
 
     async def score(body, request: Request) -> dict:
         """log p(x) in nats per image (NLL = −log p(x)), and bits per dimension.
@@ -294,8 +298,7 @@ def _add_encoder_routes(app: FastAPI, state: ServingState) -> None:
                                              body.num_samples, 100, None, body.seed)
         except ValueError as exc:
             raise APIError(422, str(exc)) from None
-        binary = bool(np.isin(images, (0.0, 1.0)).all())
-        measure = "nll" if state.sampler.likelihood != "bernoulli" or binary else "cross_entropy"
+        measure = "nll" if is_likelihood(state.sampler.likelihood, images) else "cross_entropy"
         result = {"measure": measure, "num_samples": body.num_samples, "seed": body.seed,
                   "log_px": log_px.tolist(), measure: (-log_px).tolist()}
         if measure == "nll":
