@@ -46,6 +46,8 @@ class VAE(BackendTrainer, keras.Model):
         architecture: "mlp" or "conv".
         hidden_units: widths of the MLP's hidden layers (encoder order; the
             decoder mirrors them).
+        gated: MLP only: gated dense hidden layers, (W h + b) ⊙ sigmoid(V h + c),
+            in place of ReLU ones (twice the weights per layer).
         conv_filters: filters of the conv encoder's stride-2 layers (the decoder
             mirrors them); height and width must divide by 2**len(conv_filters).
         likelihood: "bernoulli" or "gaussian".
@@ -89,6 +91,7 @@ class VAE(BackendTrainer, keras.Model):
         latent_dim=16,
         architecture="mlp",
         hidden_units=(512, 512),
+        gated=False,
         conv_filters=(32, 64),
         likelihood="bernoulli",
         decoder_std=1.0,
@@ -108,14 +111,16 @@ class VAE(BackendTrainer, keras.Model):
         hidden_units = tuple(int(u) for u in hidden_units)
         conv_filters = tuple(int(f) for f in conv_filters)
         _check_arguments(
-            input_shape, latent_dim, architecture, conv_filters, likelihood, decoder_std,
+            input_shape, latent_dim, architecture, conv_filters, gated, likelihood, decoder_std,
             beta, kl_warmup_steps, num_samples, objective, prior, prior_components,
         )
         super().__init__(**kwargs)
 
         # === Layers ===
-        self.encoder = build_encoder(input_shape, latent_dim, architecture, hidden_units, conv_filters)
-        self.decoder = build_decoder(input_shape, latent_dim, architecture, hidden_units, conv_filters)
+        networks = dict(architecture=architecture, hidden_units=hidden_units,
+                        conv_filters=conv_filters, gated=bool(gated))
+        self.encoder = build_encoder(input_shape, latent_dim, **networks)
+        self.decoder = build_decoder(input_shape, latent_dim, **networks)
         if likelihood == "gaussian" and decoder_std == "learned":
             self.decoder_log_var = self.add_weight(
                 shape=input_shape, initializer="zeros", name="decoder_log_var"
@@ -155,6 +160,7 @@ class VAE(BackendTrainer, keras.Model):
         self.latent_dim = int(latent_dim)
         self.architecture = architecture
         self.hidden_units = hidden_units
+        self.gated = bool(gated)
         self.conv_filters = conv_filters
         self.likelihood = likelihood
         self.decoder_std = decoder_std
@@ -176,6 +182,7 @@ class VAE(BackendTrainer, keras.Model):
             latent_dim=self.latent_dim,
             architecture=self.architecture,
             hidden_units=list(self.hidden_units),
+            gated=self.gated,
             conv_filters=list(self.conv_filters),
             likelihood=self.likelihood,
             decoder_std=self.decoder_std,
@@ -438,10 +445,10 @@ def _is_array(x):
     return isinstance(x, np.ndarray) or (hasattr(x, "shape") and hasattr(x, "dtype"))
 
 
-def _check_arguments(input_shape, latent_dim, architecture, conv_filters, likelihood,
+def _check_arguments(input_shape, latent_dim, architecture, conv_filters, gated, likelihood,
                      decoder_std, beta, kl_warmup_steps, num_samples, objective, prior,
                      prior_components):
-    check_architecture(input_shape, architecture, conv_filters)
+    check_architecture(input_shape, architecture, conv_filters, gated)
     if int(latent_dim) < 1:
         raise ValueError(f"latent_dim must be a positive integer, got {latent_dim!r}")
     if likelihood not in LIKELIHOODS:

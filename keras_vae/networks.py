@@ -4,6 +4,10 @@ The encoder maps images (B, H, W, C) to the parameters of q(z|x):
 `z_mean` and `z_log_var`, each (B, latent_dim). The decoder maps z
 (B, latent_dim) to the raw decoder output (B, H, W, C): Bernoulli logits, or
 the Gaussian mean.
+
+An MLP's hidden layers are ReLU `Dense` layers, or with `gated=True` gated
+dense layers (Dauphin et al. 2017; the "GatedDense" of Tomczak & Welling 2018):
+h = (W x + b) ⊙ sigmoid(V x + c).
 """
 
 import math
@@ -17,13 +21,21 @@ ARCHITECTURES = ("mlp", "conv")
 Z_LOG_VAR_RANGE = (-20.0, 10.0)
 
 
-def build_encoder(input_shape, latent_dim, architecture, hidden_units, conv_filters):
+def hidden_layer(h, units, gated, name):
+    """One MLP hidden layer: ReLU Dense, or gated dense (W h + b) ⊙ sigmoid(V h + c)."""
+    if not gated:
+        return layers.Dense(units, activation="relu", name=name)(h)
+    gate = layers.Dense(units, activation="sigmoid", name=f"{name}_gate")(h)
+    return layers.Multiply(name=f"{name}_gated")([layers.Dense(units, name=name)(h), gate])
+
+
+def build_encoder(input_shape, latent_dim, architecture, hidden_units, conv_filters, gated=False):
     """Returns `keras.Model(x -> [z_mean, z_log_var])`, named "encoder"."""
     x = keras.Input(shape=input_shape, name="x")
     if architecture == "mlp":
         h = layers.Flatten(name="flatten")(x)
         for i, units in enumerate(hidden_units):
-            h = layers.Dense(units, activation="relu", name=f"dense_{i}")(h)
+            h = hidden_layer(h, units, gated, name=f"dense_{i}")
     else:
         h = x
         for i, filters in enumerate(conv_filters):
@@ -37,14 +49,14 @@ def build_encoder(input_shape, latent_dim, architecture, hidden_units, conv_filt
     return keras.Model(x, [z_mean, z_log_var], name="encoder")
 
 
-def build_decoder(output_shape, latent_dim, architecture, hidden_units, conv_filters):
+def build_decoder(output_shape, latent_dim, architecture, hidden_units, conv_filters, gated=False):
     """Returns `keras.Model(z -> decoder output (B, H, W, C))`, named "decoder"."""
     z = keras.Input(shape=(latent_dim,), name="z")
     height, width, channels = output_shape
     if architecture == "mlp":
         h = z
         for i, units in enumerate(reversed(hidden_units)):
-            h = layers.Dense(units, activation="relu", name=f"dense_{i}")(h)
+            h = hidden_layer(h, units, gated, name=f"dense_{i}")
         h = layers.Dense(math.prod(output_shape), name="pixels")(h)
         out = layers.Reshape(output_shape, name="x_params")(h)
     else:
@@ -62,10 +74,12 @@ def build_decoder(output_shape, latent_dim, architecture, hidden_units, conv_fil
     return keras.Model(z, out, name="decoder")
 
 
-def check_architecture(input_shape, architecture, conv_filters):
-    """Raises ValueError when `architecture` cannot handle `input_shape`."""
+def check_architecture(input_shape, architecture, conv_filters, gated=False):
+    """Raises ValueError when `architecture` cannot handle `input_shape` (or gated layers)."""
     if architecture not in ARCHITECTURES:
         raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {architecture!r}")
+    if gated and architecture != "mlp":
+        raise ValueError("gated dense layers are an option of architecture='mlp' only")
     if len(input_shape) != 3:
         raise ValueError(f"input_shape must be (height, width, channels), got {input_shape}")
     if architecture == "conv":

@@ -16,6 +16,7 @@ import contextlib
 import csv
 import dataclasses
 import datetime
+import importlib.util
 import json
 import math
 import os
@@ -49,6 +50,7 @@ class TrainConfig:
     latent_dim: int = 16
     architecture: str = "mlp"
     hidden_units: tuple = (512, 512)
+    gated: bool = False
     conv_filters: tuple = (32, 64)
     likelihood: str = "bernoulli"
     decoder_std: float | str = 1.0
@@ -64,6 +66,7 @@ class TrainConfig:
     lr_schedule: str = "constant"
     seed: int = 0
     data_parallel: bool = False
+    steps_per_execution: int = 1
     checkpoint_every: int = 0
     out: str = "runs/digits"
     overwrite: bool = False
@@ -122,6 +125,7 @@ def build_model(config, input_shape, learning_rate=None):
         latent_dim=config.latent_dim,
         architecture=config.architecture,
         hidden_units=config.hidden_units,
+        gated=config.gated,
         conv_filters=config.conv_filters,
         likelihood=config.likelihood,
         decoder_std=config.decoder_std,
@@ -135,7 +139,8 @@ def build_model(config, input_shape, learning_rate=None):
         dynamic_binarization=config.dynamic_binarization,
         seed=config.seed,
     )
-    vae.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate or config.lr))
+    vae.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate or config.lr),
+                steps_per_execution=config.steps_per_execution)
     return vae
 
 
@@ -204,7 +209,7 @@ def _train(config, extra_callbacks):
         keras.callbacks.ModelCheckpoint(os.path.join(run_dir, "last.keras")),
         *periodic_checkpoint(config),
         keras.callbacks.CSVLogger(history_path, append=True),
-        keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"), write_graph=False),
+        *tensorboard_logs(run_dir),
         *extra_callbacks,
         backup,
     ]
@@ -228,6 +233,14 @@ def _train(config, extra_callbacks):
     save_reconstructions(vae, shown, os.path.join(run_dir, "reconstructions.png"))
     resume.discard_backup(run_dir)  # the run is finished
     return vae
+
+
+def tensorboard_logs(run_dir):
+    """[TensorBoard] writing logs/ when TensorFlow is installed (Keras' callback needs it), else []."""
+    if importlib.util.find_spec("tensorflow") is None:
+        print("TensorFlow is not installed: no TensorBoard logs (history.csv has every epoch).")
+        return []
+    return [keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"), write_graph=False)]
 
 
 def check_resumable(config, config_path):

@@ -55,6 +55,9 @@ def parse_args(argv=None):
     model.add_argument("--architecture", choices=["mlp", "conv"], default="mlp")
     model.add_argument("--hidden-units", type=int, nargs="+", default=[512, 512],
                        help="MLP hidden layer widths (default: 512 512)")
+    model.add_argument("--gated", action="store_true",
+                       help="MLP: gated dense hidden layers, (Wh + b) * sigmoid(Vh + c), "
+                            "in place of ReLU ones")
     model.add_argument("--conv-filters", type=int, nargs="+", default=[32, 64],
                        help="conv encoder filters, one stride-2 layer each (default: 32 64)")
     model.add_argument("--likelihood", choices=["bernoulli", "gaussian"], default="bernoulli")
@@ -85,6 +88,10 @@ def parse_args(argv=None):
     training.add_argument("--data-parallel", action="store_true",
                           help="split each batch across all devices (JAX backend; "
                                "keras.distribution.DataParallel)")
+    training.add_argument("--steps-per-execution", type=int, default=1, metavar="N",
+                          help="training steps per compiled call (Keras compile's "
+                               "steps_per_execution; JAX and TensorFlow): fewer round trips "
+                               "on a GPU, the same math (default: 1)")
     training.add_argument("--checkpoint-every", type=int, default=0, metavar="EPOCHS",
                           help="also save checkpoints/epoch_NNNN.keras every EPOCHS epochs, "
                                "e.g. for benchmarks/quality.py (default: off)")
@@ -100,7 +107,8 @@ def parse_args(argv=None):
             args.decoder_std = float(args.decoder_std)
         except ValueError:
             parser.error(f"--decoder-std must be a number or 'learned', got {args.decoder_std!r}")
-    for name in ("epochs", "batch_size", "latent_dim", "num_samples", "prior_components"):
+    for name in ("epochs", "batch_size", "latent_dim", "num_samples", "prior_components",
+                 "steps_per_execution"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.checkpoint_every < 0:

@@ -288,6 +288,34 @@ def test_architectures_handle_image_sizes(architecture, shape):
     assert vae.sample(3, seed=0).shape == (3,) + shape
 
 
+def test_gated_layers_compute_the_gated_product_in_numpy():
+    vae = small_vae(hidden_units=(16, 8), gated=True)
+    for network in (vae.encoder, vae.decoder):  # biases away from zero, so they count
+        for weight in network.weights:
+            weight.assign(np.random.default_rng(weight.shape[-1]).normal(size=weight.shape) * 0.3)
+    x = np.random.default_rng(0).random((5, 8, 8, 1)).astype("float32")
+
+    def gated(h, network, name):
+        (w, b), (v, c) = (network.get_layer(n).get_weights() for n in (name, name + "_gate"))
+        return (h @ w + b) * scipy.special.expit(h @ v + c)
+
+    h = x.reshape(5, -1)
+    for i in range(2):
+        h = gated(h, vae.encoder, f"dense_{i}")
+    w, b = vae.encoder.get_layer("z_mean").get_weights()
+    z_mean, _ = vae.encode(x)
+    np.testing.assert_allclose(z_mean, h @ w + b, rtol=1e-4, atol=1e-5)
+
+    z = np.random.default_rng(1).normal(size=(5, 4)).astype("float32")
+    h = z
+    for i in range(2):
+        h = gated(h, vae.decoder, f"dense_{i}")
+    w, b = vae.decoder.get_layer("pixels").get_weights()
+    np.testing.assert_allclose(vae.decode(z).reshape(5, -1), scipy.special.expit(h @ w + b),
+                               rtol=1e-4, atol=1e-6)
+    assert keras_vae.VAE.from_config(vae.get_config()).gated
+
+
 def test_sample_is_deterministic_for_a_seed():
     vae = small_vae()
     np.testing.assert_array_equal(vae.sample(4, seed=7), vae.sample(4, seed=7))
@@ -322,6 +350,7 @@ def test_bernoulli_data_outside_unit_interval_is_a_clear_error(digits):
     ({"decoder_std": -1.0}, "decoder_std must be a positive float or 'learned'"),
     ({"prior": "vamp"}, "prior must be one of"),
     ({"prior": "mixture", "prior_components": 0}, "prior_components must be >= 1"),
+    ({"architecture": "conv", "gated": True}, "gated dense layers are an option of architecture='mlp'"),
 ])
 def test_bad_constructor_arguments_are_clear_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -349,11 +378,12 @@ def test_a_failed_save_leaves_the_previous_file_whole(digits, tmp_path):
 
 
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="ONNX export runs under TensorFlow")
-def test_exported_decoder_samples_from_the_mixture_prior_like_keras(tmp_path):
+@pytest.mark.parametrize("gated", [False, True])
+def test_exported_decoder_samples_from_the_mixture_prior_like_keras(tmp_path, gated):
     from keras_vae.export import export_decoder
     from serving.sampler import Sampler
 
-    vae = small_vae(prior="mixture", prior_components=3)
+    vae = small_vae(prior="mixture", prior_components=3, gated=gated)
     vae.prior_means.assign(np.random.default_rng(0).normal(size=(3, 4)).astype("float32"))
     vae.prior_log_vars.assign(np.random.default_rng(1).normal(size=(3, 4)).astype("float32"))
     vae.prior_logits.assign(np.array([0.5, -1.0, 0.2], "float32"))

@@ -113,3 +113,20 @@ def test_without_a_validation_split_training_uses_every_image_and_keeps_the_last
 def test_a_validation_fraction_outside_zero_to_one_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"val_fraction must be in \[0, 1\)"):
         load_training_data(small_config(tmp_path, val_fraction=1.0))
+
+
+def test_steps_per_execution_trains_the_same_model(tmp_path):
+    # Several steps per compiled call must not change the math: the same noise, warm-up and
+    # updates, step for step, with a last call that holds fewer steps (6 steps an epoch, 4 a call).
+    options = dict(epochs=2, objective="iwae", num_samples=3, kl_warmup_steps=7,
+                   dynamic_binarization=True, prior="mixture", prior_components=3)
+    if keras.backend.backend() == "torch":
+        with pytest.raises(ValueError, match="must be 1 with the PyTorch backend"):
+            train(small_config(tmp_path / "four", steps_per_execution=4, **options))
+        return
+    one = train(small_config(tmp_path / "one", **options))
+    four = train(small_config(tmp_path / "four", steps_per_execution=4, **options))
+    assert int(keras.ops.convert_to_numpy(four.steps_seen)) == 12
+    for a, b in zip(one.weights, four.weights):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b),
+                                   rtol=1e-4, atol=1e-5, err_msg=a.path)

@@ -1,0 +1,179 @@
+"""Screen changes to a training recipe: train each variant, measure each on the same test images.
+
+Every variant is `pipelines/train.py` with the shared --base options plus its own, trained
+into OUT/NAME (several at once with --parallel), then measured by `pipelines/evaluate.py`
+on the same evenly spread test images with the same seed, so the rows' differences are less
+noisy than each row's error. A finished variant is not trained again; an interrupted one
+resumes. With --deadline-minutes, trainings still running then are stopped and their last
+completed epoch (last.keras) is measured, marked as stopped.
+
+Prints a Markdown table: the variant, its epochs, training minutes (its own clock), the best
+validation bound, and the test NLL with its standard error, in nats per example.
+"""
+
+import argparse
+import concurrent.futures
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.common import REPO  # noqa: E402
+from benchmarks.common import machine_line  # noqa: E402
+from benchmarks.common import markdown_table  # noqa: E402
+
+EXAMPLES = """
+examples:
+  # two learning rates and gated layers against the recipe, 30 epochs each, two at a time
+  python benchmarks/screen.py --out runs/screen --parallel 2 \\
+      --base "--backend jax --dataset data/mnist.npz --dynamic-binarization --latent-dim 50 \\
+              --objective iwae --num-samples 5 --prior mixture --lr-schedule cosine --epochs 30" \\
+      --variant "recipe=" --variant "lr2e-3=--lr 2e-3" --variant "gated=--gated"
+
+  # the same, stopping whatever still trains after 20 minutes
+  python benchmarks/screen.py ... --deadline-minutes 20
+"""
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--base", required=True, help="train.py options shared by every variant")
+    parser.add_argument("--variant", action="append", required=True, metavar="NAME=OPTIONS",
+                        help="a variant: its name, '=', and the train.py options it adds "
+                             "(later options win); repeat for each variant")
+    parser.add_argument("--out", default="runs/screen", help="parent of the run directories")
+    parser.add_argument("--parallel", type=int, default=1, help="variants trained at once")
+    parser.add_argument("--deadline-minutes", type=float,
+                        help="stop trainings still running after this many minutes")
+    parser.add_argument("--num-samples", type=int, default=1000,
+                        help="importance samples K for the test NLL (default: 1000)")
+    parser.add_argument("--max-images", type=int, default=1000,
+                        help="test images, evenly spread through the split (default: 1000)")
+    args = parser.parse_args(argv)
+    args.variants = []
+    for spec in args.variant:
+        name, sep, options = spec.partition("=")
+        if not sep or not name or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+            parser.error(f"--variant must be NAME=OPTIONS with a plain NAME, got {spec!r}")
+        args.variants.append((name, options.split()))
+    if len({name for name, _ in args.variants}) != len(args.variants):
+        parser.error("variant names must differ")
+    if args.parallel < 1:
+        parser.error("--parallel must be at least 1")
+    return args
+
+
+def train_variants(args):
+    """Trains every variant, `args.parallel` at a time; returns {name: stopped early (bool)}."""
+    pending, running, stopped = list(args.variants), {}, {}
+    started = time.monotonic()
+    deadline = started + 60 * args.deadline_minutes if args.deadline_minutes else None
+    while pending or running:
+        while pending and len(running) < args.parallel:
+            name, options = pending.pop(0)
+            run_dir = os.path.join(args.out, name)
+            if os.path.exists(os.path.join(run_dir, "model.keras")) and not os.path.isdir(
+                    os.path.join(run_dir, "backup")):
+                print(f"[{name}] already trained", flush=True)
+                stopped[name] = False
+                continue
+            command = [sys.executable, os.path.join(REPO, "pipelines", "train.py"),
+                       *args.base.split(), *options, "--out", run_dir, "--quiet"]
+            os.makedirs(run_dir, exist_ok=True)
+            log = open(os.path.join(args.out, f"{name}.log"), "a")
+            print(f"[{name}] training: {' '.join(options) or '(the base options)'}", flush=True)
+            running[name] = (subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                              start_new_session=True), log)
+        time.sleep(2)
+        for name, (process, log) in list(running.items()):
+            if process.poll() is not None:
+                log.close()
+                del running[name]
+                stopped[name] = False
+                if process.returncode != 0:
+                    print(f"[{name}] training failed (exit {process.returncode}); "
+                          f"see {log.name}", flush=True)
+                else:
+                    print(f"[{name}] trained in {(time.monotonic() - started) / 60:.1f} min",
+                          flush=True)
+        if deadline and time.monotonic() > deadline:
+            for name, (process, log) in running.items():
+                os.killpg(process.pid, signal.SIGTERM)
+                process.wait()
+                log.close()
+                stopped[name] = True
+                print(f"[{name}] stopped at the deadline", flush=True)
+            for name, _ in pending:
+                print(f"[{name}] not started before the deadline", flush=True)
+            break
+    return stopped
+
+
+def measure(args, name, stopped):
+    """Runs evaluate.py on a variant's model; returns its metrics dict, or None."""
+    run_dir = os.path.join(args.out, name)
+    model = os.path.join(run_dir, "last.keras" if stopped else "model.keras")
+    if not os.path.exists(model):
+        return None
+    out = os.path.join(run_dir, "screen_eval")
+    command = [sys.executable, os.path.join(REPO, "pipelines", "evaluate.py"), model,
+               "--num-samples", str(args.num_samples), "--max-images", str(args.max_images),
+               "--out", out]
+    base = args.base.split()
+    for option in ("--backend", "--dataset", "--data-dir"):  # a bare .keras file needs them
+        if option in base:
+            command += [option, base[base.index(option) + 1]]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        print(f"[{name}] evaluation failed:\n{result.stderr[-2000:]}", flush=True)
+        return None
+    with open(os.path.join(out, "metrics.json")) as f:
+        return json.load(f)
+
+
+def history(run_dir):
+    """(epochs completed, training minutes, best val_loss or None) from history.csv."""
+    path = os.path.join(run_dir, "history.csv")
+    if not os.path.exists(path):
+        return 0, 0.0, None
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return 0, 0.0, None
+    val = [float(r["val_loss"]) for r in rows if r.get("val_loss") not in (None, "", "NA")]
+    return len(rows), float(rows[-1]["elapsed_seconds"]) / 60, (min(val) if val else None)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+    stopped = train_variants(args)
+    measured = [(name, options) for name, options in args.variants if name in stopped]
+    with concurrent.futures.ThreadPoolExecutor(args.parallel) as pool:
+        results = pool.map(lambda variant: measure(args, variant[0], stopped[variant[0]]), measured)
+    rows = []
+    for (name, options), metrics in zip(measured, results):
+        epochs, minutes, best_val = history(os.path.join(args.out, name))
+        key = "nll" if metrics and "nll" in metrics else "cross_entropy"
+        nll = (f"{metrics[key]:.2f} ± {metrics[key + '_standard_error']:.2f}"
+               if metrics else "n/a")
+        rows.append([name, " ".join(options) or "(base)",
+                     f"{epochs}{' (stopped)' if stopped[name] else ''}", f"{minutes:.1f}",
+                     f"{minutes / epochs * 60:.2f}" if epochs else "n/a",
+                     f"{best_val:.2f}" if best_val is not None else "n/a", nll])
+    print(f"\nScreen: {args.base}")
+    print(f"Test NLL: K = {args.num_samples} on {args.max_images} test images, the same for "
+          f"every row. {machine_line()}\n")
+    print(markdown_table(["variant", "options", "epochs", "training min", "s/epoch",
+                          "best val bound", "test NLL"], rows))
+
+
+if __name__ == "__main__":
+    main()
