@@ -118,6 +118,8 @@ def describe_run(config):
     if not config:
         return "unknown (no config.json)"
     hidden = "×".join(str(units) for units in config.get("hidden_units", []))
+    if config.get("gated"):
+        hidden += " gated"
     objective = f"{config.get('objective')} K = {config.get('num_samples')}"
     if config.get("sticking_the_landing"):
         objective += " (sticking the landing)"

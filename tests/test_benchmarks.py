@@ -92,3 +92,33 @@ def test_serving_benchmark_compares_an_int8_decoder_with_fp32(tmp_path):
         fp32, int8 = (number(row[4]) for row in rows if row[0] == batch)
         ratio = re.search(rf"- batch {batch}: int8/fp32 throughput ratio ([\d.]+)x", result.stdout)
         assert float(ratio[1]) == pytest.approx(int8 / fp32, rel=0.01, abs=0.01)
+
+
+def test_screen_trains_each_variant_and_reports_what_evaluate_and_history_say(tmp_path):
+    import csv
+    import json
+
+    base = "--backend jax --epochs 2 --latent-dim 4 --hidden-units 32 --dynamic-binarization"
+    command = ["benchmarks/screen.py", "--out", str(tmp_path), "--parallel", "2", "--base", base,
+               "--variant", "relu=", "--variant", "gated=--gated --seed 1",
+               "--num-samples", "20", "--max-images", "50"]
+    rows = markdown_rows(run_python(command, timeout=300).stdout)
+    assert [row[:3] for row in rows] == [["relu", "(base)", "2"], ["gated", "--gated --seed 1", "2"]]
+    for name, _, _, _, _, best_val, nll in rows:
+        run = tmp_path / name
+        assert json.loads((run / "config.json").read_text())["gated"] == (name == "gated")
+        with open(run / "history.csv") as f:
+            assert float(best_val) == pytest.approx(min(float(r["val_loss"]) for r in csv.DictReader(f)),
+                                                    abs=0.006)
+        metrics = json.loads((run / "screen_eval" / "metrics.json").read_text())
+        assert metrics["num_images"] == 50 and metrics["num_samples"] == 20
+        assert nll == f"{metrics['nll']:.2f} ± {metrics['nll_standard_error']:.2f}"
+
+    # Finished variants are not trained again; one still training at the deadline is stopped
+    # and its last completed epoch measured.
+    command[command.index("relu=")] = "long=--epochs 1000"
+    result = run_python(command + ["--deadline-minutes", "0.4"], timeout=300)
+    assert "[gated] already trained" in result.stdout
+    rows = {row[0]: row for row in markdown_rows(result.stdout)}
+    assert rows["long"][2].endswith("(stopped)") and 0 < int(rows["long"][2].split()[0]) < 1000
+    assert rows["long"][6] != "n/a"
