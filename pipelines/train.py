@@ -19,16 +19,17 @@ examples:
   python pipelines/train.py --backend jax --dataset mnist --data-dir data/tfds --download \\
       --dynamic-binarization --latent-dim 50 --epochs 100 --out runs/mnist-tfds
 
-  # IWAE with a learned mixture prior (the MNIST recipe in README, "Model quality")
-  python pipelines/train.py --backend jax --dataset data/mnist.npz \\
-      --dynamic-binarization --latent-dim 50 --objective iwae --num-samples 5 \\
-      --prior mixture --kl-warmup-steps 5000 --lr-schedule cosine --out runs/mnist
+  # IWAE, a learned mixture prior, gated layers, all 60k images (README, "Model quality")
+  python pipelines/train.py --backend jax --dataset data/mnist.npz --dynamic-binarization \\
+      --val-fraction 0 --latent-dim 50 --hidden-units 512 512 512 --gated --objective iwae \\
+      --num-samples 5 --prior mixture --kl-warmup-steps 5000 --epochs 140 \\
+      --lr-schedule cosine --out runs/mnist
 
   # your own images: a .npz with x_train, x_test (uint8 0-255 or float 0-1)
   python pipelines/train.py --dataset my_images.npz --architecture conv --out runs/mine
 
   # data-parallel over all devices (JAX); here 2 virtual CPU devices
-  XLA_FLAGS=--xla_force_host_platform_device_count=2 \
+  XLA_FLAGS=--xla_force_host_platform_device_count=2 \\
       python pipelines/train.py --backend jax --data-parallel --out runs/dp
 
   # watch it: tensorboard --logdir runs/mnist/logs
