@@ -19,14 +19,19 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """One short training run on digits per backend: {backend: run_dir}."""
+    """One short training run on digits per backend: {backend: run_dir}.
+
+    The JAX run has gated layers, as README's MNIST recipe does, so that loading across
+    backends, export parity and serving cover them too.
+    """
     root = tmp_path_factory.mktemp("runs")
     runs = {}
     for backend in BACKENDS:
         run_dir = str(root / backend)
         run_python(["pipelines/train.py", "--epochs", "4", "--latent-dim", "8", "--hidden-units",
                     "128", "--kl-warmup-steps", "10", "--checkpoint-every", "2",
-                    "--dynamic-binarization", "--quiet", "--out", run_dir], backend)
+                    "--dynamic-binarization", "--quiet", "--out", run_dir,
+                    *(["--gated"] if backend == "jax" else [])], backend)
         runs[backend] = run_dir
     return runs
 
