@@ -13,7 +13,6 @@ validation bound, and the test NLL with its standard error, in nats per example.
 
 import argparse
 import concurrent.futures
-import csv
 import json
 import os
 import signal
@@ -140,15 +139,13 @@ def measure(args, name, stopped):
 
 def history(run_dir):
     """(epochs completed, training minutes, best val_loss or None) from history.csv."""
+    from keras_vae.training import best_logged_value
+    from keras_vae.training import last_logged_value
+    from keras_vae.training import logged_values
+
     path = os.path.join(run_dir, "history.csv")
-    if not os.path.exists(path):
-        return 0, 0.0, None
-    with open(path) as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        return 0, 0.0, None
-    val = [float(r["val_loss"]) for r in rows if r.get("val_loss") not in (None, "", "NA")]
-    return len(rows), float(rows[-1]["elapsed_seconds"]) / 60, (min(val) if val else None)
+    return (len(logged_values(path, "epoch")), (last_logged_value(path, "elapsed_seconds") or 0.0) / 60,
+            best_logged_value(path, "val_loss"))
 
 
 def main(argv=None):

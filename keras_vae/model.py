@@ -110,6 +110,7 @@ class VAE(BackendTrainer, keras.Model):
         input_shape = tuple(int(d) for d in input_shape)
         hidden_units = tuple(int(u) for u in hidden_units)
         conv_filters = tuple(int(f) for f in conv_filters)
+        gated = bool(gated)
         _check_arguments(
             input_shape, latent_dim, architecture, conv_filters, gated, likelihood, decoder_std,
             beta, kl_warmup_steps, num_samples, objective, prior, prior_components,
@@ -118,7 +119,7 @@ class VAE(BackendTrainer, keras.Model):
 
         # === Layers ===
         networks = dict(architecture=architecture, hidden_units=hidden_units,
-                        conv_filters=conv_filters, gated=bool(gated))
+                        conv_filters=conv_filters, gated=gated)
         self.encoder = build_encoder(input_shape, latent_dim, **networks)
         self.decoder = build_decoder(input_shape, latent_dim, **networks)
         if likelihood == "gaussian" and decoder_std == "learned":
@@ -160,7 +161,7 @@ class VAE(BackendTrainer, keras.Model):
         self.latent_dim = int(latent_dim)
         self.architecture = architecture
         self.hidden_units = hidden_units
-        self.gated = bool(gated)
+        self.gated = gated
         self.conv_filters = conv_filters
         self.likelihood = likelihood
         self.decoder_std = decoder_std
