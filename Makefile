@@ -7,11 +7,11 @@ RUN ?= runs/digits
 .PHONY: setup demo test test-fast clean
 
 # torch is pinned to the CPU wheel first, so that nothing pulls several GB of CUDA builds.
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet "torch==2.13.0"
-	$(PY) -m pip install --quiet -e ".[all]"
+	$(PY) -m pip install --quiet -c constraints.txt "torch==2.13.0"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[all]"
 	touch $@
 
 # The browser assets (onnxruntime-web for the explorer page, Swagger UI and ReDoc for /docs), pinned
@@ -24,10 +24,10 @@ setup: $(VENV)/.installed node_modules/.package-lock.json
 # The main job on the built-in digits: train -> evaluate -> export to ONNX -> sample with onnxruntime.
 # The digits are binarized (afresh in every step), so that the Bernoulli NLL is a true NLL.
 demo: setup
-	$(PY) pipelines/train.py --epochs 60 --dynamic-binarization --quiet --overwrite --out $(RUN)
-	$(PY) pipelines/evaluate.py $(RUN) --num-samples 1000
-	$(PY) pipelines/export.py $(RUN) --out $(RUN)/decoder.onnx
-	$(PY) serving/generate.py $(RUN)/decoder.onnx -n 64 --seed 0 --scale 4 --out $(RUN)/onnx_samples.png
+	$(VENV)/bin/keras-vae train --epochs 60 --dynamic-binarization --quiet --overwrite --out $(RUN)
+	$(VENV)/bin/keras-vae evaluate $(RUN) --num-samples 1000
+	$(VENV)/bin/keras-vae export $(RUN) --out $(RUN)/decoder.onnx
+	$(VENV)/bin/keras-vae generate $(RUN)/decoder.onnx -n 64 --seed 0 --scale 4 --out $(RUN)/onnx_samples.png
 	@echo
 	@echo "Pictures to look at in $(RUN)/: samples.png reconstructions.png test_reconstructions.png"
 	@echo "  latent_space.png interpolation.png onnx_samples.png  (numbers: $(RUN)/metrics.json)"

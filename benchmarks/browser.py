@@ -1,6 +1,6 @@
 """The latent-space explorer in headless Chromium: decode latency per frame, first load, accuracy.
 
-Serves each decoder with `serving.server` (the explorer page at /, sent cross-origin isolated so
+Serves each decoder with `keras_vae.serving.server` (the explorer page at /, sent cross-origin isolated so
 that WebAssembly threads are allowed) and drives the page with Playwright in Debian's Chromium:
 
 * decode latency per frame: `explorer.bench` times onnxruntime-web's `session.run` inside the
@@ -101,9 +101,10 @@ def measure(browser, decoder, encoder, calls, rounds, loads):
     """All numbers for one decoder (and optional encoder)."""
     from headless_chromium import serve_app
 
-    from serving import contract, explorer
-    from serving.sampler import Sampler
-    from serving.server import create_app
+    from keras_vae.core import contract
+    from keras_vae.serving import explorer
+    from keras_vae.serving.sampler import Sampler
+    from keras_vae.serving.server import create_app
 
     app = create_app(decoder, encoder=encoder)
     if not any(getattr(route, "path", None) == "/explorer/config.json" for route in app.routes):
@@ -151,8 +152,8 @@ def screenshot(browser, decoder, encoder, path):
     """The page with a model, a sample grid, the pad moved, and a hand-drawn 7 encoded."""
     from headless_chromium import serve_app
 
-    from serving import explorer
-    from serving.server import create_app
+    from keras_vae.serving import explorer
+    from keras_vae.serving.server import create_app
 
     app = create_app(decoder, encoder=encoder)
     if not any(getattr(route, "path", None) == "/explorer/config.json" for route in app.routes):
@@ -191,7 +192,7 @@ def chromium_version():
 
 
 def ort_web_version():
-    from serving import explorer
+    from keras_vae.serving import explorer
 
     path = explorer.ort_web_dir()
     package = path.parent / "package.json" if path else None
@@ -255,7 +256,7 @@ def main():
                                         args.loads)
 
     print(f"The explorer page in headless {chromium_version()}, onnxruntime-web "
-          f"{ort_web_version()} (WebAssembly, SIMD), served by serving.server on 127.0.0.1 "
+          f"{ort_web_version()} (WebAssembly, SIMD), served by keras_vae.serving.server on 127.0.0.1 "
           f"(cross-origin isolated). {machine_line()}\n")
     rows = []
     for arch, r in results.items():

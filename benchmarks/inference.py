@@ -3,7 +3,7 @@
 Builds (or loads, --model) a VAE for 28×28 images, exports its decoder to ONNX, then times
 z -> x_mean at batch 1, 16 and 256: `predict_on_batch` of the Keras decoder (sigmoid included)
 under each backend in its own process, and `InferenceSession.run` of the ONNX graph (CPU
-provider, as `serving/` uses it). Latency is the median of repeated calls after warm-up.
+provider, as `keras_vae/serving/` uses it). Latency is the median of repeated calls after warm-up.
 
 It also quantizes the decoder to int8 (`keras_vae.quantization`, as `pipelines/export.py
 --precision int8` does) and times it beside fp32, with the arithmetic each achieves (the

@@ -91,7 +91,7 @@ def main(argv=None):
                                  seed=args.seed, binarized=config.get("binarize", False))[0]
             images = spread_subset(images, args.images)
         metrics = measure(vae, images, args.num_samples, seed=args.seed, verbose=False)
-        measured = "nll" if "nll" in metrics else "cross_entropy"  # see serving.likelihood.is_likelihood
+        measured = "nll" if "nll" in metrics else "cross_entropy"  # see keras_vae.core.likelihood.is_likelihood
         number = best_epoch if epoch == "best" else epoch
         trained = f"{minutes[number - 1]:.1f}" if number and number <= len(minutes) else "?"
         label = f"{number} ({best_label})" if epoch == "best" else str(epoch)

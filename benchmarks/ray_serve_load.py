@@ -1,11 +1,11 @@
 """Loopback load test of the Ray Serve deployment with 1, 2, ... replicas.
 
-For every replica count, starts ``python -m serving.ray_app`` (a local Ray
+For every replica count, starts ``python -m keras_vae.serving.ray_app`` (a local Ray
 instance, HTTP on a free 127.0.0.1 port), sends a fixed number of
 ``/v1/decode`` requests at a fixed concurrency for each batch size (after a
 warm-up), stops the app with Ctrl-C (SIGINT), and prints a Markdown table:
 replicas, batch, images/s, p50 and p99 latency. ``--fastapi`` adds the same
-measurement of one ``python -m serving.server`` process for comparison.
+measurement of one ``python -m keras_vae.serving.server`` process for comparison.
 
 The load is bounded (``--requests`` per table row) and stops by itself; only
 127.0.0.1 is ever contacted. Client, Ray's proxy and the replicas share the
@@ -109,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-wait-timeout-s", type=float, default=0.002,
                    help="@serve.batch window in seconds (default 0.002)")
     p.add_argument("--fastapi", action="store_true",
-                   help="also measure one python -m serving.server process (micro-batching on)")
+                   help="also measure one python -m keras_vae.serving.server process (micro-batching on)")
     return p
 
 
@@ -123,12 +123,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     max_n = str(max(256, *sizes))
     setups = [(("Ray Serve", f"{n} x {args.num_cpus:g} CPU"),
-               [sys.executable, "-m", "serving.ray_app", args.model, "--replicas", str(n),
+               [sys.executable, "-m", "keras_vae.serving.ray_app", args.model, "--replicas", str(n),
                 "--num-cpus", str(args.num_cpus), "--max-batch-size", max_n,
                 "--batch-wait-timeout-s", str(args.batch_wait_timeout_s)]) for n in replicas]
     if args.fastapi:
         setups.append((("FastAPI server.py", "1 process"),
-                       [sys.executable, "-m", "serving.server", args.model, "--max-n", max_n,
+                       [sys.executable, "-m", "keras_vae.serving.server", args.model, "--max-n", max_n,
                         "--batch-wait-ms", str(args.batch_wait_timeout_s * 1000),
                         "--log-level", "warning"]))
 

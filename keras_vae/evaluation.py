@@ -15,8 +15,8 @@ from keras_vae.pictures import save_interpolation
 from keras_vae.pictures import save_latent_space
 from keras_vae.pictures import save_reconstructions
 from keras_vae.pictures import save_samples
-from serving.files import write_json
-from serving.likelihood import is_likelihood
+from keras_vae.core.files import write_json
+from keras_vae.core.likelihood import is_likelihood
 
 
 def resolve_model_path(path):
@@ -87,7 +87,7 @@ def measure(vae, images, num_samples=1000, batch_size=100, seed=0, verbose=True)
     model's own K; the NLL is −mean log p(x) from `vae.log_likelihood` with
     `num_samples` importance samples. NLL ≤ −ELBO up to sampling noise.
 
-    For grey images under a Bernoulli decoder (`serving.likelihood.is_likelihood`
+    For grey images under a Bernoulli decoder (`keras_vae.core.likelihood.is_likelihood`
     is False) the same estimate is reported as "cross_entropy", without bits per
     dimension.
     """

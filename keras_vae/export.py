@@ -24,10 +24,10 @@ import keras
 
 import keras_vae
 from keras_vae import quantization
-from serving import contract
-from serving.files import atomic_path
-from serving.files import write_bytes_atomic
-from serving.files import write_text_atomic
+from keras_vae.core import contract
+from keras_vae.core.files import atomic_path
+from keras_vae.core.files import write_bytes_atomic
+from keras_vae.core.files import write_text_atomic
 
 DEFAULT_OPSET = 17
 PARITY_BATCH_SIZES = (1, 7, 64)
@@ -143,7 +143,7 @@ def _convert_encoder(vae, opset, metadata, tolerance):
 
 
 def model_metadata(vae):
-    """The metadata every exported graph carries (strings; keys in `serving.contract`).
+    """The metadata every exported graph carries (strings; keys in `keras_vae.core.contract`).
 
     latent_dim, image_shape, likelihood, keras_vae_version, created, and
     source_backend when the model records it. A model with a learned mixture

@@ -15,9 +15,9 @@ from keras_vae.networks import build_encoder
 from keras_vae.networks import Z_LOG_VAR_RANGE
 from keras_vae.networks import check_architecture
 from keras_vae.trainers import BackendTrainer
-from serving import contract
-from serving import likelihood
-from serving.files import atomic_path
+from keras_vae.core import contract
+from keras_vae.core import likelihood
+from keras_vae.core.files import atomic_path
 
 LIKELIHOODS = ("bernoulli", "gaussian")
 OBJECTIVES = ("elbo", "iwae")
@@ -285,7 +285,7 @@ class VAE(BackendTrainer, keras.Model):
         return ops.clip(self.prior_log_vars, *Z_LOG_VAR_RANGE)
 
     def prior_parameters(self):
-        """The mixture prior as a `serving.contract.MixturePrior` (float64 numpy), or None for N(0, I).
+        """The mixture prior as a `keras_vae.core.contract.MixturePrior` (float64 numpy), or None for N(0, I).
 
         The values are the float32 weights widened, as a sampler reading the
         exported float32 metadata sees them.
@@ -395,7 +395,7 @@ class VAE(BackendTrainer, keras.Model):
         """n draws of z from the prior, spread scaled by T (0 ≤ T ≤ 10): (n, D) float32.
 
         Standard prior: z ~ N(0, T²·I). Mixture: pick component c by its
-        weight, then z ~ N(μ_c, T²·σ_c²). The draws are `serving.contract.draw_latents`,
+        weight, then z ~ N(μ_c, T²·σ_c²). The draws are `keras_vae.core.contract.draw_latents`,
         so serving's `Sampler.latents` gives the same z for the same seed.
         """
         return contract.draw_latents(n, self.latent_dim, self.prior_parameters(), seed, temperature)
@@ -416,7 +416,7 @@ class VAE(BackendTrainer, keras.Model):
         log p(x) ≈ log (1/K) Σ_k p(x|z_k) p(z_k) / q(z_k|x), z_k ~ q(z|x)
         (the IWAE bound with K = num_samples; it tightens as K grows). Images
         go `batch_size` at a time and samples `samples_per_chunk` at a time, so
-        memory stays bounded for any K. The estimator is `serving.likelihood`'s,
+        memory stays bounded for any K. The estimator is `keras_vae.core.likelihood`'s,
         which the server's scoring shares: each image's noise depends only on
         `seed` and its index, so the result does not depend on the chunking,
         and is the same on every backend.

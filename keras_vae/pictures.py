@@ -5,9 +5,9 @@ Every function writes one PNG, atomically.
 
 import numpy as np
 
-from serving.files import atomic_path
-from serving.images import image_grid
-from serving.images import save_png
+from keras_vae.core.files import atomic_path
+from keras_vae.core.images import image_grid
+from keras_vae.core.images import save_png
 
 
 # Small images (8×8 digits) are enlarged so that a tile is at least this many pixels.

@@ -19,7 +19,7 @@ import tempfile
 
 import numpy as np
 
-from serving import contract
+from keras_vae.core import contract
 
 #: Most importance-sampled NLL, in nats per example, that int8 may cost by default.
 MAX_NLL_COST = 0.1
@@ -118,9 +118,9 @@ def nll_cost(fp32_bytes, int8_bytes, encoder_bytes, images, num_samples=200, see
     in nats per example; "cost" is NLL(int8) − NLL(fp32), its standard error from the
     per-image differences.
     """
-    from serving.likelihood import onnx_log_likelihood
-    from serving.sampler import Encoder
-    from serving.sampler import Sampler
+    from keras_vae.core.likelihood import onnx_log_likelihood
+    from keras_vae.serving.sampler import Encoder
+    from keras_vae.serving.sampler import Sampler
 
     with tempfile.TemporaryDirectory() as workdir:
         paths = {}

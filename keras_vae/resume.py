@@ -8,7 +8,7 @@ How a run directory stays consistent:
   metadata file is the commit point. A resumed run starts after the last
   committed epoch and first drops history rows from later epochs, so every epoch
   is logged exactly once.
-- Every file is written to a temporary name and renamed (`serving.files`);
+- Every file is written to a temporary name and renamed (`keras_vae.core.files`);
   temporaries left by a killed process are removed on the next start.
 - One process at a time: the run holds an exclusive lock on `.lock`.
 """
@@ -23,10 +23,10 @@ import shutil
 
 import keras
 
-from serving.files import atomic_path
-from serving.files import remove_stale_temp_files
-from serving.files import write_json
-from serving.files import write_text_atomic
+from keras_vae.core.files import atomic_path
+from keras_vae.core.files import remove_stale_temp_files
+from keras_vae.core.files import write_json
+from keras_vae.core.files import write_text_atomic
 
 try:
     import fcntl

@@ -33,7 +33,7 @@ from keras_vae.data import binarize
 from keras_vae.data import load_dataset
 from keras_vae.pictures import save_reconstructions
 from keras_vae.pictures import save_samples
-from serving.files import write_json
+from keras_vae.core.files import write_json
 
 
 @dataclasses.dataclass

@@ -3,7 +3,7 @@
 `fuzz(base_url, seconds)` sends, for every operation in `/openapi.json`, cases that
 fit the schema and cases that break it (schemathesis' positive and negative
 modes), within a time budget, and checks every response: no 5xx, and every 4xx
-is JSON `{"error": "<message>"}`. Used against `serving.server` and the Ray
+is JSON `{"error": "<message>"}`. Used against `keras_vae.serving.server` and the Ray
 Serve app alike.
 """
 

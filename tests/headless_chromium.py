@@ -39,7 +39,7 @@ LAUNCH_ARGS = [
 
 def missing_browser_pieces() -> list[str]:
     """What the browser tests lack here: Chromium, Playwright, onnxruntime-web, the docs assets."""
-    from serving import explorer
+    from keras_vae.serving import explorer
 
     missing = []
     if not os.access(CHROMIUM, os.X_OK):

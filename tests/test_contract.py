@@ -8,12 +8,12 @@ import pytest
 import scipy.special
 import scipy.stats
 
-from serving import contract
-from serving import likelihood
-from serving.files import atomic_path
-from serving.files import is_temp_file
-from serving.files import remove_stale_temp_files
-from serving.files import write_bytes_atomic
+from keras_vae.core import contract
+from keras_vae.core import likelihood
+from keras_vae.core.files import atomic_path
+from keras_vae.core.files import is_temp_file
+from keras_vae.core.files import remove_stale_temp_files
+from keras_vae.core.files import write_bytes_atomic
 
 RNG = np.random.default_rng(0)
 

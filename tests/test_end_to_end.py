@@ -179,7 +179,7 @@ def test_server_scores_images_as_keras_does_on_the_same_noise(runs, tmp_path):
 
     from keras_vae.evaluation import load_vae
     from keras_vae.evaluation import test_images
-    from serving.server import create_app
+    from keras_vae.serving.server import create_app
 
     run_python(["pipelines/export.py", runs["jax"], "--out", str(tmp_path / "decoder.onnx"),
                 "--encoder-out", str(tmp_path / "encoder.onnx")])
@@ -212,7 +212,7 @@ def test_int8_export_measures_its_nll_cost_and_serves_like_any_decoder(runs, tmp
 
     from keras_vae.evaluation import load_vae
     from keras_vae.evaluation import test_images
-    from serving.server import create_app
+    from keras_vae.serving.server import create_app
 
     int8_path, fp32_path = tmp_path / "decoder.int8.onnx", tmp_path / "decoder.onnx"
     result = run_python(["pipelines/export.py", runs["torch"], "--precision", "int8", "--out",
@@ -240,7 +240,7 @@ def test_int8_export_measures_its_nll_cost_and_serves_like_any_decoder(runs, tmp
         assert client.get("/v1/model").json()["precision"] == "int8"
         r = client.post("/v1/generate", json={"n": 4, "seed": 1, "format": "npy"})
         assert r.status_code == 200
-    run_python(["serving/generate.py", str(int8_path), "-n", "16", "--out", str(tmp_path / "s.png")])
+    run_python(["keras_vae/serving/generate.py", str(int8_path), "-n", "16", "--out", str(tmp_path / "s.png")])
 
 
 def test_int8_export_refuses_a_decoder_that_costs_too_much(runs, tmp_path):
@@ -271,7 +271,7 @@ def test_onnx_decoder_serves_samples_from_the_command_line(runs, tmp_path):
     run_python(["pipelines/export.py", runs["torch"], "--out", str(decoder_path)])
     first, second = tmp_path / "a.png", tmp_path / "b.png"
     for out in (first, second):
-        run_python(["serving/generate.py", str(decoder_path), "-n", "16", "--seed", "3",
+        run_python(["keras_vae/serving/generate.py", str(decoder_path), "-n", "16", "--seed", "3",
                     "--out", str(out)])
     assert first.read_bytes() == second.read_bytes()
 

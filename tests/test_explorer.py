@@ -1,4 +1,4 @@
-"""The latent-space explorer (serving/explorer): its routes, its static export, and the page
+"""The latent-space explorer (keras_vae/serving/explorer): its routes, its static export, and the page
 itself in headless Chromium (Debian's package, driven by Playwright), with no network.
 
 The browser tests skip, saying what is missing, without /usr/bin/chromium, Playwright or
@@ -27,9 +27,10 @@ from headless_chromium import (
 )
 from onnx_fixtures import make_decoder_onnx, make_encoder_onnx, reference_decode, reference_encode
 
-from serving import contract, explorer
-from serving.sampler import Encoder, Sampler
-from serving.server import create_app
+from keras_vae.core import contract
+from keras_vae.serving import explorer
+from keras_vae.serving.sampler import Encoder, Sampler
+from keras_vae.serving.server import create_app
 
 pytestmark = pytest.mark.slow
 
@@ -194,7 +195,7 @@ def test_without_npm_packages_the_page_still_comes(models, monkeypatch, variable
 
 
 def run_export(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "serving.explorer", *map(str, args)], cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "keras_vae.serving.explorer", *map(str, args)], cwd=REPO,
                           capture_output=True, text=True, timeout=120,
                           env={**os.environ, **(env or {})})
 

@@ -381,7 +381,7 @@ def test_a_failed_save_leaves_the_previous_file_whole(digits, tmp_path):
 @pytest.mark.parametrize("gated", [False, True])
 def test_exported_decoder_samples_from_the_mixture_prior_like_keras(tmp_path, gated):
     from keras_vae.export import export_decoder
-    from serving.sampler import Sampler
+    from keras_vae.serving.sampler import Sampler
 
     vae = small_vae(prior="mixture", prior_components=3, gated=gated)
     vae.prior_means.assign(np.random.default_rng(0).normal(size=(3, 4)).astype("float32"))
@@ -400,9 +400,9 @@ def test_exported_decoder_samples_from_the_mixture_prior_like_keras(tmp_path, ga
 def test_exported_gaussian_files_score_like_keras(tmp_path, digits, decoder_std):
     from keras_vae.export import export_decoder
     from keras_vae.export import export_encoder
-    from serving.likelihood import onnx_log_likelihood
-    from serving.sampler import Encoder
-    from serving.sampler import Sampler
+    from keras_vae.core.likelihood import onnx_log_likelihood
+    from keras_vae.serving.sampler import Encoder
+    from keras_vae.serving.sampler import Sampler
 
     vae = small_vae(likelihood="gaussian", decoder_std=decoder_std, prior="mixture", prior_components=3)
     vae.compile(optimizer=keras.optimizers.Adam(1e-2))

@@ -19,7 +19,7 @@ import pytest
 from conftest import ROOT
 from conftest import run_python
 from keras_vae import resume
-from serving.files import is_temp_file
+from keras_vae.core.files import is_temp_file
 
 pytestmark = pytest.mark.slow
 

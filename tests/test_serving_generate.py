@@ -1,4 +1,4 @@
-"""Tests for the serving.generate command line."""
+"""Tests for the keras_vae.serving.generate command line."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from onnx_fixtures import make_decoder_onnx, reference_decode
 from PIL import Image
 
-from serving.generate import main
+from keras_vae.serving.generate import main
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -36,7 +36,7 @@ def _latents(seed, n, dim, temperature=1.0):
 
 
 def _cli(*args, cwd=REPO, script=False):
-    entry = ["serving/generate.py"] if script else ["-m", "serving.generate"]
+    entry = ["keras_vae/serving/generate.py"] if script else ["-m", "keras_vae.serving.generate"]
     return subprocess.run([sys.executable, *entry, *map(str, args)], cwd=cwd,
                           capture_output=True, text=True, timeout=60)
 
@@ -165,5 +165,5 @@ def test_failure_in_subprocess_has_no_traceback(tmp_path):
     out = tmp_path / "x.png"
     run = _cli(tmp_path / "absent.onnx", "-n", 2, "--out", out)
     assert run.returncode == 1
-    assert run.stderr.strip().startswith("python -m serving.generate: error: model file not found")
+    assert run.stderr.strip().startswith("keras-vae generate: error: model file not found")
     assert "Traceback" not in run.stderr and not out.exists()

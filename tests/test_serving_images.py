@@ -1,4 +1,4 @@
-"""Tests for serving.images: grid layout, PNG encoding and atomic writes."""
+"""Tests for keras_vae.core.images: grid layout, PNG encoding and atomic writes."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from serving import files as files_module
-from serving.images import encode_png, image_grid, save_png, to_uint8
+from keras_vae.core import files as files_module
+from keras_vae.core.images import encode_png, image_grid, save_png, to_uint8
 
 
 def _batch(n, h=3, w=2, c=1, seed=0):

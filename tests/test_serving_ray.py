@@ -1,4 +1,4 @@
-"""Tests for the Ray Serve deployment (serving/ray_app.py) on a local Ray instance.
+"""Tests for the Ray Serve deployment (keras_vae/serving/ray_app.py) on a local Ray instance.
 
 One Ray instance (2 CPUs, loopback HTTP on a free port, 2 replicas of the
 fixture decoder) is started for the whole module and shut down at the end.
@@ -30,7 +30,7 @@ from onnx_fixtures import reference_encode  # noqa: E402
 from PIL import Image  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
-from serving.ray_app import AppArgs, build_app, main  # noqa: E402
+from keras_vae.serving.ray_app import AppArgs, build_app, main  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -217,10 +217,10 @@ def test_build_app_validates_its_arguments():
 def test_serve_config_file_is_valid():
     from ray.serve.schema import ServeDeploySchema
 
-    config = yaml.safe_load((REPO / "serving" / "ray_serve_config.yaml").read_text())
+    config = yaml.safe_load((REPO / "keras_vae" / "serving" / "ray_serve_config.yaml").read_text())
     schema = ServeDeploySchema.model_validate(config)
     (app,) = schema.applications
-    assert app.import_path == "serving.ray_app:build_app"
+    assert app.import_path == "keras_vae.serving.ray_app:build_app"
     assert app.deployments[0].name == "VAEDecoder"
     AppArgs.model_validate(app.args)
 
@@ -231,7 +231,7 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     (tmp_path / "junk.onnx").write_bytes(b"not onnx")
     assert main([str(tmp_path / "junk.onnx")]) == 1
     lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 3 and all(line.startswith("python -m serving.ray_app: error:")
+    assert len(lines) == 3 and all(line.startswith("keras-vae serve-ray: error:")
                                    for line in lines)
     assert "not found" in lines[0] and "replicas" in lines[1] and "ONNX" in lines[2]
 
@@ -239,8 +239,8 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
 def test_other_serving_modules_do_not_import_ray():
     code = (
         "import sys\n"
-        "import serving.sampler, serving.generate, serving.server, serving.images\n"
-        "import serving.kserve, serving.batching, serving.metrics, serving.limits\n"
+        "import keras_vae.serving.sampler, keras_vae.serving.generate, keras_vae.serving.server, keras_vae.core.images\n"
+        "import keras_vae.serving.kserve, keras_vae.serving.batching, keras_vae.serving.metrics, keras_vae.serving.limits\n"
         "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] == 'ray')))\n"
     )
     out = subprocess.run([sys.executable, "-c", "import json\n" + code], cwd=REPO,

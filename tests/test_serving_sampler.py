@@ -1,4 +1,4 @@
-"""Tests for serving.sampler.Sampler against a NumPy re-implementation of the decoder."""
+"""Tests for keras_vae.serving.sampler.Sampler against a NumPy re-implementation of the decoder."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ import pytest
 from onnx import TensorProto, helper
 from onnx_fixtures import make_decoder_onnx, reference_decode
 
-from serving import sampler as sampler_module
-from serving.sampler import ModelLoadError, ProviderUnavailableError, Sampler
+from keras_vae.serving import sampler as sampler_module
+from keras_vae.serving.sampler import ModelLoadError, ProviderUnavailableError, Sampler
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -44,7 +44,7 @@ def sampler(bernoulli_path):
 def test_serving_imports_no_deep_learning_framework():
     code = (
         "import sys\n"
-        "import serving.sampler, serving.generate, serving.server, serving.images\n"
+        "import keras_vae.serving.sampler, keras_vae.serving.generate, keras_vae.serving.server, keras_vae.core.images\n"
         "heavy = {'keras', 'tensorflow', 'jax', 'jaxlib', 'torch'}\n"
         "print(sorted({m.split('.')[0] for m in sys.modules} & heavy))\n"
     )

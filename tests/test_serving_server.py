@@ -20,10 +20,10 @@ from onnx_fixtures import make_decoder_onnx, make_encoder_onnx, reference_decode
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
-from serving import likelihood
-from serving.batching import MicroBatcher, ShuttingDown
-from serving.sampler import Encoder, ModelLoadError, Sampler
-from serving.server import create_app
+from keras_vae.core import likelihood
+from keras_vae.serving.batching import MicroBatcher, ShuttingDown
+from keras_vae.serving.sampler import Encoder, ModelLoadError, Sampler
+from keras_vae.serving.server import create_app
 
 REPO = Path(__file__).resolve().parent.parent
 JSON = {"content-type": "application/json"}
@@ -134,12 +134,12 @@ def test_large_rgb_responses(tmp_path):
 
 
 def test_server_command_line_errors(tmp_path):
-    run = subprocess.run([sys.executable, "-m", "serving.server", str(tmp_path / "none.onnx")],
+    run = subprocess.run([sys.executable, "-m", "keras_vae.serving.server", str(tmp_path / "none.onnx")],
                          cwd=REPO, capture_output=True, text=True, timeout=60)
     assert run.returncode == 1 and "Traceback" not in run.stderr
-    assert run.stderr.strip() == (f"python -m serving.server: error: model file not found: "
+    assert run.stderr.strip() == (f"keras-vae serve: error: model file not found: "
                                   f"{str(tmp_path / 'none.onnx')!r}")
-    help_text = subprocess.run([sys.executable, "serving/server.py", "--help"], cwd=REPO,
+    help_text = subprocess.run([sys.executable, "keras_vae/serving/server.py", "--help"], cwd=REPO,
                                capture_output=True, text=True, timeout=60).stdout
     for flag in ("--host", "--port", "--model-name", "--provider", "--max-n",
                  "--max-body-bytes", "--batch-wait-ms", "--no-micro-batching"):
@@ -277,7 +277,7 @@ def test_an_encoder_that_does_not_fit_the_decoder_is_refused(sampler, tmp_path):
     other = make_encoder_onnx(tmp_path / "encoder.onnx", latent_dim=5)
     with pytest.raises(ModelLoadError, match="does not fit decoder"):
         create_app(sampler, encoder=Encoder(other))
-    result = subprocess.run([sys.executable, "-m", "serving.server", str(sampler.model_path),
+    result = subprocess.run([sys.executable, "-m", "keras_vae.serving.server", str(sampler.model_path),
                              "--encoder", str(other)], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 1 and "does not fit decoder" in result.stderr
 
@@ -542,7 +542,7 @@ def live_server(model, encoder_model, tmp_path_factory):
     log_path = tmp_path_factory.mktemp("server") / "server.log"
     log = open(log_path, "wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "serving.server", str(model), "--encoder", str(encoder_model),
+        [sys.executable, "-m", "keras_vae.serving.server", str(model), "--encoder", str(encoder_model),
          "--max-score-samples", "50", "--max-n", "32", "--host", "127.0.0.1",
          "--port", str(port), "--log-level", "warning", "--intra-op-threads", "1"],
         cwd=REPO, stdout=log, stderr=subprocess.STDOUT,

@@ -1,4 +1,4 @@
-"""Write the latent-space explorer as a static folder: ``python -m serving.explorer``.
+"""Write the latent-space explorer as a static folder: ``python -m keras_vae.serving.explorer``.
 
 The folder holds the page, its settings, onnxruntime-web and the model files,
 and nothing else; any static file host serves it (no Python on the server)::
@@ -23,16 +23,16 @@ import shutil
 import sys
 from pathlib import Path
 
-from serving import explorer
-from serving.files import write_bytes_atomic
+from keras_vae.serving import explorer
+from keras_vae.core.files import write_bytes_atomic
 
-PROG = "python -m serving.explorer"
+PROG = "keras-vae explore"
 
 EPILOG = """\
 examples:
-  python -m serving.explorer runs/mnist/decoder.onnx --encoder runs/mnist/encoder.onnx --out site/
+  keras-vae explore runs/mnist/decoder.onnx --encoder runs/mnist/encoder.onnx --out site/
   python -m http.server --directory site 8000 --bind 127.0.0.1   # then open http://127.0.0.1:8000/
-  python -m serving.explorer decoder.onnx --out site/ --overwrite  # replace an earlier export
+  keras-vae explore decoder.onnx --out site/ --overwrite  # replace an earlier export
 
 The page decodes with onnxruntime-web in one WebAssembly thread; for threads
 (?threads=2), the host must send Cross-Origin-Opener-Policy: same-origin and
@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG,
         description="Write the latent-space explorer (the page served at / by "
-        "serving.server) as a self-contained static folder: the page, onnxruntime-web and "
+        "keras_vae.serving.server) as a self-contained static folder: the page, onnxruntime-web and "
         "the model files. Serve it with any static file host.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -70,7 +70,7 @@ def site_files(decoder: Path, encoder: Path | None) -> dict[str, bytes | Path]:
     Loads the models (onnxruntime) to check them and to read the shapes and
     the prior for ``explorer/config.json``. Raises :class:`ExportError`.
     """
-    from serving.sampler import Encoder, ModelLoadError, Sampler
+    from keras_vae.serving.sampler import Encoder, ModelLoadError, Sampler
 
     try:
         ort_dir = explorer.require_ort_web_dir()

@@ -29,7 +29,7 @@
   const $ = (id) => document.getElementById(id);
   const query = new URLSearchParams(location.search);
   const LOG_2PI = Math.log(2 * Math.PI);
-  const PROBABILITY_FLOOR = 1e-7;   // as serving/likelihood.py
+  const PROBABILITY_FLOOR = 1e-7;   // as keras_vae/core/likelihood.py
 
   let cfg = null;
   let D = 0, H = 0, W = 0, C = 0, P = 0;
@@ -81,7 +81,7 @@
   }
 
   // z = T·ε under N(0, I); under the learned mixture, a component c picked by its weight
-  // and z = μ_c + T·σ_c·ε (serving/contract.py's draw_latents, with this page's numbers).
+  // and z = μ_c + T·σ_c·ε (keras_vae/core/contract.py's draw_latents, with this page's numbers).
   function drawLatents(n, seed, temperature) {
     const rand = randomSource(seed);
     const z = new Float32Array(n * D);
@@ -821,7 +821,7 @@
     if (cfg.likelihood === 'gaussian' && cfg.decoder_log_var == null) {
       throw new Error('this Gaussian decoder carries no decoder_log_var: it cannot be scored');
     }
-    // log p(x) ≈ log (1/K) Σ_k p(x|z_k) p(z_k) / q(z_k|x), z_k = μ + σ·ε_k (serving/likelihood.py)
+    // log p(x) ≈ log (1/K) Σ_k p(x|z_k) p(z_k) / q(z_k|x), z_k = μ + σ·ε_k (keras_vae/core/likelihood.py)
     const K = cfg.score_samples, rand = randomSource(0);
     const z = new Float32Array(K * D), logQ = new Float64Array(K);
     for (let k = 0; k < K; k++) {

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from serving.errors import error_response
+from keras_vae.serving.errors import error_response
 
 __all__ = ["BodyLimitMiddleware"]
 

@@ -8,7 +8,7 @@ nested ``data``) and the binary tensor data extension
 without ``binary_data``. Errors are ``{"error": "..."}``, as the protocol says.
 
 Handlers read the serving state from ``request.app.state.serving`` (see
-:mod:`serving.server`); this module only translates the protocol.
+:mod:`keras_vae.serving.server`); this module only translates the protocol.
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
-from serving.batching import encode_off_loop
-from serving.errors import APIError, describe_validation_errors, is_json_content_type
+from keras_vae.serving.batching import encode_off_loop
+from keras_vae.serving.errors import APIError, describe_validation_errors, is_json_content_type
 
 if TYPE_CHECKING:
-    from serving.server import ServingState
+    from keras_vae.serving.server import ServingState
 
 __all__ = ["add_kserve_routes", "SERVER_NAME"]
 

@@ -1,6 +1,6 @@
 """HTTP server for an exported VAE decoder (FastAPI + uvicorn).
 
-Run ``python -m serving.server decoder.onnx --host 127.0.0.1 --port 8000``
+Run ``python -m keras_vae.serving.server decoder.onnx --host 127.0.0.1 --port 8000``
 (``--help`` lists the options). Endpoints:
 
 * ``GET  /healthz``, ``GET /v1/model``, ``GET /metrics`` (Prometheus text),
@@ -11,17 +11,17 @@ Run ``python -m serving.server decoder.onnx --host 127.0.0.1 --port 8000``
   ``POST /v1/reconstruct`` and ``POST /v1/score`` (importance-sampled log p(x)
   in nats, from the two ONNX files),
 * ``GET /models/decoder.onnx`` (and ``/models/encoder.onnx``): the served files,
-* ``GET /``: the latent-space explorer (:mod:`serving.explorer`), and the API
+* ``GET /``: the latent-space explorer (:mod:`keras_vae.serving.explorer`), and the API
   docs at ``/docs`` and ``/redoc``, with every asset served locally,
 * the Open Inference Protocol (KServe v2 / Triton) under ``/v2``, see
-  :mod:`serving.kserve`.
+  :mod:`keras_vae.serving.kserve`.
 
 All errors are JSON ``{"error": "..."}`` with a 4xx status. Decode work from
-concurrent requests is merged by :class:`serving.batching.MicroBatcher`
+concurrent requests is merged by :class:`keras_vae.serving.batching.MicroBatcher`
 unless micro-batching is switched off, in which case every request runs
 ``Sampler.decode`` in a worker thread of its own. A host may also hand the
 decode work to its own batching (``create_app(..., decode_fn=...)``), as the
-Ray Serve deployment in :mod:`serving.ray_app` does with ``@serve.batch``.
+Ray Serve deployment in :mod:`keras_vae.serving.ray_app` does with ``@serve.batch``.
 """
 
 from __future__ import annotations
@@ -39,23 +39,23 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 if __package__ in (None, ""):  # run as a script: make the repo root importable
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+    sys.path[0] = str(Path(__file__).resolve().parents[2])
 
 import numpy as np
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
-from serving import contract
-from serving import explorer
-from serving import kserve
-from serving.batching import MicroBatcher, ShuttingDown, encode_off_loop
-from serving.errors import APIError, install_error_handlers
-from serving.images import encode_png, image_grid
-from serving.likelihood import is_likelihood, onnx_log_likelihood
-from serving.limits import BodyLimitMiddleware
-from serving.metrics import Metrics, MetricsMiddleware
-from serving.sampler import PROVIDERS, Encoder, ModelLoadError, ProviderUnavailableError, Sampler
+from keras_vae.core import contract
+from keras_vae.serving import explorer
+from keras_vae.serving import kserve
+from keras_vae.serving.batching import MicroBatcher, ShuttingDown, encode_off_loop
+from keras_vae.serving.errors import APIError, install_error_handlers
+from keras_vae.core.images import encode_png, image_grid
+from keras_vae.core.likelihood import is_likelihood, onnx_log_likelihood
+from keras_vae.serving.limits import BodyLimitMiddleware
+from keras_vae.serving.metrics import Metrics, MetricsMiddleware
+from keras_vae.serving.sampler import PROVIDERS, Encoder, ModelLoadError, ProviderUnavailableError, Sampler
 
 __all__ = ["create_app", "main", "ServingState"]
 
@@ -403,7 +403,7 @@ def create_app(
         version=version(),
         description="Sample and decode images with an exported VAE decoder.",
         lifespan=lifespan,
-        docs_url=None,  # self-hosted by serving.explorer: no CDN
+        docs_url=None,  # self-hosted by keras_vae.serving.explorer: no CDN
         redoc_url=None,
     )
     app.state.serving = state
@@ -425,8 +425,8 @@ def create_app(
 
 EPILOG = """\
 examples:
-  python -m serving.server decoder.onnx --host 127.0.0.1 --port 8000
-  python -m serving.server decoder.onnx --encoder encoder.onnx    # adds encode, reconstruct, score
+  keras-vae serve decoder.onnx --host 127.0.0.1 --port 8000
+  keras-vae serve decoder.onnx --encoder encoder.onnx    # adds encode, reconstruct, score
   curl -s localhost:8000/v1/generate -H 'Content-Type: application/json' \\
        -d '{"n": 16, "seed": 0}' -o samples.png
   curl -s localhost:8000/v2/models/vae_decoder     # KServe v2 / Triton metadata
@@ -435,7 +435,7 @@ examples:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m serving.server",
+        prog="keras-vae serve",
         description="Serve an exported VAE decoder (decoder.onnx) over HTTP: /v1 JSON "
         "endpoints, the KServe v2 / Triton inference protocol, and Prometheus metrics.",
         epilog=EPILOG,
@@ -483,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
             max_score_samples=args.max_score_samples,
         )
     except (OSError, ModelLoadError, ProviderUnavailableError, ValueError) as exc:
-        print(f"python -m serving.server: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        print(f"keras-vae serve: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
     sampler = app.state.serving.sampler
     encoder = app.state.serving.encoder

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from serving.files import write_bytes_atomic
+from keras_vae.core.files import write_bytes_atomic
 
 __all__ = ["image_grid", "encode_png", "save_png", "to_uint8"]
 

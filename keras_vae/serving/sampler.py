@@ -7,7 +7,7 @@ latents ``z`` (float32 ``[batch, latent_dim]``) to pixel means ``x_mean``
 fields; when metadata is missing the graph's shapes are used instead. A model
 trained with a learned mixture prior also carries ``prior``, and latents are
 then drawn from that mixture. Names, keys and the prior's encoding are
-:mod:`serving.contract`'s, which the exporter in ``keras_vae`` shares.
+:mod:`keras_vae.core.contract`'s, which the exporter in ``keras_vae`` shares.
 
 :class:`Sampler` wraps one ``onnxruntime.InferenceSession``. The session is
 created once; afterwards the object holds no mutable state, and
@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from serving import contract
+from keras_vae.core import contract
 
 __all__ = ["Sampler", "Encoder", "ModelLoadError", "ProviderUnavailableError", "PROVIDERS"]
 
@@ -294,7 +294,7 @@ class Sampler(_OnnxModel):
 
         ``z ~ N(0, T^2 I)``; with a mixture prior, a component c is picked by
         its weight and ``z ~ N(mu_c, T^2 sigma_c^2)``. This is
-        :func:`serving.contract.draw_latents`: the same seed gives the same
+        :func:`keras_vae.core.contract.draw_latents`: the same seed gives the same
         latents here and in ``keras_vae.VAE.sample_latents`` (``seed=None``
         draws fresh randomness). Raises ``ValueError`` for n < 1, a negative
         seed, or a temperature outside [0, ``contract.MAX_TEMPERATURE``].
@@ -341,7 +341,7 @@ class Encoder(_OnnxModel):
 
     The graph maps ``x`` float32 ``[batch, H, W, C]`` to ``z_mean`` and
     ``z_log_var``, float32 ``[batch, latent_dim]`` each (names in
-    :mod:`serving.contract`). Arguments and errors are those of :class:`Sampler`.
+    :mod:`keras_vae.core.contract`). Arguments and errors are those of :class:`Sampler`.
 
     Attributes:
         model_path, provider, metadata: as for :class:`Sampler`.

@@ -12,12 +12,12 @@ Everything the page needs comes from the origin that serves it: no CDN and no
 other network access. Two ways to serve it:
 
 * :func:`add_explorer_routes` adds it to the FastAPI app of
-  :mod:`serving.server` (and so to the Ray Serve app): the page at ``/``,
+  :mod:`keras_vae.serving.server` (and so to the Ray Serve app): the page at ``/``,
   its settings at ``/explorer/config.json``, onnxruntime-web under
   ``/explorer/ort/``, and self-hosted ``/docs`` and ``/redoc``;
-* ``python -m serving.explorer decoder.onnx --out site/`` writes the same
+* ``python -m keras_vae.serving.explorer decoder.onnx --out site/`` writes the same
   page as a static folder that any static file host serves
-  (see :mod:`serving.explorer.__main__`).
+  (see :mod:`keras_vae.serving.explorer.__main__`).
 
 onnxruntime-web, Swagger UI and ReDoc come from npm (``package.json`` at the
 repository root, installed by ``npm ci``, which ``make setup`` runs) and are
@@ -57,8 +57,8 @@ from fastapi.openapi.docs import (
 )
 from fastapi.responses import FileResponse, Response
 
-from serving import contract
-from serving.errors import APIError
+from keras_vae.core import contract
+from keras_vae.serving.errors import APIError
 
 __all__ = [
     "add_explorer_routes", "explorer_config", "prior_directions", "ort_web_dir",
@@ -69,7 +69,7 @@ __all__ = [
 #: The page's own files.
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 PAGE_ASSETS = ("app.js", "style.css")
-#: The repository root: node_modules/ sits beside serving/ in a checkout.
+#: The repository root: node_modules/ sits beside keras_vae/serving/ in a checkout.
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NODE_MODULES_ENV = "KERAS_VAE_NODE_MODULES"
 ORT_WEB_DIR_ENV = "KERAS_VAE_ORT_WEB_DIR"
@@ -212,12 +212,12 @@ def explorer_config(sampler, *, encoder: bool, ort: bool, server: bool,
     """What the page needs to know about the model, as JSON-ready data.
 
     Args:
-        sampler: the decoder's :class:`serving.sampler.Sampler` (its shapes,
+        sampler: the decoder's :class:`keras_vae.serving.sampler.Sampler` (its shapes,
             likelihood, metadata and prior are read).
         encoder: whether ``models/encoder.onnx`` is there.
         ort: whether onnxruntime-web is served (``explorer/ort/``); when
             False the page decodes through the server.
-        server: True when served by :mod:`serving.server` (the page may then
+        server: True when served by :mod:`keras_vae.serving.server` (the page may then
             call ``/v1/...``), False in a static export.
         max_batch: most rows the server decodes per request.
         score_samples: importance samples K for the score of a drawn image.
@@ -308,7 +308,7 @@ def _not_found(what: str) -> APIError:
 def add_explorer_routes(app: FastAPI) -> None:
     """Serve the explorer page at ``/`` and self-hosted ``/docs`` and ``/redoc`` on ``app``.
 
-    ``app`` is a :func:`serving.server.create_app` app: requests read
+    ``app`` is a :func:`keras_vae.serving.server.create_app` app: requests read
     ``app.state.serving`` (its ``sampler``, and ``encoder`` when there is one).
     Where the npm packages are is decided here, once. The routes stay out of
     the OpenAPI schema; their errors are the server's JSON ``{"error": ...}``.

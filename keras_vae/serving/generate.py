@@ -1,6 +1,6 @@
 """Command-line sampler: decode random (or given) latents into images.
 
-Run as ``python -m serving.generate`` or ``python serving/generate.py``;
+Run as ``python -m keras_vae.serving.generate`` or ``python keras_vae/serving/generate.py``;
 ``--help`` lists the options with examples. Exit status: 0 on success,
 1 when the work fails (model, input or output problem), 2 for bad arguments.
 Errors are one line on stderr; output files are written atomically, so a
@@ -16,27 +16,27 @@ import time
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the repo root importable
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+    sys.path[0] = str(Path(__file__).resolve().parents[2])
 
 import numpy as np
 
-from serving import contract
-from serving.files import write_bytes_atomic
-from serving.images import encode_png, image_grid
-from serving.sampler import PROVIDERS, ModelLoadError, ProviderUnavailableError, Sampler
+from keras_vae.core import contract
+from keras_vae.core.files import write_bytes_atomic
+from keras_vae.core.images import encode_png, image_grid
+from keras_vae.serving.sampler import PROVIDERS, ModelLoadError, ProviderUnavailableError, Sampler
 
 DEFAULT_N = 64
 
 EPILOG = """\
 examples:
   # 64 samples with a fixed seed, as an 8x8 PNG grid
-  python -m serving.generate decoder.onnx -n 64 --seed 0 --out samples.png
+  keras-vae generate decoder.onnx -n 64 --seed 0 --out samples.png
 
   # cooler samples (closer to the mean), also saved as float32 [n, H, W, C]
-  python -m serving.generate decoder.onnx -n 16 --temperature 0.7 --out s.png --npy s.npy
+  keras-vae generate decoder.onnx -n 16 --temperature 0.7 --out s.png --npy s.npy
 
   # decode your own latents (a [n, latent_dim] .npy file) on the GPU
-  python -m serving.generate decoder.onnx --z latents.npy --provider cuda --out z.png
+  keras-vae generate decoder.onnx --z latents.npy --provider cuda --out z.png
 
 The same --seed always gives a byte-identical PNG.
 """
@@ -55,7 +55,7 @@ class UsageError(Exception):
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
-        prog="python -m serving.generate",
+        prog="keras-vae generate",
         description="Sample images from an exported VAE decoder (decoder.onnx) "
         "with onnxruntime and save them as a PNG grid and/or a .npy array.",
         epilog=EPILOG,
@@ -174,7 +174,7 @@ def run(args: argparse.Namespace) -> None:
 
 def _fail(message: object, status: int) -> int:
     text = " ".join(str(message).split())  # always a single line
-    print(f"python -m serving.generate: error: {text}", file=sys.stderr)
+    print(f"keras-vae generate: error: {text}", file=sys.stderr)
     return status
 
 

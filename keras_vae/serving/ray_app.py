@@ -1,8 +1,8 @@
 """Ray Serve deployment of the VAE decoder: replicas across cores, GPUs and machines.
 
 Each replica is a Ray actor that loads ``decoder.onnx`` once into a
-:class:`~serving.sampler.Sampler` and serves the same HTTP app as
-:mod:`serving.server` (``/v1/generate``, ``/v1/decode``, ``/v1/model``,
+:class:`~keras_vae.serving.sampler.Sampler` and serves the same HTTP app as
+:mod:`keras_vae.serving.server` (``/v1/generate``, ``/v1/decode``, ``/v1/model``,
 ``/healthz``, ``/metrics`` and the KServe v2 routes under ``/v2``), with the
 same request fields, response formats and ``{"error": "..."}`` 4xx errors.
 The only difference is who merges concurrent decode work: here it is Ray
@@ -17,7 +17,7 @@ One machine
 -----------
 Start a local Ray instance, deploy, print the URL and serve until Ctrl-C::
 
-    python -m serving.ray_app runs/digits/decoder.onnx --replicas 2 --num-cpus 1 \\
+    python -m keras_vae.serving.ray_app runs/digits/decoder.onnx --replicas 2 --num-cpus 1 \\
         --host 127.0.0.1 --port 8000
     curl -s 127.0.0.1:8000/v1/generate -H 'Content-Type: application/json' \\
         -d '{"n": 16, "seed": 0}' -o samples.png
@@ -25,7 +25,7 @@ Start a local Ray instance, deploy, print the URL and serve until Ctrl-C::
 or with Ray's own CLI, through the application builder :func:`build_app`
 (``key=value`` arguments, see :class:`AppArgs`)::
 
-    serve run serving.ray_app:build_app model=runs/digits/decoder.onnx num_replicas=2 num_cpus=1
+    serve run keras_vae.serving.ray_app:build_app model=runs/digits/decoder.onnx num_replicas=2 num_cpus=1
 
 GPU replicas: ``--provider cuda --num-gpus 1`` (``provider=cuda num_gpus=1``)
 gives every replica one GPU (fractions such as ``0.5`` share one) and
@@ -41,20 +41,20 @@ system). Then::
     ray start --address=HEAD_IP:6379            # on every other node
 
     # from the head node (or any machine that reaches it):
-    serve run --address ray://HEAD_IP:10001 serving.ray_app:build_app \\
+    serve run --address ray://HEAD_IP:10001 keras_vae.serving.ray_app:build_app \\
         model=/models/decoder.onnx num_replicas=4 num_cpus=2
     # or, on the head node, without Ray Client:
-    python -m serving.ray_app /models/decoder.onnx --address auto --replicas 4 --host 0.0.0.0
+    python -m keras_vae.serving.ray_app /models/decoder.onnx --address auto --replicas 4 --host 0.0.0.0
 
     # or declaratively (long-running, survives the shell), see ray_serve_config.yaml:
-    serve deploy serving/ray_serve_config.yaml     # talks to the head's dashboard :8265
+    serve deploy keras_vae/serving/ray_serve_config.yaml     # talks to the head's dashboard :8265
     serve status
 
 Replicas are placed on whichever nodes have the requested CPUs/GPUs free. A
 Serve config file fixes the same settings: the application's ``args`` are
 passed to :func:`build_app`, and its ``deployments`` section (deployment
 name ``VAEDecoder``) may override ``num_replicas``, ``max_ongoing_requests``
-and ``ray_actor_options``; ``serving/ray_serve_config.yaml`` is an example.
+and ``ray_actor_options``; ``keras_vae/serving/ray_serve_config.yaml`` is an example.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 if __package__ in (None, ""):  # run as a script: make the repo root importable
-    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+    sys.path[0] = str(Path(__file__).resolve().parents[2])
 
 import numpy as np
 import ray
@@ -77,9 +77,9 @@ from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ray import serve
 
-from serving.errors import describe_validation_errors
-from serving.sampler import Encoder, ModelLoadError, ProviderUnavailableError, Sampler
-from serving.server import (DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_SCORE_SAMPLES,
+from keras_vae.serving.errors import describe_validation_errors
+from keras_vae.serving.sampler import Encoder, ModelLoadError, ProviderUnavailableError, Sampler
+from keras_vae.serving.server import (DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_SCORE_SAMPLES,
                             create_app)
 
 __all__ = ["AppArgs", "VAEDecoder", "build_app", "main", "DEPLOYMENT_NAME", "APP_NAME"]
@@ -129,7 +129,7 @@ def _rows(latents: list[np.ndarray]) -> int:
 @serve.deployment(name=DEPLOYMENT_NAME, max_ongoing_requests=DEFAULT_MAX_BATCH)
 @serve.ingress()
 class VAEDecoder:
-    """One replica: a Sampler and the :mod:`serving.server` app around it.
+    """One replica: a Sampler and the :mod:`keras_vae.serving.server` app around it.
 
     ``@serve.ingress()`` without an app defers the app to replica start:
     Ray calls ``__serve_build_asgi_app__`` after ``__init__``, so the app is
@@ -184,7 +184,7 @@ class VAEDecoder:
 
 
 def build_app(args: dict[str, Any]) -> serve.Application:
-    """Ray Serve application builder: ``serve run serving.ray_app:build_app model=...``.
+    """Ray Serve application builder: ``serve run keras_vae.serving.ray_app:build_app model=...``.
 
     ``args`` are the fields of :class:`AppArgs` (values may be strings, as
     ``serve run key=value`` passes them). Raises ``ValueError`` naming every
@@ -216,19 +216,19 @@ def build_app(args: dict[str, Any]) -> serve.Application:
 
 EPILOG = """\
 examples:
-  python -m serving.ray_app decoder.onnx --replicas 2 --num-cpus 1 --port 8000
-  python -m serving.ray_app decoder.onnx --encoder encoder.onnx    # adds encode, reconstruct, score
-  python -m serving.ray_app decoder.onnx --provider cuda --num-gpus 1 --replicas 2
-  python -m serving.ray_app /models/decoder.onnx --address auto --host 0.0.0.0  # on a Ray head
-  serve run serving.ray_app:build_app model=decoder.onnx num_replicas=2 num_cpus=1
+  keras-vae serve-ray decoder.onnx --replicas 2 --num-cpus 1 --port 8000
+  keras-vae serve-ray decoder.onnx --encoder encoder.onnx    # adds encode, reconstruct, score
+  keras-vae serve-ray decoder.onnx --provider cuda --num-gpus 1 --replicas 2
+  keras-vae serve-ray /models/decoder.onnx --address auto --host 0.0.0.0  # on a Ray head
+  serve run keras_vae.serving.ray_app:build_app model=decoder.onnx num_replicas=2 num_cpus=1
 """
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m serving.ray_app",
+        prog="keras-vae serve-ray",
         description="Serve an exported VAE decoder (decoder.onnx) with Ray Serve: the HTTP API "
-        "of serving.server, replicated, with @serve.batch request batching.",
+        "of keras_vae.serving.server, replicated, with @serve.batch request batching.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -269,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _fail(message: str) -> int:
-    print(f"python -m serving.ray_app: error: {' '.join(message.split())}", file=sys.stderr)
+    print(f"keras-vae serve-ray: error: {' '.join(message.split())}", file=sys.stderr)
     return 1
 
 
@@ -362,8 +362,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # Run the copy imported as serving.ray_app, so that Ray finds the deployment
+    # Run the copy imported as keras_vae.serving.ray_app, so that Ray finds the deployment
     # class by its module name rather than shipping a copy from __main__.
-    from serving.ray_app import main as _main
+    from keras_vae.serving.ray_app import main as _main
 
     sys.exit(_main())
