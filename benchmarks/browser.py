@@ -104,7 +104,7 @@ def measure(browser, decoder, encoder, calls, rounds, loads):
     from keras_vae.core import contract
     from keras_vae.serving import explorer
     from keras_vae.serving.sampler import Sampler
-    from keras_vae.serving.server import create_app
+    from keras_vae.serving.app import create_app
 
     app = create_app(decoder, encoder=encoder)
     if not any(getattr(route, "path", None) == "/explorer/config.json" for route in app.routes):
@@ -153,7 +153,7 @@ def screenshot(browser, decoder, encoder, path):
     from headless_chromium import serve_app
 
     from keras_vae.serving import explorer
-    from keras_vae.serving.server import create_app
+    from keras_vae.serving.app import create_app
 
     app = create_app(decoder, encoder=encoder)
     if not any(getattr(route, "path", None) == "/explorer/config.json" for route in app.routes):

@@ -106,10 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="requests per table row, after a warm-up (default 500)")
     p.add_argument("--concurrency", type=int, default=16,
                    help="requests in flight at once (default 16)")
-    p.add_argument("--batch-wait-timeout-s", type=float, default=0.002,
-                   help="@serve.batch window in seconds (default 0.002)")
+    p.add_argument("--batch-wait-ms", type=float, default=2.0,
+                   help="batch window in milliseconds, for both servers (default 2)")
     p.add_argument("--fastapi", action="store_true",
-                   help="also measure one python -m keras_vae.serving.server process (micro-batching on)")
+                   help="also measure one keras-vae serve process (micro-batching on)")
     return p
 
 
@@ -121,15 +121,13 @@ def main(argv: list[str] | None = None) -> int:
         print("error: replica counts, batch sizes, --requests and --concurrency must be "
               "positive", file=sys.stderr)
         return 2
-    max_n = str(max(256, *sizes))
+    shared = ["--max-batch-size", str(max(256, *sizes)), "--batch-wait-ms", str(args.batch_wait_ms)]
     setups = [(("Ray Serve", f"{n} x {args.num_cpus:g} CPU"),
-               [sys.executable, "-m", "keras_vae.serving.ray_app", args.model, "--replicas", str(n),
-                "--num-cpus", str(args.num_cpus), "--max-batch-size", max_n,
-                "--batch-wait-timeout-s", str(args.batch_wait_timeout_s)]) for n in replicas]
+               [sys.executable, "-m", "keras_vae.serving.ray_app", args.model, "--num-replicas", str(n),
+                "--num-cpus", str(args.num_cpus), *shared]) for n in replicas]
     if args.fastapi:
         setups.append((("FastAPI server.py", "1 process"),
-                       [sys.executable, "-m", "keras_vae.serving.server", args.model, "--max-n", max_n,
-                        "--batch-wait-ms", str(args.batch_wait_timeout_s * 1000),
+                       [sys.executable, "-m", "keras_vae.serving.server", args.model, *shared,
                         "--log-level", "warning"]))
 
     rows = []
@@ -146,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
             app.stop()
 
     print(f"/v1/decode, model {args.model}, {args.requests} requests per row at concurrency "
-          f"{args.concurrency}, batch window {args.batch_wait_timeout_s * 1000:g} ms, "
+          f"{args.concurrency}, batch window {args.batch_wait_ms:g} ms, "
           f"{machine_line()}\n")
     print("| server | replicas | batch | images/s | p50 ms | p99 ms |")
     print("|:---|:---|---:|---:|---:|---:|")

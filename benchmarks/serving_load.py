@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
             info = httpx.get(url + "/v1/model", timeout=10).json()
             targets = {"on" if info.get("micro_batching") else "off": (url, None)}
         else:
-            extra = ["--batch-wait-ms", str(args.batch_wait_ms), "--max-n", str(max(256, *sizes))]
+            extra = ["--batch-wait-ms", str(args.batch_wait_ms), "--max-batch-size", str(max(256, *sizes))]
             if args.intra_op_threads is not None:
                 extra += ["--intra-op-threads", str(args.intra_op_threads)]
             if args.int8:

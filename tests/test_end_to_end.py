@@ -179,7 +179,7 @@ def test_server_scores_images_as_keras_does_on_the_same_noise(runs, tmp_path):
 
     from keras_vae.evaluation import load_vae
     from keras_vae.evaluation import test_images
-    from keras_vae.serving.server import create_app
+    from keras_vae.serving.app import create_app
 
     run_python(["pipelines/export.py", runs["jax"], "--out", str(tmp_path / "decoder.onnx"),
                 "--encoder-out", str(tmp_path / "encoder.onnx")])
@@ -187,7 +187,7 @@ def test_server_scores_images_as_keras_does_on_the_same_noise(runs, tmp_path):
     images = test_images(vae, "digits")[0][:50]
     expected = vae.log_likelihood(images, num_samples=300, seed=7)
     app = create_app(str(tmp_path / "decoder.onnx"), encoder=str(tmp_path / "encoder.onnx"),
-                     max_batch=64)
+                     max_batch_size=64)
     with TestClient(app) as client:
         r = client.post("/v1/score", json={"images": images.tolist(), "num_samples": 300, "seed": 7})
     assert r.status_code == 200, r.text
@@ -212,7 +212,7 @@ def test_int8_export_measures_its_nll_cost_and_serves_like_any_decoder(runs, tmp
 
     from keras_vae.evaluation import load_vae
     from keras_vae.evaluation import test_images
-    from keras_vae.serving.server import create_app
+    from keras_vae.serving.app import create_app
 
     int8_path, fp32_path = tmp_path / "decoder.int8.onnx", tmp_path / "decoder.onnx"
     result = run_python(["pipelines/export.py", runs["torch"], "--precision", "int8", "--out",

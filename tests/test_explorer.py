@@ -29,8 +29,9 @@ from onnx_fixtures import make_decoder_onnx, make_encoder_onnx, reference_decode
 
 from keras_vae.core import contract
 from keras_vae.serving import explorer
-from keras_vae.serving.sampler import Encoder, Sampler
-from keras_vae.serving.server import create_app
+from keras_vae.serving.encoder import Encoder
+from keras_vae.serving.sampler import Sampler
+from keras_vae.serving.app import create_app
 
 pytestmark = pytest.mark.slow
 
@@ -58,7 +59,7 @@ def models(tmp_path_factory):
 
 def make_app(decoder, encoder=None):
     """The server's app for these models, with the explorer's routes."""
-    app = create_app(decoder, encoder=encoder, max_batch=256)
+    app = create_app(decoder, encoder=encoder, max_batch_size=256)
     if not any(getattr(route, "path", None) == "/explorer/config.json" for route in app.routes):
         explorer.add_explorer_routes(app)
     return app

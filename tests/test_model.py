@@ -401,7 +401,7 @@ def test_exported_gaussian_files_score_like_keras(tmp_path, digits, decoder_std)
     from keras_vae.export import export_decoder
     from keras_vae.export import export_encoder
     from keras_vae.core.likelihood import onnx_log_likelihood
-    from keras_vae.serving.sampler import Encoder
+    from keras_vae.serving.encoder import Encoder
     from keras_vae.serving.sampler import Sampler
 
     vae = small_vae(likelihood="gaussian", decoder_std=decoder_std, prior="mixture", prior_components=3)

@@ -30,7 +30,8 @@ from onnx_fixtures import reference_encode  # noqa: E402
 from PIL import Image  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
-from keras_vae.serving.ray_app import AppArgs, build_app, main  # noqa: E402
+from keras_vae.serving.options import RayAppOptions
+from keras_vae.serving.ray_app import build_app, main  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -71,7 +72,7 @@ def url(model, encoder_model):
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         app = build_app({"model": str(model), "encoder": str(encoder_model), "num_replicas": "2",
                          "num_cpus": "0.5",
-                         "max_batch_size": str(MAX_BATCH), "batch_wait_timeout_s": "0.02",
+                         "max_batch_size": str(MAX_BATCH), "batch_wait_ms": "20",
                          "max_body_bytes": "65536"})
         serve.run(app, name="vae", route_prefix="/")
         yield f"http://127.0.0.1:{port}"
@@ -206,11 +207,11 @@ def test_still_serving_after_bad_requests(client, model):
 
 def test_build_app_validates_its_arguments():
     for bad, fragment in [({}, "model"), ({"model": "m.onnx", "num_replicas": "0"}, "num_replicas"),
-                          ({"model": "m.onnx", "replicas": 2}, "replicas"),
+                          ({"model": "m.onnx", "replica_count": 2}, "replica_count"),
                           ({"model": "m.onnx", "provider": "tpu"}, "provider")]:
         with pytest.raises(ValueError, match=fragment):
             build_app(bad)
-    cfg = AppArgs.model_validate({"model": "m.onnx", "num_cpus": "2", "max_batch_size": "64"})
+    cfg = RayAppOptions.model_validate({"model": "m.onnx", "num_cpus": "2", "max_batch_size": "64"})
     assert cfg.threads() == 2 and cfg.max_batch_size == 64
 
 
@@ -222,12 +223,12 @@ def test_serve_config_file_is_valid():
     (app,) = schema.applications
     assert app.import_path == "keras_vae.serving.ray_app:build_app"
     assert app.deployments[0].name == "VAEDecoder"
-    AppArgs.model_validate(app.args)
+    RayAppOptions.model_validate(app.args)
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
     assert main([str(tmp_path / "missing.onnx")]) == 1
-    assert main([str(tmp_path / "missing.onnx"), "--replicas", "0"]) == 1
+    assert main([str(tmp_path / "missing.onnx"), "--num-replicas", "0"]) == 1
     (tmp_path / "junk.onnx").write_bytes(b"not onnx")
     assert main([str(tmp_path / "junk.onnx")]) == 1
     lines = capsys.readouterr().err.strip().splitlines()
@@ -240,7 +241,7 @@ def test_other_serving_modules_do_not_import_ray():
     code = (
         "import sys\n"
         "import keras_vae.serving.sampler, keras_vae.serving.generate, keras_vae.serving.server, keras_vae.core.images\n"
-        "import keras_vae.serving.kserve, keras_vae.serving.batching, keras_vae.serving.metrics, keras_vae.serving.limits\n"
+        "import keras_vae.serving.app, keras_vae.serving.routes.kserve, keras_vae.serving.batching, keras_vae.serving.metrics, keras_vae.serving.limits\n"
         "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] == 'ray')))\n"
     )
     out = subprocess.run([sys.executable, "-c", "import json\n" + code], cwd=REPO,

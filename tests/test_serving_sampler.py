@@ -16,7 +16,7 @@ import pytest
 from onnx import TensorProto, helper
 from onnx_fixtures import make_decoder_onnx, reference_decode
 
-from keras_vae.serving import sampler as sampler_module
+from keras_vae.serving import onnx_model as onnx_model_module
 from keras_vae.serving.sampler import ModelLoadError, ProviderUnavailableError, Sampler
 
 REPO = Path(__file__).resolve().parent.parent
@@ -173,7 +173,7 @@ def test_missing_and_invalid_model_files(tmp_path):
 def test_provider_choice(bernoulli_path, monkeypatch):
     with pytest.raises(ValueError, match="provider must be one of"):
         Sampler(bernoulli_path, provider="tpu")
-    monkeypatch.setattr(sampler_module.ort, "get_available_providers",
+    monkeypatch.setattr(onnx_model_module.ort, "get_available_providers",
                         lambda: ["CPUExecutionProvider"])
     assert Sampler(bernoulli_path, provider="auto").provider == "CPUExecutionProvider"
     with pytest.raises(ProviderUnavailableError, match="CUDAExecutionProvider"):
@@ -185,7 +185,7 @@ def test_provider_choice(bernoulli_path, monkeypatch):
 @pytest.mark.filterwarnings("ignore:Specified provider")
 def test_cuda_listed_but_unusable_falls_back_only_for_auto(bernoulli_path, monkeypatch):
     # A CPU-only onnxruntime that claims CUDA: the session falls back to CPU.
-    monkeypatch.setattr(sampler_module.ort, "get_available_providers",
+    monkeypatch.setattr(onnx_model_module.ort, "get_available_providers",
                         lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     assert Sampler(bernoulli_path, provider="auto").provider == "CPUExecutionProvider"
     with pytest.raises(ProviderUnavailableError):

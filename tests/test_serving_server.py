@@ -22,8 +22,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from keras_vae.core import likelihood
 from keras_vae.serving.batching import MicroBatcher, ShuttingDown
-from keras_vae.serving.sampler import Encoder, ModelLoadError, Sampler
-from keras_vae.serving.server import create_app
+from keras_vae.serving.encoder import Encoder
+from keras_vae.serving.sampler import ModelLoadError, Sampler
+from keras_vae.serving.app import create_app
 
 REPO = Path(__file__).resolve().parent.parent
 JSON = {"content-type": "application/json"}
@@ -47,7 +48,7 @@ def sampler(model):
 
 @pytest.fixture(scope="module")
 def client(sampler):
-    with TestClient(create_app(sampler, max_batch=32, max_body_bytes=64 * 1024)) as c:
+    with TestClient(create_app(sampler, max_batch_size=32, max_body_bytes=64 * 1024)) as c:
         yield c
 
 
@@ -139,9 +140,9 @@ def test_server_command_line_errors(tmp_path):
     assert run.returncode == 1 and "Traceback" not in run.stderr
     assert run.stderr.strip() == (f"keras-vae serve: error: model file not found: "
                                   f"{str(tmp_path / 'none.onnx')!r}")
-    help_text = subprocess.run([sys.executable, "keras_vae/serving/server.py", "--help"], cwd=REPO,
+    help_text = subprocess.run([sys.executable, "-m", "keras_vae", "serve", "--help"], cwd=REPO,
                                capture_output=True, text=True, timeout=60).stdout
-    for flag in ("--host", "--port", "--model-name", "--provider", "--max-n",
+    for flag in ("--host", "--port", "--model-name", "--provider", "--max-batch-size",
                  "--max-body-bytes", "--batch-wait-ms", "--no-micro-batching"):
         assert flag in help_text
 
@@ -217,7 +218,7 @@ DIGITS = (np.random.default_rng(5).random((3, 8, 8, 1)) < 0.4).astype(np.float32
 
 @pytest.fixture(scope="module")
 def encoder_client(sampler, encoder_model):
-    app = create_app(sampler, max_batch=32, max_score_samples=200, encoder=encoder_model)
+    app = create_app(sampler, max_batch_size=32, max_score_samples=200, encoder=encoder_model)
     with TestClient(app) as c:
         yield c
 

@@ -69,12 +69,16 @@ class Metrics:
 
 
 def _route_template(scope: Scope) -> str:
-    app = scope.get("app")
-    for route in getattr(getattr(app, "router", None), "routes", ()):
-        match, _ = route.matches(scope)
-        if match != Match.NONE:
-            return getattr(route, "path", "unmatched")
-    return "unmatched"
+    """The template of the route that answered (or would answer) the request, else "unmatched"."""
+    route = scope.get("route")  # set by the router once it has routed the request
+    if route is None:  # refused before routing (e.g. by the body limit): match it here
+        app = scope.get("app")
+        for candidate in getattr(getattr(app, "router", None), "routes", ()):
+            match, child_scope = candidate.matches(scope)
+            if match != Match.NONE:
+                route = child_scope.get("route", candidate)
+                break
+    return getattr(route, "path", None) or "unmatched"
 
 
 class MetricsMiddleware:

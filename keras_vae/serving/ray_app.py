@@ -1,62 +1,22 @@
 """Ray Serve deployment of the VAE decoder: replicas across cores, GPUs and machines.
 
 Each replica is a Ray actor that loads ``decoder.onnx`` once into a
-:class:`~keras_vae.serving.sampler.Sampler` and serves the same HTTP app as
-:mod:`keras_vae.serving.server` (``/v1/generate``, ``/v1/decode``, ``/v1/model``,
-``/healthz``, ``/metrics`` and the KServe v2 routes under ``/v2``), with the
-same request fields, response formats and ``{"error": "..."}`` 4xx errors.
-The only difference is who merges concurrent decode work: here it is Ray
-Serve's ``@serve.batch`` (``max_batch_size`` latent rows per onnxruntime
-call, waiting at most ``batch_wait_timeout_s`` to fill a batch), and Ray's
-HTTP proxy spreads requests over the replicas.
+:class:`~keras_vae.serving.sampler.Sampler` and serves the app of
+:func:`~keras_vae.serving.app.create_app`: the same routes, request fields,
+response formats and ``{"error": "..."}`` 4xx errors as ``keras-vae serve``. Only
+the batching differs: Ray Serve's ``@serve.batch`` merges concurrent decode work
+(``max_batch_size`` latent rows per onnxruntime call, waiting at most
+``batch_wait_ms``), and Ray's HTTP proxy spreads requests over the replicas.
+The options are :mod:`keras_vae.serving.options`', named as ``keras-vae serve``'s.
 
-Only this module of :mod:`serving` imports ``ray``; install it with
-``pip install ".[serving,ray]"`` from a checkout of this repository.
+Three ways to run it (the docs site's "Scaling out" page has the cluster set-up)::
 
-One machine
------------
-Start a local Ray instance, deploy, print the URL and serve until Ctrl-C::
+    keras-vae serve-ray decoder.onnx --num-replicas 2 --num-cpus 1 --port 8000
+    serve run keras_vae.serving.ray_app:build_app model=decoder.onnx num_replicas=2
+    serve deploy keras_vae/serving/ray_serve_config.yaml    # args: RayAppOptions' fields
 
-    python -m keras_vae.serving.ray_app runs/digits/decoder.onnx --replicas 2 --num-cpus 1 \\
-        --host 127.0.0.1 --port 8000
-    curl -s 127.0.0.1:8000/v1/generate -H 'Content-Type: application/json' \\
-        -d '{"n": 16, "seed": 0}' -o samples.png
-
-or with Ray's own CLI, through the application builder :func:`build_app`
-(``key=value`` arguments, see :class:`AppArgs`)::
-
-    serve run keras_vae.serving.ray_app:build_app model=runs/digits/decoder.onnx num_replicas=2 num_cpus=1
-
-GPU replicas: ``--provider cuda --num-gpus 1`` (``provider=cuda num_gpus=1``)
-gives every replica one GPU (fractions such as ``0.5`` share one) and
-onnxruntime's CUDA provider; it needs ``onnxruntime-gpu`` on the GPU nodes.
-
-A Ray cluster
--------------
-Install keras-vae with the ``serving`` and ``ray`` extras on every node and
-put ``decoder.onnx`` at the same path on every node (or on a shared file
-system). Then::
-
-    ray start --head --port=6379                # on the head node
-    ray start --address=HEAD_IP:6379            # on every other node
-
-    # from the head node (or any machine that reaches it):
-    serve run --address ray://HEAD_IP:10001 keras_vae.serving.ray_app:build_app \\
-        model=/models/decoder.onnx num_replicas=4 num_cpus=2
-    # or, on the head node, without Ray Client:
-    python -m keras_vae.serving.ray_app /models/decoder.onnx --address auto --replicas 4 --host 0.0.0.0
-
-    # or declaratively (long-running, survives the shell), see ray_serve_config.yaml:
-    serve deploy keras_vae/serving/ray_serve_config.yaml     # talks to the head's dashboard :8265
-    serve status
-
-Replicas are placed on whichever nodes have the requested CPUs/GPUs free. A
-Serve config file fixes the same settings: the application's ``args`` are
-passed to :func:`build_app`, and its ``deployments`` section (deployment
-name ``VAEDecoder``) may override ``num_replicas``, ``max_ongoing_requests``
-and ``ray_actor_options``; ``keras_vae/serving/ray_serve_config.yaml`` is an example.
+Only this module of :mod:`keras_vae.serving` imports ``ray`` (``pip install "keras-vae[ray]"``).
 """
-
 from __future__ import annotations
 
 import argparse
@@ -66,59 +26,27 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any, Literal
-
-if __package__ in (None, ""):  # run as a script: make the repo root importable
-    sys.path[0] = str(Path(__file__).resolve().parents[2])
+from typing import Any
 
 import numpy as np
 import ray
 from fastapi import FastAPI
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 from ray import serve
 
+from keras_vae.serving.app import create_app
+from keras_vae.serving.encoder import Encoder
 from keras_vae.serving.errors import describe_validation_errors
-from keras_vae.serving.sampler import Encoder, ModelLoadError, ProviderUnavailableError, Sampler
-from keras_vae.serving.server import (DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_SCORE_SAMPLES,
-                            create_app)
+from keras_vae.serving.onnx_model import ModelLoadError, ProviderUnavailableError
+from keras_vae.serving.options import RayAppOptions, RayOptions, ServingOptions, add_arguments, parse_options
+from keras_vae.serving.sampler import Sampler
 
-__all__ = ["AppArgs", "VAEDecoder", "build_app", "main", "DEPLOYMENT_NAME", "APP_NAME"]
+__all__ = ["VAEDecoder", "build_app", "main", "DEPLOYMENT_NAME", "APP_NAME"]
 
 DEPLOYMENT_NAME = "VAEDecoder"
-APP_NAME = "vae"
-DEFAULT_BATCH_WAIT_S = 0.002
-
-
-class AppArgs(BaseModel):
-    """Arguments of :func:`build_app` (strings from ``serve run`` are converted).
-
-    ``max_ongoing_requests`` defaults to ``max_batch_size``, so that one
-    replica can hold enough requests to fill a batch; ``intra_op_threads``
-    defaults to the replica's whole CPUs (at least 1), so replicas on one
-    machine do not fight over cores.
-    """
-
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
-
-    model: str = Field(min_length=1, description="path of decoder.onnx on the replica's node")
-    encoder: str | None = Field(None, min_length=1,
-                                description="path of encoder.onnx: adds encode, reconstruct, score")
-    max_score_samples: int = Field(DEFAULT_MAX_SCORE_SAMPLES, ge=1,
-                                   description="most importance samples per image in /v1/score")
-    model_name: str = Field("vae_decoder", min_length=1, description="name under /v2/models/")
-    provider: Literal["auto", "cpu", "cuda"] = "auto"
-    num_replicas: int = Field(1, ge=1)
-    num_cpus: float = Field(1.0, ge=0, allow_inf_nan=False, description="CPUs per replica")
-    num_gpus: float = Field(0.0, ge=0, allow_inf_nan=False, description="GPUs per replica")
-    intra_op_threads: int | None = Field(None, ge=1)
-    max_batch_size: int = Field(DEFAULT_MAX_BATCH, ge=1,
-                                description="most latent rows per request and per onnxruntime call")
-    batch_wait_timeout_s: float = Field(DEFAULT_BATCH_WAIT_S, ge=0, allow_inf_nan=False)
-    max_ongoing_requests: int | None = Field(None, ge=1, description="requests per replica")
-    max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, ge=1)
-
-    def threads(self) -> int:
-        return self.intra_op_threads or max(1, int(self.num_cpus))
+APP_NAME = RayOptions.model_fields["name"].default
+_MAX_BATCH = ServingOptions.model_fields["max_batch_size"].default
+_BATCH_WAIT_S = ServingOptions.model_fields["batch_wait_ms"].default / 1000
 
 
 def _rows(latents: list[np.ndarray]) -> int:
@@ -126,49 +54,35 @@ def _rows(latents: list[np.ndarray]) -> int:
     return sum(len(z) for z in latents)
 
 
-@serve.deployment(name=DEPLOYMENT_NAME, max_ongoing_requests=DEFAULT_MAX_BATCH)
+@serve.deployment(name=DEPLOYMENT_NAME, max_ongoing_requests=_MAX_BATCH)
 @serve.ingress()
 class VAEDecoder:
-    """One replica: a Sampler and the :mod:`keras_vae.serving.server` app around it.
+    """One replica: a Sampler and the :func:`~keras_vae.serving.app.create_app` app around it.
 
     ``@serve.ingress()`` without an app defers the app to replica start:
     Ray calls ``__serve_build_asgi_app__`` after ``__init__``, so the app is
-    built with this replica's settings, and its decode work goes to
-    :meth:`decode_batch`.
+    built with this replica's settings (``create_app``'s keywords), and its
+    decode work goes to :meth:`decode_batch`.
     """
 
-    def __init__(
-        self,
-        model: str,
-        model_name: str = "vae_decoder",
-        provider: str = "auto",
-        intra_op_threads: int | None = 1,
-        max_batch_size: int = DEFAULT_MAX_BATCH,
-        batch_wait_timeout_s: float = DEFAULT_BATCH_WAIT_S,
-        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-        encoder: str | None = None,
-        max_score_samples: int = DEFAULT_MAX_SCORE_SAMPLES,
-    ) -> None:
-        self.sampler = Sampler(model, provider=provider, intra_op_threads=intra_op_threads)
-        self.encoder = None if encoder is None else Encoder(
-            encoder, provider=provider, intra_op_threads=intra_op_threads)
-        self.max_score_samples = int(max_score_samples)
-        self.model_name = model_name
-        self.max_batch_size = int(max_batch_size)
-        self.max_body_bytes = int(max_body_bytes)
-        self.decode_batch.set_max_batch_size(self.max_batch_size)
-        self.decode_batch.set_batch_wait_timeout_s(float(batch_wait_timeout_s))
+    def __init__(self, **app_kwargs: Any) -> None:
+        options = ServingOptions.model_validate(app_kwargs)
+        self.sampler = Sampler(options.model, provider=options.provider,
+                               intra_op_threads=options.intra_op_threads)
+        self.encoder = None if options.encoder is None else Encoder(
+            options.encoder, provider=options.provider, intra_op_threads=options.intra_op_threads)
+        self.options = options
+        self.decode_batch.set_max_batch_size(options.max_batch_size)
+        self.decode_batch.set_batch_wait_timeout_s(options.batch_wait_ms / 1000)
         self._metrics = None
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        app = create_app(self.sampler, model_name=self.model_name, max_batch=self.max_batch_size,
-                         max_body_bytes=self.max_body_bytes, decode_fn=self.decode_batch,
-                         encoder=self.encoder, max_score_samples=self.max_score_samples)
+        kwargs = {**self.options.app_kwargs(), "model": self.sampler, "encoder": self.encoder}
+        app = create_app(**kwargs, decode_fn=self.decode_batch)
         self._metrics = app.state.serving.metrics
         return app
 
-    @serve.batch(max_batch_size=DEFAULT_MAX_BATCH, batch_wait_timeout_s=DEFAULT_BATCH_WAIT_S,
-                 batch_size_fn=_rows)
+    @serve.batch(max_batch_size=_MAX_BATCH, batch_wait_timeout_s=_BATCH_WAIT_S, batch_size_fn=_rows)
     async def decode_batch(self, latents: list[np.ndarray]) -> list[np.ndarray]:
         """Decode the validated ``z`` of concurrent requests in one onnxruntime call.
 
@@ -186,164 +100,123 @@ class VAEDecoder:
 def build_app(args: dict[str, Any]) -> serve.Application:
     """Ray Serve application builder: ``serve run keras_vae.serving.ray_app:build_app model=...``.
 
-    ``args`` are the fields of :class:`AppArgs` (values may be strings, as
-    ``serve run key=value`` passes them). Raises ``ValueError`` naming every
-    invalid or unknown argument.
+    ``args`` are the fields of :class:`~keras_vae.serving.options.RayAppOptions`
+    (values may be strings, as ``serve run key=value`` passes them). Raises
+    ``ValueError`` naming every invalid or unknown argument.
     """
     try:
-        cfg = AppArgs.model_validate(dict(args))
+        options = RayAppOptions.model_validate(dict(args))
     except ValidationError as exc:
         raise ValueError(f"invalid application arguments: "
                          f"{describe_validation_errors(exc.errors())}") from None
+    app_kwargs = {**options.app_kwargs(), "intra_op_threads": options.threads()}
     return VAEDecoder.options(
-        num_replicas=cfg.num_replicas,
-        max_ongoing_requests=cfg.max_ongoing_requests or cfg.max_batch_size,
-        ray_actor_options={"num_cpus": cfg.num_cpus, "num_gpus": cfg.num_gpus},
-    ).bind(
-        cfg.model,
-        model_name=cfg.model_name,
-        provider=cfg.provider,
-        intra_op_threads=cfg.threads(),
-        max_batch_size=cfg.max_batch_size,
-        batch_wait_timeout_s=cfg.batch_wait_timeout_s,
-        max_body_bytes=cfg.max_body_bytes,
-        encoder=cfg.encoder,
-        max_score_samples=cfg.max_score_samples,
-    )
+        num_replicas=options.num_replicas,
+        max_ongoing_requests=options.max_ongoing_requests or options.max_batch_size,
+        ray_actor_options={"num_cpus": options.num_cpus, "num_gpus": options.num_gpus},
+    ).bind(**app_kwargs)
 
 
 # ------------------------------------------------------------------------- CLI
 
+PROG = "keras-vae serve-ray"
+
 EPILOG = """\
 examples:
-  keras-vae serve-ray decoder.onnx --replicas 2 --num-cpus 1 --port 8000
+  keras-vae serve-ray decoder.onnx --num-replicas 2 --num-cpus 1 --port 8000
   keras-vae serve-ray decoder.onnx --encoder encoder.onnx    # adds encode, reconstruct, score
-  keras-vae serve-ray decoder.onnx --provider cuda --num-gpus 1 --replicas 2
+  keras-vae serve-ray decoder.onnx --provider cuda --num-gpus 1 --num-replicas 2
   keras-vae serve-ray /models/decoder.onnx --address auto --host 0.0.0.0  # on a Ray head
   serve run keras_vae.serving.ray_app:build_app model=decoder.onnx num_replicas=2 num_cpus=1
 """
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="keras-vae serve-ray",
+    parser = argparse.ArgumentParser(
+        prog=PROG,
         description="Serve an exported VAE decoder (decoder.onnx) with Ray Serve: the HTTP API "
-        "of keras_vae.serving.server, replicated, with @serve.batch request batching.",
+        "of `keras-vae serve`, replicated, with @serve.batch request batching. Paths must be "
+        "the same on every node that runs a replica.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("model", help="path to decoder.onnx (on every node that runs a replica)")
-    p.add_argument("--encoder", metavar="ENCODER.onnx", default=None,
-                   help="also serve this encoder.onnx (same path on every node): /v1/encode, "
-                        "/v1/reconstruct, /v1/score")
-    p.add_argument("--max-score-samples", type=int, default=DEFAULT_MAX_SCORE_SAMPLES,
-                   help=f"most importance samples per image in /v1/score "
-                        f"(default {DEFAULT_MAX_SCORE_SAMPLES})")
-    p.add_argument("--replicas", type=int, default=1, help="number of replicas (default 1)")
-    p.add_argument("--num-cpus", type=float, default=1.0, help="CPUs per replica (default 1)")
-    p.add_argument("--num-gpus", type=float, default=0.0,
-                   help="GPUs per replica, fractions allowed (default 0)")
-    p.add_argument("--provider", choices=["auto", "cpu", "cuda"], default="auto",
-                   help="onnxruntime execution provider in the replicas (default auto)")
-    p.add_argument("--intra-op-threads", type=int, default=None,
-                   help="onnxruntime threads per replica (default: the replica's whole CPUs)")
-    p.add_argument("--max-batch-size", type=int, default=DEFAULT_MAX_BATCH,
-                   help=f"most images per request and per onnxruntime call "
-                        f"(default {DEFAULT_MAX_BATCH})")
-    p.add_argument("--batch-wait-timeout-s", type=float, default=DEFAULT_BATCH_WAIT_S,
-                   help=f"how long a batch waits to fill, seconds (default {DEFAULT_BATCH_WAIT_S})")
-    p.add_argument("--max-ongoing-requests", type=int, default=None,
-                   help="requests one replica holds at once (default: --max-batch-size)")
-    p.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES,
-                   help=f"largest request body in bytes (default {DEFAULT_MAX_BODY_BYTES})")
-    p.add_argument("--model-name", default="vae_decoder",
-                   help="model name under /v2/models/ (default vae_decoder)")
-    p.add_argument("--host", default="127.0.0.1", help="HTTP bind address (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
-    p.add_argument("--address", default=None,
-                   help="connect to a running Ray cluster ('auto', HOST:6379 or "
-                        "ray://HOST:10001) instead of starting a local instance")
-    p.add_argument("--name", default=APP_NAME, help=f"Serve application name (default {APP_NAME})")
-    p.add_argument("--access-log", action="store_true", help="log every request in the replicas")
-    return p
+    add_arguments(parser, RayOptions)
+    return parser
 
 
 def _fail(message: str) -> int:
-    print(f"keras-vae serve-ray: error: {' '.join(message.split())}", file=sys.stderr)
+    print(f"{PROG}: error: {' '.join(message.split())}", file=sys.stderr)
     return 1
 
 
-def _check_resources(cfg: AppArgs, local: bool) -> str | None:
+def _check_resources(options: RayOptions, local: bool) -> str | None:
     """Say why the replicas cannot all be placed, if they cannot."""
     total = ray.cluster_resources()
-    for key, per_replica in (("CPU", cfg.num_cpus), ("GPU", cfg.num_gpus)):
-        need = per_replica * cfg.num_replicas
+    for key, per_replica in (("CPU", options.num_cpus), ("GPU", options.num_gpus)):
+        need = per_replica * options.num_replicas
         have = total.get(key, 0.0)
         if need > have + 1e-9:
-            return (f"{cfg.num_replicas} replica(s) x {per_replica:g} {key} need {need:g} "
+            return (f"{options.num_replicas} replica(s) x {per_replica:g} {key} need {need:g} "
                     f"{key}s; the Ray {'instance' if local else 'cluster'} has {have:g}")
+    return None
+
+
+def _check_models(options: RayOptions, local: bool) -> str | None:
+    """Load the models here once, so that a bad file fails in one line, not in every replica."""
+    model = Path(options.model).expanduser()
+    encoder = Path(options.encoder).expanduser() if options.encoder else None
+    if not (model.is_file() and (encoder is None or encoder.is_file())):
+        missing = model if not model.is_file() else encoder
+        return f"model file not found: {str(missing)!r}" if local else None
+    options.model = str(model.resolve())
+    options.encoder = str(encoder.resolve()) if encoder else None
+    try:  # local replicas run here, so the provider can be checked too
+        provider = options.provider if local else "cpu"
+        sampler = Sampler(options.model, provider=provider, intra_op_threads=1)
+        if options.encoder:
+            Encoder(options.encoder, provider=provider, intra_op_threads=1).check_pairs_with(sampler)
+    except (OSError, ModelLoadError, ProviderUnavailableError, ValueError) as exc:
+        return str(exc)
     return None
 
 
 def main(argv: list[str] | None = None) -> int:
     """Start (or join) Ray, deploy the app, print its URL and serve until Ctrl-C."""
-    args = build_parser().parse_args(argv)
     try:
-        cfg = AppArgs(
-            model=args.model, encoder=args.encoder, max_score_samples=args.max_score_samples,
-            model_name=args.model_name, provider=args.provider,
-            num_replicas=args.replicas, num_cpus=args.num_cpus, num_gpus=args.num_gpus,
-            intra_op_threads=args.intra_op_threads, max_batch_size=args.max_batch_size,
-            batch_wait_timeout_s=args.batch_wait_timeout_s,
-            max_ongoing_requests=args.max_ongoing_requests, max_body_bytes=args.max_body_bytes,
-        )
-    except ValidationError as exc:
-        return _fail(describe_validation_errors(exc.errors()))
-    local = args.address is None
-    model = Path(cfg.model).expanduser()
-    encoder = Path(cfg.encoder).expanduser() if cfg.encoder else None
-    if model.is_file() and (encoder is None or encoder.is_file()):
-        cfg.model = str(model.resolve())
-        cfg.encoder = str(encoder.resolve()) if encoder else None
-        try:  # fail here, in one line, rather than in every replica
-            # Local replicas run here, so the provider can be checked too.
-            provider = cfg.provider if local else "cpu"
-            sampler = Sampler(cfg.model, provider=provider, intra_op_threads=1)
-            if cfg.encoder:
-                Encoder(cfg.encoder, provider=provider, intra_op_threads=1).check_pairs_with(sampler)
-        except (OSError, ModelLoadError, ProviderUnavailableError, ValueError) as exc:
-            return _fail(str(exc))
-    elif local:
-        missing = model if not model.is_file() else encoder
-        return _fail(f"model file not found: {str(missing)!r}")
+        options = parse_options(build_parser(), RayOptions, argv)
+    except ValueError as exc:
+        return _fail(str(exc))
+    local = options.address is None
+    problem = _check_models(options, local)
+    if problem:
+        return _fail(problem)
 
     # SIGTERM (e.g. from a process manager) shuts down as cleanly as Ctrl-C.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         try:
             if local:  # "local" always starts a new instance, never joins a running one
-                ray.init(address="local", include_dashboard=False,
-                         logging_level=logging.WARNING)
+                ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING)
             else:
-                ray.init(address=args.address)
+                ray.init(address=options.address)
         except (ConnectionError, RuntimeError, ValueError) as exc:
-            where = "start Ray" if local else f"connect to Ray at {args.address}"
+            where = "start Ray" if local else f"connect to Ray at {options.address}"
             return _fail(f"cannot {where}: {exc}")
-        problem = _check_resources(cfg, local)
+        problem = _check_resources(options, local)
         if problem and local:
             return _fail(problem)
         if problem:
             print(f"warning: {problem}; replicas wait until the cluster has room", flush=True)
-        serve.start(http_options={"host": args.host, "port": args.port})
+        serve.start(http_options={"host": options.host, "port": options.port})
         try:
-            serve.run(build_app(cfg.model_dump()), name=args.name, route_prefix="/",
-                      logging_config={"enable_access_log": args.access_log})
+            serve.run(build_app(options.app_args()), name=options.name, route_prefix="/",
+                      logging_config={"enable_access_log": options.access_log})
         except RuntimeError as exc:
-            return _fail(f"deploying {args.name!r} failed: {exc}")
-        where = "a local Ray instance" if local else f"the Ray cluster at {args.address}"
-        print(f"serving {cfg.model} with {cfg.num_replicas} replica(s) on {where} "
-              f"({cfg.num_cpus:g} CPU, {cfg.num_gpus:g} GPU, provider {cfg.provider} each) "
-              f"at http://{args.host}:{args.port}  (Ctrl-C to stop)", flush=True)
+            return _fail(f"deploying {options.name!r} failed: {exc}")
+        where = "a local Ray instance" if local else f"the Ray cluster at {options.address}"
+        print(f"serving {options.model} with {options.num_replicas} replica(s) on {where} "
+              f"({options.num_cpus:g} CPU, {options.num_gpus:g} GPU, provider {options.provider} "
+              f"each) at http://{options.host}:{options.port}  (Ctrl-C to stop)", flush=True)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
@@ -355,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
                 if local:
                     serve.shutdown()
                 else:  # leave the cluster (and its other applications) running
-                    serve.delete(args.name)
+                    serve.delete(options.name)
             except Exception as exc:  # noqa: BLE001 - still disconnect below
                 print(f"warning: clean-up failed: {exc}", file=sys.stderr)
             ray.shutdown()

@@ -17,148 +17,19 @@ threads.
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 
 from keras_vae.core import contract
+from keras_vae.serving.onnx_model import (PROVIDERS, ModelLoadError, OnnxModel, ProviderUnavailableError,
+                                          finite_float32_array, parse_int, parse_shape, static_dims)
 
-__all__ = ["Sampler", "Encoder", "ModelLoadError", "ProviderUnavailableError", "PROVIDERS"]
-
-PROVIDERS = ("auto", "cpu", "cuda")
-_CPU = "CPUExecutionProvider"
-_CUDA = "CUDAExecutionProvider"
+__all__ = ["Sampler", "ModelLoadError", "ProviderUnavailableError", "PROVIDERS"]
 
 
-class ModelLoadError(RuntimeError):
-    """The model file is not a usable decoder (invalid ONNX, wrong signature)."""
-
-
-class ProviderUnavailableError(RuntimeError):
-    """The requested execution provider is not available on this machine."""
-
-
-def _choose_providers(provider: str) -> list[str]:
-    """Return the onnxruntime provider list for ``"auto"``, ``"cpu"`` or ``"cuda"``."""
-    if provider not in PROVIDERS:
-        raise ValueError(f"provider must be one of {', '.join(PROVIDERS)}; got {provider!r}")
-    available = ort.get_available_providers()
-    if provider == "cpu":
-        return [_CPU]
-    if _CUDA in available:
-        return [_CUDA, _CPU]
-    if provider == "cuda":
-        raise ProviderUnavailableError(
-            "provider 'cuda' requested but onnxruntime offers no CUDAExecutionProvider "
-            f"here (available: {', '.join(available)}); install onnxruntime-gpu with "
-            "a matching CUDA runtime, or use --provider cpu"
-        )
-    return [_CPU]
-
-
-def _open_session(model_path: str | os.PathLike, provider: str,
-                  intra_op_threads: int | None) -> tuple[Path, ort.InferenceSession]:
-    """One onnxruntime session for ``model_path``; raises the errors :class:`Sampler` documents."""
-    path = Path(model_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"model file not found: {str(path)!r}")
-    providers = _choose_providers(provider)
-    options = ort.SessionOptions()
-    # Idle onnxruntime worker threads sleep instead of spinning, so they do
-    # not take CPU from the web server's event loop between calls.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    if intra_op_threads is not None:
-        options.intra_op_num_threads = int(intra_op_threads)
-    try:
-        session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
-    except Exception as exc:  # onnxruntime raises its own exception types
-        raise ModelLoadError(
-            f"cannot load {str(path)!r} as an ONNX model: {str(exc).strip()}"
-        ) from exc
-    if provider == "cuda" and session.get_providers()[0] != _CUDA:
-        raise ProviderUnavailableError(
-            "provider 'cuda' requested but onnxruntime could not initialise "
-            "CUDAExecutionProvider (check the CUDA and cuDNN libraries)"
-        )
-    return path, session
-
-
-def _finite_float32_array(values: Any, expected: str, shape_ok: Callable[[tuple], bool],
-                          shape_condition: str = "") -> np.ndarray:
-    """``values`` as a C-contiguous float32 array, or a ValueError that starts with ``expected``.
-
-    Refuses ragged or non-numeric input (booleans too), a shape ``shape_ok`` rejects,
-    and NaN or inf (including values beyond float32's range).
-    """
-    try:
-        arr = np.asarray(values)
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f"{expected} of numbers; got a ragged or invalid array ({exc})") from None
-    if arr.dtype == np.bool_ or not (
-        np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)
-    ):
-        raise ValueError(f"{expected} of real numbers; got dtype {arr.dtype}")
-    if not shape_ok(arr.shape):
-        raise ValueError(f"{expected}{shape_condition}; got shape {list(arr.shape)}")
-    with np.errstate(over="ignore"):
-        arr = np.ascontiguousarray(arr, dtype=np.float32)
-    if not np.isfinite(arr).all():
-        raise ValueError(
-            f"{expected} of finite values; got NaN or inf (or values beyond float32 range)"
-        )
-    return arr
-
-
-def _parse_int(value: str | None) -> int | None:
-    try:
-        result = int(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
-    return result if result > 0 else None
-
-
-def _parse_shape(value: str | None) -> tuple[int, ...] | None:
-    try:
-        shape = json.loads(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
-    if (
-        isinstance(shape, list)
-        and len(shape) == 3
-        and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)
-    ):
-        return tuple(shape)
-    return None
-
-
-def _static_dims(shape: list[Any]) -> tuple[int, ...] | None:
-    """Graph dims as ints, or None if any is symbolic/unknown."""
-    if all(isinstance(d, int) and d > 0 for d in shape):
-        return tuple(shape)
-    return None
-
-
-class _OnnxModel:
-    """What both wrappers of an exported graph hold: one session and the file's metadata."""
-
-    def _open(self, model_path: str | os.PathLike, provider: str,
-              intra_op_threads: int | None) -> ort.InferenceSession:
-        path, session = _open_session(model_path, provider, intra_op_threads)
-        self.model_path = path
-        self._session = session
-        self.provider: str = session.get_providers()[0]
-        self.metadata: dict[str, str] = dict(session.get_modelmeta().custom_metadata_map)
-        self.likelihood: str = self.metadata.get(contract.LIKELIHOOD, "unknown")
-        self.precision: str = self.metadata.get(contract.PRECISION, "fp32")
-        return session
-
-
-class Sampler(_OnnxModel):
+class Sampler(OnnxModel):
     """Decode latents and sample images with an ONNX VAE decoder.
 
     Args:
@@ -216,7 +87,7 @@ class Sampler(_OnnxModel):
         self.output_name: str = out.name
 
         graph_dim = inputs[0].shape[1] if isinstance(inputs[0].shape[1], int) else None
-        meta_dim = _parse_int(self.metadata.get(contract.LATENT_DIM))
+        meta_dim = parse_int(self.metadata.get(contract.LATENT_DIM))
         if graph_dim and meta_dim and graph_dim != meta_dim:
             raise ModelLoadError(
                 f"{where}: metadata latent_dim={meta_dim} disagrees with the graph "
@@ -242,8 +113,8 @@ class Sampler(_OnnxModel):
             )
         shape = tuple(int(d) for d in probe.shape[1:])
         for declared, source in (
-            (_parse_shape(self.metadata.get(contract.IMAGE_SHAPE)), "metadata image_shape"),
-            (_static_dims(out.shape[1:]), "graph output shape"),
+            (parse_shape(self.metadata.get(contract.IMAGE_SHAPE)), "metadata image_shape"),
+            (static_dims(out.shape[1:]), "graph output shape"),
         ):
             if declared is not None and declared != shape:
                 raise ModelLoadError(
@@ -265,7 +136,7 @@ class Sampler(_OnnxModel):
         NaN/inf (including values too large for float32).
         """
         expected = f"z must be a 2-D array of shape [n, {self.latent_dim}]"
-        return _finite_float32_array(
+        return finite_float32_array(
             z, expected, lambda shape: len(shape) == 2 and shape[1] == self.latent_dim)
 
     def decode(self, z: Any, batch_size: int | None = None) -> np.ndarray:
@@ -334,77 +205,3 @@ class Sampler(_OnnxModel):
             f"Sampler({str(self.model_path)!r}, provider={self.provider!r}, "
             f"latent_dim={self.latent_dim}, image_shape={self.image_shape})"
         )
-
-
-class Encoder(_OnnxModel):
-    """Parameters of q(z|x) from an exported encoder (``encoder.onnx``) with onnxruntime.
-
-    The graph maps ``x`` float32 ``[batch, H, W, C]`` to ``z_mean`` and
-    ``z_log_var``, float32 ``[batch, latent_dim]`` each (names in
-    :mod:`keras_vae.core.contract`). Arguments and errors are those of :class:`Sampler`.
-
-    Attributes:
-        model_path, provider, metadata: as for :class:`Sampler`.
-        image_shape: ``(H, W, C)`` of one input image.
-        latent_dim: size of one latent vector.
-        likelihood: the decoder's likelihood from the metadata (``"unknown"`` without).
-    """
-
-    def __init__(self, model_path: str | os.PathLike, provider: str = "auto",
-                 intra_op_threads: int | None = None) -> None:
-        session = self._open(model_path, provider, intra_op_threads)
-        path = self.model_path
-        where = repr(str(path))
-        inputs, outputs = session.get_inputs(), session.get_outputs()
-        names = [o.name for o in outputs]
-        if len(inputs) != 1 or len(inputs[0].shape) != 4 or sorted(names) != sorted(contract.ENCODER_OUTPUTS):
-            raise ModelLoadError(
-                f"{where} is not an encoder: expected one input x [batch, H, W, C] and outputs "
-                f"{list(contract.ENCODER_OUTPUTS)}; got inputs {[(i.name, i.shape) for i in inputs]}, "
-                f"outputs {names}")
-        self.input_name: str = inputs[0].name
-        shape = _static_dims(inputs[0].shape[1:]) or _parse_shape(self.metadata.get(contract.IMAGE_SHAPE))
-        if shape is None:
-            raise ModelLoadError(f"{where}: the image shape is neither in the graph nor in the metadata")
-        self.image_shape: tuple[int, int, int] = shape  # type: ignore[assignment]
-        z_mean, _ = self._run(np.zeros((1, *shape), np.float32))
-        self.latent_dim: int = int(z_mean.shape[1])
-
-    def _run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        z_mean, z_log_var = self._session.run(list(contract.ENCODER_OUTPUTS), {self.input_name: x})
-        return np.asarray(z_mean, np.float32), np.asarray(z_log_var, np.float32)
-
-    def validate_images(self, x: Any) -> np.ndarray:
-        """Check ``x`` and return it as a C-contiguous float32 ``[n, H, W, C]`` array.
-
-        Raises ``ValueError`` saying what was expected when ``x`` is not a
-        numeric array of that shape, holds NaN/inf, or (Bernoulli decoder)
-        holds values outside [0, 1].
-        """
-        h, w, c = self.image_shape
-        expected = f"images must be an array of shape [n, {h}, {w}, {c}]"
-        arr = _finite_float32_array(
-            x, expected, lambda shape: len(shape) == 4 and shape[1:] == self.image_shape and shape[0] >= 1,
-            shape_condition=" with n >= 1")
-        if self.likelihood == "bernoulli" and (arr.min() < 0.0 or arr.max() > 1.0):
-            raise ValueError(f"pixel values must be in [0, 1] for this Bernoulli model; got values in "
-                             f"[{arr.min():g}, {arr.max():g}]")
-        return arr
-
-    def encode(self, x: Any, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-        """(z_mean, z_log_var) of q(z|x), float32 ``[n, latent_dim]`` each, for images ``[n, H, W, C]``."""
-        arr = self.validate_images(x)
-        parts = [self._run(arr[i : i + batch_size]) for i in range(0, len(arr), batch_size)]
-        return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
-
-    def check_pairs_with(self, sampler: Sampler) -> None:
-        """Raises ModelLoadError unless this encoder and the decoder of ``sampler`` fit together."""
-        if (self.latent_dim, self.image_shape) != (sampler.latent_dim, sampler.image_shape):
-            raise ModelLoadError(
-                f"encoder {str(self.model_path)!r} (images {list(self.image_shape)}, latent_dim "
-                f"{self.latent_dim}) does not fit decoder {str(sampler.model_path)!r} (images "
-                f"{list(sampler.image_shape)}, latent_dim {sampler.latent_dim})")
-
-    def __repr__(self) -> str:
-        return (f"Encoder({str(self.model_path)!r}, provider={self.provider!r}, "
-                f"image_shape={self.image_shape}, latent_dim={self.latent_dim})")

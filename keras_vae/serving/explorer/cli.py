@@ -70,7 +70,8 @@ def site_files(decoder: Path, encoder: Path | None) -> dict[str, bytes | Path]:
     Loads the models (onnxruntime) to check them and to read the shapes and
     the prior for ``explorer/config.json``. Raises :class:`ExportError`.
     """
-    from keras_vae.serving.sampler import Encoder, ModelLoadError, Sampler
+    from keras_vae.serving.encoder import Encoder
+    from keras_vae.serving.sampler import ModelLoadError, Sampler
 
     try:
         ort_dir = explorer.require_ort_web_dir()

@@ -1,0 +1,1 @@
+"""The library commands of ``keras-vae``: ``train``, ``evaluate`` and ``export`` (each ``main(argv)``)."""

@@ -1,0 +1,140 @@
+"""``create_app``: the FastAPI app that serves one exported decoder (and, optionally, its encoder).
+
+Endpoints, one router each (:mod:`keras_vae.serving.routes`, :mod:`keras_vae.serving.explorer`):
+
+* ``GET /healthz``, ``GET /v1/model``, ``GET /metrics`` (Prometheus text),
+* ``POST /v1/generate`` ``{"n", "seed", "temperature", "format", "ncols"}`` ->
+  a PNG grid, a ``.npy`` float32 ``[n, H, W, C]`` array, or JSON,
+* ``POST /v1/decode`` ``{"z": [[...], ...], "format"}`` -> the same formats,
+* with an encoder: ``POST /v1/encode`` (q(z|x) of images), ``POST /v1/reconstruct``
+  and ``POST /v1/score`` (importance-sampled log p(x) in nats, from the two ONNX files),
+* ``GET /models/decoder.onnx`` (and ``/models/encoder.onnx``): the served files,
+* ``GET /``: the latent-space explorer, and the API docs at ``/docs`` and ``/redoc``,
+  with every asset served locally,
+* the Open Inference Protocol (KServe v2 / Triton) under ``/v2``.
+
+All errors are JSON ``{"error": "..."}`` with a 4xx status. Decode work from
+concurrent requests is merged by :class:`~keras_vae.serving.batching.MicroBatcher`
+unless micro-batching is switched off, in which case every request runs
+``Sampler.decode`` in a worker thread of its own. A host may also hand the decode
+work to its own batching (``create_app(..., decode_fn=...)``), as the Ray Serve
+deployment in :mod:`keras_vae.serving.ray_app` does with ``@serve.batch``.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from keras_vae.serving import explorer
+from keras_vae.serving.batching import MicroBatcher
+from keras_vae.serving.encoder import Encoder
+from keras_vae.serving.errors import install_error_handlers
+from keras_vae.serving.limits import BodyLimitMiddleware
+from keras_vae.serving.metrics import Metrics, MetricsMiddleware
+from keras_vae.serving.options import ServingOptions
+from keras_vae.serving.routes.kserve import kserve_router
+from keras_vae.serving.routes.model_files import model_files_router
+from keras_vae.serving.routes.v1 import encoder_router, v1_router
+from keras_vae.serving.sampler import Sampler
+from keras_vae.serving.state import DecodeFn, ServingState, version
+
+__all__ = ["create_app"]
+
+_DEFAULTS = ServingOptions.model_fields
+
+
+def create_app(
+    model: str | os.PathLike | Sampler,
+    model_name: str = _DEFAULTS["model_name"].default,
+    max_batch_size: int = _DEFAULTS["max_batch_size"].default,
+    max_body_bytes: int = _DEFAULTS["max_body_bytes"].default,
+    batch_wait_ms: float = _DEFAULTS["batch_wait_ms"].default,
+    micro_batching: bool = True,
+    provider: str = _DEFAULTS["provider"].default,
+    intra_op_threads: int | None = None,
+    decode_fn: DecodeFn | None = None,
+    encoder: str | os.PathLike | Encoder | None = None,
+    max_score_samples: int = _DEFAULTS["max_score_samples"].default,
+) -> FastAPI:
+    """Build the FastAPI app serving one decoder.
+
+    The keywords are the options of :class:`~keras_vae.serving.options.ServingOptions`,
+    with the same names and defaults.
+
+    Args:
+        model: a :class:`Sampler`, or the path of ``decoder.onnx`` to load
+            (with ``provider`` and ``intra_op_threads``).
+        model_name: the model's name in ``/v2/models/{name}``.
+        max_batch_size: most images per request, and most rows per onnxruntime
+            call made by the micro-batcher.
+        max_body_bytes: largest accepted request body, in bytes.
+        batch_wait_ms: how long the micro-batcher waits to fill a batch.
+        micro_batching: merge concurrent decode work (True) or run every
+            request on its own (False).
+        encoder: an :class:`Encoder`, or the path of ``encoder.onnx``: adds
+            ``/v1/encode``, ``/v1/reconstruct`` and ``/v1/score``.
+        max_score_samples: most importance samples per image in ``/v1/score``.
+        decode_fn: an async function that takes over all decode work: it gets
+            validated float32 ``z`` ``[n, latent_dim]`` (n <= ``max_batch_size``)
+            and returns float32 ``[n, H, W, C]``. It replaces the built-in
+            micro-batcher (``micro_batching`` is then ignored) and should
+            report its onnxruntime calls with
+            ``app.state.serving.metrics.observe_batch(rows, requests)``.
+
+    The micro-batcher starts and stops with the app's lifespan, so use the
+    app under a server (uvicorn) or ``with TestClient(app)``.
+    """
+    for name, value in (("max_batch_size", max_batch_size), ("max_body_bytes", max_body_bytes),
+                        ("max_score_samples", max_score_samples)):
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1; got {value}")
+    sampler = model if isinstance(model, Sampler) else Sampler(
+        model, provider=provider, intra_op_threads=intra_op_threads)
+    if encoder is not None and not isinstance(encoder, Encoder):
+        encoder = Encoder(encoder, provider=provider, intra_op_threads=intra_op_threads)
+    if encoder is not None:
+        encoder.check_pairs_with(sampler)
+    metrics = Metrics()
+    batcher = MicroBatcher(sampler.decode, max_batch=max_batch_size, wait_ms=batch_wait_ms,
+                           on_batch=metrics.observe_batch) if (
+        micro_batching and decode_fn is None) else None
+    state = ServingState(sampler, model_name, max_batch_size, metrics, batcher, decode_fn=decode_fn,
+                         encoder=encoder, max_score_samples=max_score_samples)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if batcher is not None:
+            await batcher.start()
+        state.ready = True
+        try:
+            yield
+        finally:
+            state.ready = False
+            if batcher is not None:
+                await batcher.stop()
+
+    app = FastAPI(
+        title="keras-vae decoder server",
+        version=version(),
+        description="Sample and decode images with an exported VAE decoder.",
+        lifespan=lifespan,
+        docs_url=None,  # self-hosted by the explorer's docs router: no CDN
+        redoc_url=None,
+    )
+    app.state.serving = state
+    install_error_handlers(app)
+    app.include_router(v1_router(sampler.latent_dim, max_batch_size))
+    if encoder is not None:
+        app.include_router(encoder_router(encoder.image_shape, max_batch_size, max_score_samples,
+                                          unit_interval=sampler.likelihood == "bernoulli"))
+    app.include_router(model_files_router(with_encoder=encoder is not None))
+    app.include_router(kserve_router())
+    explorer.add_explorer_routes(app)  # the page at /, /docs and /redoc, all served locally
+    # The last middleware added runs first: metrics see every request,
+    # including those refused for their size.
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app

@@ -1,0 +1,128 @@
+"""The page's settings (``explorer/config.json``): the model's shapes, prior and principal directions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from keras_vae.core import contract
+
+__all__ = ["explorer_config", "prior_directions", "SLIDERS", "SCORE_SAMPLES"]
+
+#: How many directions get a slider on the page.
+SLIDERS = 5
+#: Importance samples for the score of a drawn or dropped image.
+SCORE_SAMPLES = 200
+
+# --------------------------------------------------------------- the page's data
+
+
+def prior_directions(latent_dim: int, prior: contract.MixturePrior | None) -> dict[str, list]:
+    """The prior's mean and principal axes, as plain lists for JSON.
+
+    The axes are the eigenvectors of the prior's covariance, largest variance
+    first: what principal component analysis of many samples of z converges
+    to, computed exactly from the prior's parameters. For a mixture,
+    ``Cov = Σ_c w_c (diag σ_c² + μ_c μ_cᵀ) − μ̄ μ̄ᵀ``; for N(0, I) every direction
+    has variance 1 and the axes are the latent dimensions in order. Each axis
+    is signed so that its largest entry is positive.
+
+    Returns ``{"center": (D,), "directions": (D, D) rows, "direction_std": (D,),
+    "explained": (D,) fraction of the total variance, "dim_std": (D,)}``.
+    """
+    if prior is None:
+        center = np.zeros(latent_dim)
+        covariance = np.eye(latent_dim)
+    else:
+        weights = prior.weights[:, None]
+        center = (weights * prior.means).sum(0)
+        second = np.einsum("c,ci,cj->ij", prior.weights, prior.means, prior.means)
+        second += np.diag((weights * np.exp(prior.log_vars)).sum(0))
+        covariance = second - np.outer(center, center)
+        covariance = 0.5 * (covariance + covariance.T)
+    values, vectors = np.linalg.eigh(covariance)  # ascending
+    order = np.argsort(-values, kind="stable")
+    values = np.clip(values[order], 0.0, None)
+    vectors = vectors[:, order].T  # rows
+    signs = np.sign(vectors[np.arange(latent_dim), np.argmax(np.abs(vectors), axis=1)])
+    vectors = vectors * np.where(signs == 0, 1.0, signs)[:, None]
+    total = float(values.sum()) or 1.0
+    return {
+        "center": center.tolist(),
+        "directions": vectors.tolist(),
+        "direction_std": np.sqrt(values).tolist(),
+        "explained": (values / total).tolist(),
+        "dim_std": np.sqrt(np.clip(np.diag(covariance), 0.0, None)).tolist(),
+    }
+
+
+def _decoder_log_var(sampler) -> Any:
+    """log σ² of a Gaussian decoder from its metadata, as JSON (a number or nested lists)."""
+    value = getattr(sampler, "decoder_log_var", None)
+    decode = getattr(contract, "decode_decoder_log_var", None)
+    if value is None and decode is not None and sampler.likelihood == "gaussian":
+        try:
+            value = decode(sampler.metadata.get(getattr(contract, "DECODER_LOG_VAR", "")),
+                           sampler.image_shape)
+        except ValueError:
+            value = None
+    if value is None:
+        return None
+    return float(value) if np.ndim(value) == 0 else np.asarray(value, np.float64).tolist()
+
+
+def _compact(values) -> list:
+    """Nested lists of floats rounded to 9 significant digits (float32 values survive exactly)."""
+    array = np.asarray(values, np.float64)
+    return np.reshape([float(f"{v:.9g}") for v in array.ravel().tolist()], array.shape).tolist()
+
+
+def explorer_config(sampler, *, encoder: bool, ort: bool, server: bool,
+                    max_batch: int | None = None,
+                    score_samples: int = SCORE_SAMPLES) -> dict[str, Any]:
+    """What the page needs to know about the model, as JSON-ready data.
+
+    Args:
+        sampler: the decoder's :class:`keras_vae.serving.sampler.Sampler` (its shapes,
+            likelihood, metadata and prior are read).
+        encoder: whether ``models/encoder.onnx`` is there.
+        ort: whether onnxruntime-web is served (``explorer/ort/``); when
+            False the page decodes through the server.
+        server: True when served by :mod:`keras_vae.serving.server` (the page may then
+            call ``/v1/...``), False in a static export.
+        max_batch: most rows the server decodes per request.
+        score_samples: importance samples K for the score of a drawn image.
+    """
+    prior = sampler.prior
+    metadata = sampler.metadata
+    return {
+        "latent_dim": int(sampler.latent_dim),
+        "image_shape": [int(d) for d in sampler.image_shape],
+        "likelihood": sampler.likelihood,
+        "decoder_log_var": _decoder_log_var(sampler),
+        "prior": None if prior is None else {
+            "components": int(prior.components),
+            "weights": _compact(prior.weights),
+            "means": _compact(prior.means),
+            "log_vars": _compact(prior.log_vars),
+        },
+        **{key: _compact(value)
+           for key, value in prior_directions(sampler.latent_dim, prior).items()},
+        "sliders": min(SLIDERS, int(sampler.latent_dim)),
+        "max_temperature": contract.MAX_TEMPERATURE,
+        "score_samples": int(score_samples),
+        "encoder": bool(encoder),
+        "ort": bool(ort),
+        "server": bool(server),
+        "max_batch": max_batch,
+        "models": {"decoder": "models/decoder.onnx",
+                   "encoder": "models/encoder.onnx" if encoder else None},
+        "tensors": {"decoder_input": contract.DECODER_INPUT,
+                    "decoder_output": contract.DECODER_OUTPUT,
+                    "encoder_input": contract.ENCODER_INPUT,
+                    "encoder_outputs": list(contract.ENCODER_OUTPUTS)},
+        "model": {key: metadata[key] for key in (
+            contract.DATASET, contract.SOURCE_BACKEND, contract.VERSION, contract.CREATED,
+            contract.PRECISION) if key in metadata},
+    }

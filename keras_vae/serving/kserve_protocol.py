@@ -1,0 +1,171 @@
+"""The Open Inference Protocol's wire format (KServe v2, as spoken by Triton) for the decoder.
+
+Parses an infer request, JSON tensors (flat or nested ``data``) or the binary tensor
+data extension (``Inference-Header-Content-Length``), into the decoder's ``z``; every
+problem is an :class:`~keras_vae.serving.errors.APIError` 400 or 415 that says what
+was expected. The routes are :mod:`keras_vae.serving.routes.kserve`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import numpy as np
+from fastapi import Request
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
+
+from keras_vae.serving.errors import APIError, describe_validation_errors, is_json_content_type
+
+__all__ = ["InferRequest", "split_body", "parse_request", "input_tensor", "wants_binary",
+           "infer_request_schema", "SERVER_NAME", "MODEL_VERSION", "PLATFORM"]
+
+SERVER_NAME = "keras-vae"
+MODEL_VERSION = "1"
+PLATFORM = "onnxruntime_onnx"
+HEADER_LENGTH = "inference-header-content-length"
+
+
+class _Tensor(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    name: StrictStr
+    shape: list[StrictInt]
+    datatype: StrictStr
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    data: Any = None
+
+
+class _Output(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    name: StrictStr
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+class InferRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    id: StrictStr | None = None
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    inputs: list[_Tensor] = Field(min_length=1)
+    outputs: list[_Output] | None = None
+
+
+
+def split_body(request: Request, body: bytes) -> tuple[bytes, bytes]:
+    """Split a request into its JSON header and binary tensor data."""
+    encoding = request.headers.get("content-encoding", "identity").lower()
+    if encoding != "identity":
+        raise APIError(415, f"unsupported Content-Encoding {encoding!r}; send uncompressed data")
+    content_type = request.headers.get("content-type")
+    if content_type and not (is_json_content_type(content_type)
+                             or content_type.startswith("application/octet-stream")):
+        raise APIError(415, "expected Content-Type application/json (or application/"
+                            f"octet-stream with binary tensors); got {content_type}")
+    header_length = request.headers.get(HEADER_LENGTH)
+    if header_length is None:
+        return body, b""
+    try:
+        n = int(header_length)
+    except ValueError:
+        n = -1
+    if not 0 <= n <= len(body):
+        raise APIError(400, f"invalid Inference-Header-Content-Length {header_length!r} for "
+                            f"a {len(body)}-byte body")
+    return body[:n], body[n:]
+
+
+def parse_request(header: bytes) -> InferRequest:
+    try:
+        payload = json.loads(header)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise APIError(400, f"malformed JSON in inference request: {exc}") from None
+    if not isinstance(payload, dict):
+        raise APIError(400, "the inference request must be a JSON object")
+    try:
+        return InferRequest.model_validate(payload)
+    except ValidationError as exc:
+        raise APIError(400, f"invalid inference request: "
+                            f"{describe_validation_errors(exc.errors())}") from None
+
+
+def input_tensor(req: InferRequest, binary: bytes, input_name: str, latent_dim: int,
+                 max_batch_size: int) -> np.ndarray:
+    """Return the ``z`` input as a float32 ``[n, latent_dim]`` array, or raise a 400."""
+    expected = input_name
+    names = [t.name for t in req.inputs]
+    if names != [expected]:
+        raise APIError(400, f"expected exactly one input {expected!r}; got {names}")
+    tensor = req.inputs[0]
+    if tensor.datatype != "FP32":
+        raise APIError(400, f"input {expected!r} must have datatype FP32; got {tensor.datatype!r}")
+    dim = latent_dim
+    shape = tensor.shape
+    if len(shape) != 2 or shape[1] != dim or shape[0] < 1:
+        raise APIError(400, f"input {expected!r} must have shape [n, {dim}] with n >= 1; "
+                            f"got {shape}")
+    if shape[0] > max_batch_size:
+        raise APIError(400, f"input {expected!r} has {shape[0]} rows; at most "
+                            f"{max_batch_size} per request")
+    count = math.prod(shape)
+
+    size = tensor.parameters.get("binary_data_size")
+    if size is not None:
+        if tensor.data is not None:
+            raise APIError(400, f"input {expected!r} has both data and binary_data_size")
+        if size != count * 4 or len(binary) != size:
+            raise APIError(400, f"input {expected!r}: binary_data_size {size!r} and "
+                                f"{len(binary)} bytes of binary data do not match shape "
+                                f"{shape} ({count * 4} bytes of FP32)")
+        return np.frombuffer(binary, dtype="<f4").reshape(shape)
+    if binary:
+        raise APIError(400, "binary data sent but no input declares binary_data_size")
+    if tensor.data is None:
+        raise APIError(400, f"input {expected!r} has no data")
+    try:
+        data = np.asarray(tensor.data)
+    except (ValueError, TypeError):
+        raise APIError(400, f"input {expected!r}: data is not a (nested) list of numbers") from None
+    if data.dtype == np.bool_ or data.dtype.kind not in "iuf":
+        raise APIError(400, f"input {expected!r}: data must hold numbers; got {data.dtype} values")
+    if data.size != count:
+        raise APIError(400, f"input {expected!r}: data has {data.size} values but shape "
+                            f"{shape} needs {count}")
+    return data.reshape(shape)
+
+
+
+def wants_binary(req: InferRequest, output_name: str) -> bool:
+    """Whether the (only) output goes back as binary tensor data."""
+    default = bool(req.parameters.get("binary_data_output", False))
+    if not req.outputs:
+        return default
+    names = [o.name for o in req.outputs]
+    if names != [output_name]:
+        raise APIError(400, f"unknown outputs {names}; the model has one output "
+                            f"{output_name!r}")
+    return bool(req.outputs[0].parameters.get("binary_data", default))
+
+
+def _inline_definitions(schema: dict[str, Any]) -> dict[str, Any]:
+    """A pydantic JSON schema with its ``$defs`` references replaced by the definitions."""
+    definitions = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return resolve(definitions[ref.removeprefix("#/$defs/")])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(item) for item in node]
+        return node
+
+    return resolve(schema)
+
+
+
+
+def infer_request_schema() -> dict[str, Any]:
+    """The OpenAPI ``requestBody`` of ``infer``: the JSON form, with its definitions inlined."""
+    return {"requestBody": {"required": True, "content": {
+        "application/json": {"schema": _inline_definitions(InferRequest.model_json_schema())}}}}

@@ -1,0 +1,38 @@
+"""The served ONNX files, byte for byte, under stable URLs (for browsers and mirrors)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import FileResponse, Response
+
+from keras_vae.serving.errors import APIError
+from keras_vae.serving.state import ServingState, get_state
+
+__all__ = ["model_files_router"]
+
+State = Annotated[ServingState, Depends(get_state)]
+
+
+def model_files_router(with_encoder: bool) -> APIRouter:
+    """``GET /models/decoder.onnx``, and ``/models/encoder.onnx`` when an encoder is served."""
+    router = APIRouter(tags=["models"])
+
+    @router.get("/models/decoder.onnx", summary="The served decoder.onnx", response_class=Response)
+    async def decoder_file(state: State) -> Response:
+        return _send(state.sampler.model_path)
+
+    if with_encoder:
+        @router.get("/models/encoder.onnx", summary="The served encoder.onnx",
+                    response_class=Response)
+        async def encoder_file(state: State) -> Response:
+            if state.encoder is None:
+                raise APIError(404, "this server serves no encoder")
+            return _send(state.encoder.model_path)
+
+    return router
+
+
+def _send(path) -> Response:
+    return FileResponse(path, media_type="application/octet-stream", filename=path.name)

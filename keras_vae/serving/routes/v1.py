@@ -1,0 +1,143 @@
+"""``/healthz``, ``/metrics`` and the ``/v1`` JSON API: generate, decode, and with an encoder
+encode, reconstruct and score.
+
+Images come back as a PNG grid, a ``.npy`` float32 ``[n, H, W, C]`` array, or JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from typing import Annotated
+
+import numpy as np
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse, Response
+
+from keras_vae.core.images import encode_png, image_grid
+from keras_vae.core.likelihood import is_likelihood, onnx_log_likelihood
+from keras_vae.serving.batching import encode_off_loop
+from keras_vae.serving.errors import APIError
+from keras_vae.serving.schemas import encoder_request_models, request_models
+from keras_vae.serving.state import ServingState, get_state
+
+__all__ = ["v1_router", "encoder_router"]
+
+State = Annotated[ServingState, Depends(get_state)]
+
+
+def render_images(x: np.ndarray, fmt: str, ncols: int | None) -> Response:
+    """Encode float32 images ``[n, H, W, C]`` as a PNG grid, ``.npy`` bytes or JSON."""
+    if fmt == "png":
+        return Response(encode_png(image_grid(x, ncols=ncols)), media_type="image/png")
+    if fmt == "npy":
+        buf = io.BytesIO()
+        np.save(buf, np.asarray(x, dtype=np.float32), allow_pickle=False)
+        return Response(buf.getvalue(), media_type="application/octet-stream",
+                        headers={"Content-Disposition": 'attachment; filename="images.npy"'})
+    return JSONResponse({"shape": list(x.shape), "images": x.tolist()})
+
+
+async def images_response(state: ServingState, x: np.ndarray, fmt: str,
+                          ncols: int | None) -> Response:
+    """Counts the decoded images ``[n, H, W, C]`` and renders them (off the event loop when large)."""
+    state.metrics.images.inc(len(x))
+    return await encode_off_loop(x.size, render_images, x, fmt, ncols)
+
+
+def v1_router(latent_dim: int, max_batch_size: int) -> APIRouter:
+    """Health, metrics, model information, ``/v1/generate`` and ``/v1/decode``."""
+    GenerateRequest, DecodeRequest = request_models(latent_dim, max_batch_size)
+    router = APIRouter()
+
+    @router.get("/healthz", tags=["health"])
+    async def healthz() -> dict:
+        return {"status": "ok"}
+
+    @router.get("/v1/model", tags=["v1"])
+    async def model_info(state: State) -> dict:
+        info = {"model_name": state.model_name, **state.sampler.describe()}
+        info["max_batch"] = state.max_batch_size
+        info["micro_batching"] = state.micro_batching
+        info["encoder"] = None if state.encoder is None else {
+            "path": state.encoder.model_path.name, "provider": state.encoder.provider,
+            "max_score_samples": state.max_score_samples}
+        return info
+
+    @router.get("/metrics", tags=["health"])
+    async def metrics(state: State) -> Response:
+        body, content_type = state.metrics.render()
+        return Response(body, media_type=content_type)
+
+    async def generate(body, state: State) -> Response:
+        try:
+            z = state.sampler.latents(body.n, seed=body.seed, temperature=body.temperature)
+            x = await state.decode(z)
+        except ValueError as exc:
+            raise APIError(422, str(exc)) from None
+        return await images_response(state, x, body.format, body.ncols)
+
+    async def decode(body, state: State) -> Response:
+        try:
+            x = await state.decode(body.z)
+        except ValueError as exc:
+            raise APIError(422, str(exc)) from None
+        return await images_response(state, x, body.format, body.ncols)
+
+    # The body models are made for this model's sizes, so they are set here, not in the
+    # (string, postponed) annotations that FastAPI would look up among the module's names.
+    generate.__annotations__["body"] = GenerateRequest
+    decode.__annotations__["body"] = DecodeRequest
+    router.post("/v1/generate", tags=["v1"])(generate)
+    router.post("/v1/decode", tags=["v1"])(decode)
+    return router
+
+
+def encoder_router(image_shape: tuple[int, int, int], max_batch_size: int, max_score_samples: int,
+                   unit_interval: bool) -> APIRouter:
+    """``/v1/encode``, ``/v1/reconstruct`` and ``/v1/score``, for an app that serves an encoder."""
+    EncodeRequest, ReconstructRequest, ScoreRequest = encoder_request_models(
+        image_shape, max_batch_size, max_score_samples, unit_interval=unit_interval)
+    router = APIRouter(tags=["v1"])
+
+    async def encode(body, state: State) -> dict:
+        try:
+            z_mean, z_log_var = await asyncio.to_thread(state.encoder.encode, body.images)
+        except ValueError as exc:
+            raise APIError(422, str(exc)) from None
+        return {"z_mean": z_mean.tolist(), "z_log_var": z_log_var.tolist()}
+
+    async def reconstruct(body, state: State) -> Response:
+        try:
+            z_mean, _ = await asyncio.to_thread(state.encoder.encode, body.images)
+            x = await state.decode(z_mean)
+        except ValueError as exc:
+            raise APIError(422, str(exc)) from None
+        return await images_response(state, x, body.format, body.ncols)
+
+    async def score(body, state: State) -> dict:
+        """log p(x) in nats per image (NLL = −log p(x)), and bits per dimension.
+
+        For grey images under a Bernoulli decoder the same number is a
+        cross-entropy, not a log-likelihood; ``measure`` says which.
+        """
+        try:
+            images = state.encoder.validate_images(body.images)
+            log_px = await asyncio.to_thread(onnx_log_likelihood, state.encoder, state.sampler,
+                                             images, body.num_samples, 100, None, body.seed)
+        except ValueError as exc:
+            raise APIError(422, str(exc)) from None
+        measure = "nll" if is_likelihood(state.sampler.likelihood, images) else "cross_entropy"
+        result = {"measure": measure, "num_samples": body.num_samples, "seed": body.seed,
+                  "log_px": log_px.tolist(), measure: (-log_px).tolist()}
+        if measure == "nll":
+            result["bits_per_dim"] = (-log_px / (images[0].size * np.log(2.0))).tolist()
+        return result
+
+    for function, model in ((encode, EncodeRequest), (reconstruct, ReconstructRequest),
+                            (score, ScoreRequest)):
+        function.__annotations__["body"] = model
+    router.post("/v1/encode")(encode)
+    router.post("/v1/reconstruct")(reconstruct)
+    router.post("/v1/score")(score)
+    return router
