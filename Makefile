@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 RUN ?= runs/digits
 
-.PHONY: setup demo test test-fast clean
+.PHONY: setup demo test test-fast lint docs clean
 
 # torch is pinned to the CPU wheel first, so that nothing pulls several GB of CUDA builds.
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -15,9 +15,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 # The browser assets (onnxruntime-web for the explorer page, Swagger UI and ReDoc for /docs), pinned
-# in package-lock.json. Without npm, a note: the page then decodes through the server (README).
+# in package-lock.json. Without npm, a note: the page then decodes through the server (docs/explorer.md).
 node_modules/.package-lock.json: package.json package-lock.json
-	@if command -v npm >/dev/null 2>&1; then npm ci; else echo "npm not found: skipping the browser assets; the explorer page will decode through the server (README: Latent-space explorer)"; fi
+	@if command -v npm >/dev/null 2>&1; then npm ci; else echo "npm not found: skipping the browser assets; the explorer page will decode through the server (docs/explorer.md)"; fi
 
 setup: $(VENV)/.installed node_modules/.package-lock.json
 
@@ -32,19 +32,29 @@ demo: setup
 	@echo "Pictures to look at in $(RUN)/: samples.png reconstructions.png test_reconstructions.png"
 	@echo "  latent_space.png interpolation.png onnx_samples.png  (numbers: $(RUN)/metrics.json)"
 
+# The layers (import-linter contracts in pyproject.toml) and the docs site (a broken link or
+# API reference fails the strict build).
+lint: setup
+	$(VENV)/bin/lint-imports
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --quiet
+
+# The docs site at http://127.0.0.1:8001/ while editing.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs serve --dev-addr 127.0.0.1:8001
+
 # Keras fixes its backend per process: the `backend` tests run once under each backend,
-# the rest (pipelines end to end across backends, serving, data) once.
-test: setup
+# the rest (pipelines end to end across backends, serving, packaging, data) once.
+test: lint
 	KERAS_BACKEND=jax $(PY) -m pytest -m backend
 	KERAS_BACKEND=torch $(PY) -m pytest -m backend
 	KERAS_BACKEND=tensorflow $(PY) -m pytest
 
 # The same without the tests marked `slow` (end-to-end pipelines, kill -9, fuzzing, Ray):
 # a few minutes, for quick feedback while editing.
-test-fast: setup
+test-fast: lint
 	KERAS_BACKEND=jax $(PY) -m pytest -m "backend and not slow"
 	KERAS_BACKEND=torch $(PY) -m pytest -m "backend and not slow"
 	KERAS_BACKEND=tensorflow $(PY) -m pytest -m "not slow"
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache build

@@ -70,18 +70,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     name, rest = argv[0], argv[1:]
     module_name, extra, _ = COMMANDS[name]
-    try:
-        module = importlib.import_module(module_name)
+    try:  # the library commands import Keras when they start, the others on import
+        status = importlib.import_module(module_name).main(rest)
     except ModuleNotFoundError as exc:
-        if exc.name and not exc.name.startswith("keras_vae"):
-            print(f"keras-vae {name}: error: it needs the package {exc.name!r}, which is not "
-                  f"installed; install the {extra!r} extra: pip install 'keras-vae[{extra}]'",
-                  file=sys.stderr)
-            return 1
-        raise
-    status = module.main(rest)
+        if not exc.name or exc.name.startswith("keras_vae"):
+            raise
+        print(f"keras-vae {name}: error: it needs the package {exc.name!r}, which is not "
+              f"installed; install the {extra!r} extra: pip install 'keras-vae[{extra}]'",
+              file=sys.stderr)
+        return 1
     return status if isinstance(status, int) else 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
