@@ -5,7 +5,7 @@ z -> x_mean at batch 1, 16 and 256: `predict_on_batch` of the Keras decoder (sig
 under each backend in its own process, and `InferenceSession.run` of the ONNX graph (CPU
 provider, as `keras_vae/serving/` uses it). Latency is the median of repeated calls after warm-up.
 
-It also quantizes the decoder to int8 (`keras_vae.quantization`, as `pipelines/export.py
+It also quantizes the decoder to int8 (`keras_vae.quantization`, as `keras-vae export
 --precision int8` does) and times it beside fp32, with the arithmetic each achieves (the
 decoder's multiply-adds × 2 per image) against this machine's peak, measured in the same run
 as the best of a few plain matrix products in onnxruntime (MatMul in fp32, MatMulInteger in
@@ -118,7 +118,7 @@ def keras_worker(args):
     """Any backend: median latency of predict_on_batch of the decoder z -> x_mean."""
     import keras
 
-    import keras_vae  # noqa: F401
+    import keras_vae.model  # noqa: F401  (registers VAE for keras.models.load_model)
 
     vae = keras.models.load_model(os.path.join(args.workdir, "vae.keras"))
     z_input = keras.Input((vae.latent_dim,))

@@ -1,13 +1,13 @@
 """Model quality against training time: the test NLL of a run's checkpoints.
 
-Train with --checkpoint-every (see README, "Model quality"), then this script measures
+Train with --checkpoint-every (see docs/model-quality.md), then this script measures
 every checkpoints/epoch_NNNN.keras and the run's best model.keras on the same --images
 test images (evenly spaced through the test split) with K importance samples, reads
 each epoch's training time from history.csv, and prints a Markdown table: epoch,
 minutes of training, test ELBO and test NLL ± standard error, in nats per example.
 Every row uses the same images and seed, so the differences between rows are less
 noisy than each row's error suggests.
-For the headline number, run pipelines/evaluate.py with K = 5000 on the whole test set.
+For the headline number, run keras-vae evaluate with K = 5000 on the whole test set.
 
 examples:
   python benchmarks/quality.py runs/mnist_iwae

@@ -5,7 +5,7 @@ instance, HTTP on a free 127.0.0.1 port), sends a fixed number of
 ``/v1/decode`` requests at a fixed concurrency for each batch size (after a
 warm-up), stops the app with Ctrl-C (SIGINT), and prints a Markdown table:
 replicas, batch, images/s, p50 and p99 latency. ``--fastapi`` adds the same
-measurement of one ``python -m keras_vae.serving.server`` process for comparison.
+measurement of one ``keras-vae serve`` (``python -m keras_vae.serving.server``) process for comparison.
 
 The load is bounded (``--requests`` per table row) and stops by itself; only
 127.0.0.1 is ever contacted. Client, Ray's proxy and the replicas share the

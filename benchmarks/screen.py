@@ -1,7 +1,7 @@
 """Screen changes to a training recipe: train each variant, measure each on the same test images.
 
-Every variant is `pipelines/train.py` with the shared --base options plus its own, trained
-into OUT/NAME (several at once with --parallel), then measured by `pipelines/evaluate.py`
+Every variant is `keras-vae train` with the shared --base options plus its own, trained
+into OUT/NAME (several at once with --parallel), then measured by `keras-vae evaluate`
 on the same evenly spread test images with the same seed, so the rows' differences are less
 noisy than each row's error. A finished variant is not trained again; an interrupted one
 resumes. With --deadline-minutes, trainings still running then are stopped and their last
@@ -22,7 +22,6 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.common import REPO  # noqa: E402
 from benchmarks.common import machine_line  # noqa: E402
 from benchmarks.common import markdown_table  # noqa: E402
 
@@ -83,7 +82,7 @@ def train_variants(args):
                 print(f"[{name}] already trained", flush=True)
                 stopped[name] = False
                 continue
-            command = [sys.executable, os.path.join(REPO, "pipelines", "train.py"),
+            command = [sys.executable, "-m", "keras_vae", "train",
                        *args.base.split(), *options, "--out", run_dir, "--quiet"]
             os.makedirs(run_dir, exist_ok=True)
             log = open(os.path.join(args.out, f"{name}.log"), "a")
@@ -122,7 +121,7 @@ def measure(args, name, stopped):
     if not os.path.exists(model):
         return None
     out = os.path.join(run_dir, "screen_eval")
-    command = [sys.executable, os.path.join(REPO, "pipelines", "evaluate.py"), model,
+    command = [sys.executable, "-m", "keras_vae", "evaluate", model,
                "--num-samples", str(args.num_samples), "--max-images", str(args.max_images),
                "--out", out]
     base = args.base.split()

@@ -1,6 +1,6 @@
 """Loopback load test of the decoder server, with and without micro-batching (or int8 against fp32).
 
-Starts two ``python -m keras_vae.serving.server`` processes on free 127.0.0.1 ports,
+Starts two ``keras-vae serve`` (``python -m keras_vae.serving.server``) processes on free 127.0.0.1 ports,
 one with micro-batching and one without, sends each a fixed number of
 ``/v1/decode`` (or ``/v1/generate``) requests at a fixed concurrency for
 each batch size (in interleaved rounds, so background load hits both
@@ -79,7 +79,7 @@ def _peak_rss_mib(pid: int) -> float | None:
 
 
 class LocalServer:
-    """``python -m keras_vae.serving.server`` in a subprocess on a free loopback port."""
+    """``keras-vae serve`` (``python -m keras_vae.serving.server``) in a subprocess on a free loopback port."""
 
     def __init__(self, model: str, micro_batching: bool, extra: list[str]) -> None:
         self.port = _free_port()

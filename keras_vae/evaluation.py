@@ -11,6 +11,7 @@ import keras
 
 from keras_vae.data import binarize
 from keras_vae.data import load_dataset
+from keras_vae.model import VAE  # imported, so VAE is registered for load_model
 from keras_vae.pictures import save_interpolation
 from keras_vae.pictures import save_latent_space
 from keras_vae.pictures import save_reconstructions
@@ -33,14 +34,12 @@ def resolve_model_path(path):
 
 def load_vae(path):
     """Loads a VAE from a `.keras` file or a run directory; ValueError if it is not one."""
-    import keras_vae
-
     model_path, _ = resolve_model_path(path)
     try:
         model = keras.models.load_model(model_path)
     except Exception as error:
         raise ValueError(f"Could not load {model_path} as a Keras model: {error}") from None
-    if not isinstance(model, keras_vae.VAE):
+    if not isinstance(model, VAE):
         raise ValueError(f"{model_path} holds a {type(model).__name__}, not a keras_vae.VAE")
     return model
 

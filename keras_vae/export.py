@@ -5,7 +5,7 @@ TensorFlow backend and converted with tf2onnx. A `.keras` file loads in any
 backend, so a model trained on JAX or torch goes through the same converter
 and gets the same graph contract, op set and tensor names; tf2onnx is the
 most mature Keras→ONNX converter and handles dynamic batch axes cleanly.
-`pipelines/export.py` sets KERAS_BACKEND=tensorflow itself.
+`keras-vae export` sets KERAS_BACKEND=tensorflow itself.
 
 The decoder graph: input `z` float32 [batch, latent_dim] (symbolic batch)
 -> output `x_mean` float32 [batch, H, W, C] (probabilities for a Bernoulli
@@ -219,7 +219,7 @@ def _convert(model, input_shapes, output_names, opset, props, random_inputs, ref
     if keras.backend.backend() != "tensorflow":
         raise RuntimeError(
             "ONNX export runs under KERAS_BACKEND=tensorflow (any backend's .keras file loads "
-            "there); use pipelines/export.py, which sets it."
+            "there); use `keras-vae export`, which sets it."
         )
     started = time.perf_counter()
     signature = [tf.TensorSpec((None,) + tuple(shape), tf.float32, name=name)

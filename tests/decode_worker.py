@@ -12,7 +12,7 @@ import numpy as np
 
 import keras
 
-import keras_vae  # noqa: F401  (registers the VAE class for loading)
+import keras_vae.model  # noqa: F401  (registers the VAE class for loading)
 
 
 def main(out_path, *run_dirs):

@@ -168,3 +168,14 @@ def test_explore_and_train_in_the_serving_install(serving_venv, tmp_path):
                            text=True, timeout=120)
     assert train.returncode == 1 and "Traceback" not in train.stderr
     assert "pip install 'keras-vae[tensorflow]'" in train.stderr
+
+
+def test_import_keras_vae_loads_keras_only_when_the_library_is_used(tmp_path):
+    code = ("import sys, keras_vae\n"
+            "before = 'keras' in sys.modules\n"
+            "vae_class = keras_vae.VAE\n"
+            "print(before, 'keras' in sys.modules, vae_class.__module__)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "True", "keras_vae.model"]

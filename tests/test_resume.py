@@ -100,7 +100,7 @@ def test_training_survives_kill_9_at_any_moment(tmp_path):
         f"epoch_{e:04d}.keras" for e in range(5, EPOCHS + 1, 5)]
     import keras
 
-    import keras_vae
+    import keras_vae.model  # registers VAE for keras.saving.load_model
 
     for name in ("model.keras", "last.keras"):
         model = keras.saving.load_model(os.path.join(run_dir, name))

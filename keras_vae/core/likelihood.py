@@ -147,7 +147,7 @@ def onnx_log_likelihood(encoder, decoder, x: np.ndarray, num_samples: int = 1000
                         seed: int | None = 0) -> np.ndarray:
     """`log_likelihood` of images x (N, H, W, C) from the exported files alone, in nats.
 
-    ``encoder`` is a `keras_vae.serving.sampler.Encoder`, ``decoder`` a `keras_vae.serving.sampler.Sampler`;
+    ``encoder`` is a `keras_vae.serving.encoder.Encoder`, ``decoder`` a `keras_vae.serving.sampler.Sampler`;
     the prior, the likelihood and (Gaussian) the decoder's variance come from the
     decoder's metadata. Bernoulli probabilities are clipped to [PROBABILITY_FLOOR,
     1 − PROBABILITY_FLOOR], so saturated pixels cost at most −log(1e-7) ≈ 16 nats

@@ -1,16 +1,27 @@
-"""Serving side of keras-vae: sample images from an exported ONNX decoder.
+"""Serving: sample, decode, encode and score with the exported ONNX files, without Keras.
 
-The modules here depend only on NumPy, onnxruntime, Pillow, the web stack
-(FastAPI, Starlette, uvicorn, pydantic) and prometheus_client, never on a
-deep-learning framework, so a serving host needs none of Keras, TensorFlow,
-JAX or PyTorch.
+The modules here need NumPy, Pillow, onnxruntime, the web stack (FastAPI, Starlette,
+uvicorn, pydantic) and prometheus_client, and build on `keras_vae.core` only: a
+serving host (`pip install "keras-vae[serving]"`) needs none of Keras, TensorFlow,
+JAX or PyTorch. import-linter checks it (`make lint`).
 
-* :mod:`keras_vae.core.contract` - the exported model's interface, shared with ``keras_vae``:
-  tensor names, metadata keys, the prior's encoding, drawing z.
-* :mod:`keras_vae.core.likelihood` - importance-sampled log p(x) in NumPy (shared with ``keras_vae``).
-* :mod:`keras_vae.core.files`    - atomic file writing (standard library only).
-* :mod:`keras_vae.core.images`   - image grids and PNG files (NumPy + Pillow only).
-* :mod:`keras_vae.serving.sampler`  - :class:`~keras_vae.serving.sampler.Sampler`, one onnxruntime session.
-* :mod:`keras_vae.serving.generate` - command-line sampler (``python -m keras_vae.serving.generate``).
-* :mod:`keras_vae.serving.server`   - HTTP server (``python -m keras_vae.serving.server``).
+Models:
+
+* `keras_vae.serving.sampler` - `Sampler`: the decoder, z -> images, and drawing z.
+* `keras_vae.serving.encoder` - `Encoder`: images -> q(z|x).
+* `keras_vae.serving.onnx_model` - the onnxruntime session and checks both share.
+* `keras_vae.serving.generate` - `keras-vae generate`: samples to PNG / .npy.
+
+The HTTP server, in FastAPI's "bigger applications" layout:
+
+* `keras_vae.serving.options` - the options, declared once for both CLIs and the Ray YAML.
+* `keras_vae.serving.state` - what the handlers share, read through `Depends(get_state)`.
+* `keras_vae.serving.app` - `create_app`, which includes one router per surface:
+  `keras_vae.serving.routes` (v1, KServe v2, model files) and `keras_vae.serving.explorer`
+  (the page and the API docs).
+* `keras_vae.serving.schemas`, `kserve_protocol`, `batching`, `errors`, `limits`,
+  `metrics` - request bodies, the KServe wire format, micro-batching, JSON errors,
+  the body limit and Prometheus metrics.
+* `keras_vae.serving.server` - `keras-vae serve` (uvicorn).
+* `keras_vae.serving.ray_app` - `keras-vae serve-ray` (Ray Serve replicas).
 """
