@@ -27,7 +27,6 @@ import pytest
 from onnx_fixtures import make_decoder_onnx
 
 REPO = Path(__file__).resolve().parent.parent
-pytestmark = pytest.mark.slow
 
 SERVING_MODULE_MAX_LINES = 250
 
@@ -49,6 +48,7 @@ def wheel(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_every_top_level_name_in_the_wheel_starts_with_keras_vae(wheel):
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
@@ -80,12 +80,14 @@ def run_in(venv: Path, code: str, cwd: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_the_serving_install_has_no_deep_learning_framework(serving_venv, tmp_path):
     for package in ("keras", "tensorflow", "jax", "torch", "sklearn", "matplotlib"):
         result = run_in(serving_venv, f"import {package}", tmp_path)
         assert result.returncode != 0 and "ModuleNotFoundError" in result.stderr, package
 
 
+@pytest.mark.slow
 def test_import_keras_vae_beside_a_serving_folder_and_script(serving_venv, tmp_path):
     (tmp_path / "serving").mkdir()
     (tmp_path / "serving" / "__init__.py").write_text("raise ImportError('the user folder')\n")
@@ -119,6 +121,7 @@ def _post_json(url: str, body: dict) -> tuple[int, bytes]:
         return response.status, response.read()
 
 
+@pytest.mark.slow
 def test_keras_vae_serve_answers_in_the_serving_install(serving_venv, tmp_path):
     decoder = make_decoder_onnx(tmp_path / "decoder.onnx", latent_dim=4, image_shape=(8, 8, 1))
     port = _free_port()
@@ -155,6 +158,7 @@ def test_keras_vae_serve_answers_in_the_serving_install(serving_venv, tmp_path):
         server.wait(timeout=30)
 
 
+@pytest.mark.slow
 def test_explore_and_train_in_the_serving_install(serving_venv, tmp_path):
     decoder = make_decoder_onnx(tmp_path / "decoder.onnx", latent_dim=4, image_shape=(8, 8, 1))
     cli = str(serving_venv / "bin" / "keras-vae")
@@ -170,6 +174,7 @@ def test_explore_and_train_in_the_serving_install(serving_venv, tmp_path):
     assert "pip install 'keras-vae[tensorflow]'" in train.stderr
 
 
+@pytest.mark.slow
 def test_import_keras_vae_loads_keras_only_when_the_library_is_used(tmp_path):
     code = ("import sys, keras_vae\n"
             "before = 'keras' in sys.modules\n"
