@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -28,6 +29,7 @@ from headless_chromium import (
 from onnx_fixtures import make_decoder_onnx, make_encoder_onnx, reference_decode, reference_encode
 
 from keras_vae.core import contract
+from keras_vae.core.likelihood import PROBABILITY_FLOOR, onnx_log_likelihood
 from keras_vae.serving import explorer
 from keras_vae.serving.encoder import Encoder
 from keras_vae.serving.sampler import Sampler
@@ -45,6 +47,9 @@ PRIOR = contract.MixturePrior(
 Z = np.array([[0.3, -1.2, 2.5, 0.01], [1.5, 0.5, -0.7, -2.0], [0.0, 0.0, 0.0, 0.0]], np.float32)
 DECODE_TOLERANCE = 1e-5
 ENCODE_TOLERANCE = 1e-4
+#: nats per image between the page's importance-sampled log p(x) and Python's on the same
+#: noise (see check_scores_match_python).
+SCORE_TOLERANCE = 1e-3
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +145,7 @@ def test_routes_serve_the_page_config_and_local_docs(models):
         page = client.get("/")
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
         assert page.headers["cross-origin-embedder-policy"] == "require-corp"
-        assert 'src="explorer/app.js"' in page.text
+        assert '<script type="module" src="explorer/main.js"></script>' in page.text
         config = client.get("/explorer/config.json").json()
         assert config["latent_dim"] == LATENT and config["image_shape"] == list(SHAPE)
         assert config["encoder"] is True and config["server"] is True
@@ -150,8 +155,13 @@ def test_routes_serve_the_page_config_and_local_docs(models):
         assert config["models"] == {"decoder": "models/decoder.onnx",
                                     "encoder": "models/encoder.onnx"}
         for name in explorer.PAGE_ASSETS:
-            assert client.get(f"/explorer/{name}").status_code == 200
+            asset = client.get(f"/explorer/{name}")
+            assert asset.status_code == 200
+            assert asset.content == (explorer.STATIC_DIR / name).read_bytes()
+            assert asset.headers["content-type"].startswith(
+                "text/css" if name.endswith(".css") else "text/javascript")
         for path, status in (("/explorer/secret.py", 404), ("/explorer/ort/ort.min.js", 404),
+                             ("/explorer/index.html", 404), ("/explorer/page.py", 404),
                              ("/explorer/docs/../../pyproject.toml", 404)):
             response = client.get(path)
             assert response.status_code == status and response.json()["error"]
@@ -177,6 +187,44 @@ def test_routes_serve_the_page_config_and_local_docs(models):
             assert explorer.REDOC_LOGO_URL.encode() not in bundle
         else:
             assert "cdn.jsdelivr.net" in docs  # FastAPI's own pages, from its CDN
+
+
+IMPORT = re.compile(r"^import [^;]* from '([^']+)';$", re.MULTILINE)
+
+
+def test_the_page_modules_are_all_allowed_and_import_only_each_other():
+    """The allow-list (served and exported) is the static folder; main.js reaches every module."""
+    static = explorer.STATIC_DIR
+    assert set(explorer.PAGE_ASSETS) == {p.name for p in static.iterdir() if p.is_file()} - {"index.html"}
+    assert '<script type="module" src="explorer/main.js"></script>' in (static / "index.html").read_text()
+    imports = {}
+    for name in explorer.PAGE_MODULES:
+        text = (static / name).read_text()
+        assert "window.ort" not in text or name == "models.js"  # onnxruntime-web: models.js only
+        imports[name] = IMPORT.findall(text)
+        for target in imports[name]:
+            assert target.startswith("./") and target[2:] in explorer.PAGE_MODULES, (name, target)
+    reached, todo = set(), ["main.js"]
+    while todo:
+        name = todo.pop()
+        if name not in reached:
+            reached.add(name)
+            todo.extend(target[2:] for target in imports[name])
+    assert reached == set(explorer.PAGE_MODULES)
+
+
+def test_the_config_carries_the_numbers_the_page_computes_with(models):
+    """The probability floor and the score's seed come from Python; the prior exactly."""
+    sampler = Sampler(models[0], provider="cpu")
+    config = json.loads(json.dumps(explorer.explorer_config(sampler, encoder=True, ort=True,
+                                                            server=False)))
+    assert config["probability_floor"] == PROBABILITY_FLOOR
+    assert config["score_seed"] == explorer.SCORE_SEED
+    assert config["max_temperature"] == contract.MAX_TEMPERATURE
+    for name in ("weights", "means", "log_vars"):  # float64, bit for bit
+        assert config["prior"][name] == getattr(sampler.prior, name).tolist()
+    for name in explorer.PAGE_MODULES:
+        assert "1e-7" not in (explorer.STATIC_DIR / name).read_text()
 
 
 @pytest.mark.parametrize("variable", [explorer.ORT_WEB_DIR_ENV, explorer.NODE_MODULES_ENV])
@@ -233,9 +281,9 @@ def test_export_writes_a_complete_folder(models, tmp_path):
     result = run_export(decoder, "--encoder", encoder, "--out", site)
     assert result.returncode == 0, result.stderr
     written = sorted(str(p.relative_to(site)) for p in site.rglob("*") if p.is_file())
-    assert written == sorted(["index.html", "explorer/app.js", "explorer/style.css",
-                              "explorer/config.json", "models/decoder.onnx",
+    assert written == sorted(["index.html", "explorer/config.json", "models/decoder.onnx",
                               "models/encoder.onnx",
+                              *(f"explorer/{name}" for name in explorer.PAGE_ASSETS),
                               *(f"explorer/ort/{name}" for name in explorer.ORT_FILES)])
     assert (site / "models" / "decoder.onnx").read_bytes() == decoder.read_bytes()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left
@@ -307,6 +355,108 @@ def test_samples_come_from_the_learned_mixture_prior(page, server):
     assert seed_z != page.evaluate("explorer.drawLatents(16, 1, 1.0)")
 
 
+NUMPY_STREAM = """async ([seed, n]) => {
+  const { PCG64 } = await import('./explorer/pcg64.js');
+  const { standardNormals } = await import('./explorer/normal.js');
+  const bits = new PCG64(seed);
+  const normals = Array.from(standardNormals(bits, n));
+  return { normals, doubles: [bits.nextDouble(), bits.nextDouble(), bits.nextDouble()] };
+}"""
+POSTERIOR_SAMPLES = """async ([zMean, zLogVar, k, seed, index]) => {
+  const { posteriorSamples } = await import('./explorer/likelihood.js');
+  const { z, logQ } = posteriorSamples(Float32Array.from(zMean), Float32Array.from(zLogVar),
+                                       k, seed, index);
+  return { z: Array.from(z), logQ: Array.from(logQ) };
+}"""
+
+
+def assert_float32_equal_up_to_rounding(got, want, min_exact=0.999):
+    """Equal as float32, but for a few values (at most 1 - min_exact of them) one ulp apart."""
+    got, want = np.asarray(got, np.float32), np.asarray(want, np.float32)
+    assert got.shape == want.shape
+    differ = got != want
+    assert differ.mean() <= 1 - min_exact, f"{differ.sum()} of {differ.size} values differ"
+    np.testing.assert_array_max_ulp(got[differ], want[differ], maxulp=1)
+
+
+def check_draws_match_python(page, latent_dim, prior):
+    """The page's z, for these seeds and temperatures, against contract.draw_latents.
+
+    The contract promises the same z for the same seed everywhere: draw_latents takes ε
+    from numpy.random.default_rng(seed) (float32 standard normals), then, for a mixture,
+    the components from uniform doubles of the same generator. The page runs the same
+    generator (PCG64 seeded by SeedSequence, NumPy's float32 ziggurat), so its numbers are
+    NumPy's: bit for bit, except that NumPy's float32 log1p in the ziggurat's tail (about 1
+    draw in 4,000) and the float64 exp of σ_c = exp(log σ²_c / 2) may round differently in
+    the last bit; so values are compared as float32 with at most 1 ulp apart, and at least
+    99.9 % of them identical.
+    """
+    for seed in (0, 1, 2**40 + 5):  # 2**40 + 5: a seed of two 32-bit words
+        stream = page.evaluate(NUMPY_STREAM, [seed, 60_000])
+        rng = np.random.default_rng(seed)
+        assert_float32_equal_up_to_rounding(stream["normals"],
+                                            rng.standard_normal(60_000, dtype=np.float32))
+        assert stream["doubles"] == rng.random(3).tolist()  # the generator is still in step
+    for n, seed, temperature in ((16, 0, 1.0), (3000, 7, 1.0), (500, 2**40 + 5, 0.35),
+                                 (200, 3, 0.0), (100, 11, contract.MAX_TEMPERATURE)):
+        got = page.evaluate("([n, seed, t]) => explorer.drawLatents(n, seed, t)", [n, seed, temperature])
+        want = contract.draw_latents(n, latent_dim, prior, seed=seed, temperature=temperature)
+        assert_float32_equal_up_to_rounding(np.reshape(got, (n, latent_dim)), want)
+
+
+def check_scores_match_python(page, decoder, encoder, images):
+    """The page's importance-sampled log p(x) against keras_vae.core.likelihood's, same noise.
+
+    Image i draws its ε from numpy.random.default_rng([seed, i]) in Python, and so does the
+    page, so the page's z_k = μ + σ·ε_k are Python's (checked first, from the same μ and
+    log σ²: float32, up to the rounding of σ) and both estimates average the same K
+    importance weights. What is left is rounding: the page's encoder and decoder run in
+    WebAssembly, Python's in native onnxruntime (float32 outputs a few 1e-7 apart), and sums
+    are taken in another order, which moves log p(x) by 1e-7 to 2e-5 nats here (K = 256).
+    The tolerance, 1e-3 nats per image
+    (SCORE_TOLERANCE), is far below the Monte Carlo spread of the estimate between two seeds,
+    which the test measures and requires to be at least 20 times larger: an estimator with
+    other noise, or another formula, would fail it.
+    """
+    k = 256
+    mean, log_var = Encoder(encoder, provider="cpu").encode(images[:1])
+    samples = page.evaluate(POSTERIOR_SAMPLES, [mean[0].tolist(), log_var[0].tolist(), k, 5, 0])
+    eps = np.random.default_rng([5, 0]).standard_normal((k, mean.shape[1]), dtype=np.float32)
+    # σ = exp(log σ²/2) is float32 on both sides, but NumPy's float32 exp (SIMD) is not
+    # always correctly rounded, so σ may be an ulp apart, and with it σ·ε and then z_k
+    noise = np.exp(0.5 * log_var) * eps
+    z, want = np.asarray(samples["z"], np.float32).reshape(k, -1), mean + noise
+    largest = np.maximum(np.maximum(np.abs(mean), np.abs(noise)), np.abs(want))
+    assert np.all(np.abs(z - want) <= 2 * np.spacing(largest))
+    np.testing.assert_allclose(samples["logQ"], -0.5 * np.sum(
+        np.log(2 * np.pi) + log_var.astype(np.float64) + np.square(eps, dtype=np.float64), -1),
+        rtol=1e-12)
+    python = {seed: onnx_log_likelihood(Encoder(encoder, provider="cpu"),
+                                        Sampler(decoder, provider="cpu"), images,
+                                        num_samples=k, seed=seed) for seed in (0, 9)}
+    for seed, want in python.items():
+        got = page.evaluate("([x, k, seed]) => explorer.logLikelihood(x, {numSamples: k, seed})",
+                            [images.tolist(), k, seed])
+        assert np.all(np.isfinite(got))
+        assert np.abs(np.asarray(got) - want).max() <= SCORE_TOLERANCE, (got, want)
+    assert np.abs(python[0] - python[9]).min() >= 20 * SCORE_TOLERANCE
+
+
+def test_the_page_draws_and_scores_like_python_under_a_mixture_prior(page, server, models):
+    decoder, encoder = models
+    open_page(page, server + "/#seed=5&t=0.7")
+    check_draws_match_python(page, LATENT, Sampler(decoder, provider="cpu").prior)
+    # the grid is those draws: A and B of the strips are its first two samples, and the pad the first
+    grid = contract.draw_latents(16, LATENT, Sampler(decoder, provider="cpu").prior, seed=5,
+                                 temperature=0.7)
+    strips = page.evaluate("[Array.from(explorer.interpolation.a), Array.from(explorer.interpolation.b)]")
+    assert_float32_equal_up_to_rounding(strips, grid[:2], min_exact=0)
+    assert_float32_equal_up_to_rounding(page.evaluate("explorer.getZ()"), grid[0], min_exact=0)
+    binary = (np.random.default_rng(8).random((3, *SHAPE)) < 0.4).astype(np.float32)
+    check_scores_match_python(page, decoder, encoder, binary)
+    assert_quiet_and_local(page)
+
+
 def test_dragging_on_the_pad_changes_the_image(page, server, models):
     open_page(page, server + "/" + hash_of(Z[0]))
     before = page.evaluate("Array.from(explorer.current.image)")
@@ -367,6 +517,59 @@ def test_interpolation_strips_run_from_a_to_b(page, server, models):
     assert np.abs(images - want).max() <= DECODE_TOLERANCE
 
 
+def test_every_control_works(page, server, models, tmp_path):
+    """Each button, choice and input of the page does its part, with no error."""
+    from PIL import Image
+
+    open_page(page, server + "/")
+    prior = Sampler(models[0], provider="cpu").prior
+    decodes = page.evaluate("explorer.stats.decodes")
+    page.click("#next-seed")  # the grid: seed 1; a click on its third sample puts it on the pad
+    page.wait_for_function(f"explorer.stats.decodes > {decodes}")
+    assert "seed=1" in page.evaluate("location.hash")
+    page.locator("#grid").scroll_into_view_if_needed()
+    box = page.locator("#grid").bounding_box()
+    page.mouse.click(box["x"] + box["width"] * 5 / 8, box["y"] + box["height"] / 8)
+    page.evaluate("explorer.settled()")
+    third = contract.draw_latents(16, LATENT, prior, seed=1)[2]
+    assert_float32_equal_up_to_rounding(page.evaluate("explorer.getZ()"), third, min_exact=0)
+    decodes = page.evaluate("explorer.stats.decodes")
+    page.locator("#temperature").fill("0.5")
+    page.wait_for_function(f"explorer.stats.decodes > {decodes}")
+    assert page.inner_text("#temperature-value") == "0.50"
+
+    page.select_option("#axes-mode", "dims")  # the pad's axes: latent dimensions
+    assert page.locator("#axis-x option").all_inner_texts() == [f"z{k}" for k in range(LATENT)]
+    page.select_option("#axis-x", "1")  # the same axis as y: y moves on
+    assert page.input_value("#axis-y") == "2"
+    page.click("#center")
+    page.evaluate("explorer.settled()")
+    center = explorer.prior_directions(LATENT, prior)["center"]
+    np.testing.assert_allclose(page.evaluate("explorer.getZ()"), center, atol=1e-6)
+
+    decodes = page.evaluate("explorer.stats.decodes")
+    page.click("#set-a")  # the strips: from the prior's mean, in 4 steps
+    page.fill("#steps", "4")
+    page.dispatch_event("#steps", "change")
+    page.wait_for_function(f"explorer.stats.decodes >= {decodes + 2}")
+    page.wait_for_function("explorer.interpolation.linear.length === 4 * " + str(LATENT))
+    np.testing.assert_allclose(page.evaluate("Array.from(explorer.interpolation.a)"), center, atol=1e-6)
+
+    image = np.zeros((40, 40), np.uint8)  # a light bar on black, as a file
+    image[8:32, 16:24] = 255
+    Image.fromarray(image).save(tmp_path / "bar.png")
+    page.set_input_files("#file", str(tmp_path / "bar.png"))
+    page.wait_for_function("explorer.last !== null && explorer.last.score !== null")
+    assert not page.is_checked("#invert") and page.is_checked("#fit")
+    encodes = page.evaluate("explorer.stats.encodes")
+    page.check("#invert")
+    page.wait_for_function(f"explorer.stats.encodes > {encodes} && explorer.last.score !== null")
+    assert np.mean(page.evaluate("explorer.last.pixels")) > 0.5  # mostly white now
+    page.click("#clear")
+    assert page.inner_text("#score") == ""
+    assert_quiet_and_local(page)
+
+
 def draw_stroke(page):
     page.locator("#draw").scroll_into_view_if_needed()
     box = page.locator("#draw").bounding_box()
@@ -409,15 +612,23 @@ def test_a_drawn_stroke_is_encoded_like_python(page, server, models):
 
 
 def test_a_gaussian_colour_decoder_with_the_standard_prior(page, tmp_path):
-    decoder = make_decoder_onnx(tmp_path / "rgb.onnx", latent_dim=3, image_shape=(6, 5, 3),
-                                likelihood="gaussian")
-    with serve_app(make_app(decoder)) as url:
+    """Decodes, draws and scores like Python; its decoder has a per-pixel log σ²."""
+    shape = (6, 5, 3)
+    log_var = np.random.default_rng(2).uniform(-2.5, -0.5, shape)
+    decoder = make_decoder_onnx(tmp_path / "rgb.onnx", latent_dim=3, image_shape=shape,
+                                likelihood="gaussian", metadata={
+                                    contract.DECODER_LOG_VAR: contract.encode_decoder_log_var(log_var)})
+    encoder = make_encoder_onnx(tmp_path / "rgb_encoder.onnx", latent_dim=3, image_shape=shape)
+    with serve_app(make_app(decoder, encoder)) as url:
         open_page(page, url + "/")
         assert "N(0, I)" in page.inner_text("#model-line")
         z = np.random.default_rng(4).normal(size=(5, 3)).astype(np.float32)
         got = decoded(page.evaluate("z => explorer.decode(z)", z.tolist()))
-        assert got.shape == (5, 6, 5, 3)
+        assert got.shape == (5, *shape)
         assert np.abs(got - python_decode(decoder, z)).max() <= DECODE_TOLERANCE
+        check_draws_match_python(page, 3, None)
+        check_scores_match_python(page, decoder, encoder,
+                                  np.random.default_rng(6).random((3, *shape)).astype(np.float32))
         assert_quiet_and_local(page)
 
 
@@ -479,11 +690,17 @@ def test_static_export_works_from_python_http_server(page, models, tmp_path):
         draw_stroke(page)
         page.wait_for_function("explorer.last !== null && explorer.last.score !== null")
         last = page.evaluate("explorer.last")
-        z_mean, _ = Encoder(encoder, provider="cpu").encode(
-            np.asarray(last["pixels"], np.float32).reshape(1, *SHAPE))
+        pixels = np.asarray(last["pixels"], np.float32).reshape(1, *SHAPE)
+        z_mean, _ = Encoder(encoder, provider="cpu").encode(pixels)
         assert np.abs(np.asarray(last["z_mean"]) - z_mean[0]).max() <= ENCODE_TOLERANCE
         assert last["score"]["by"] == "browser" and np.isfinite(last["score"]["log_px"])
         assert "in the browser" in page.inner_text("#score")
+        # the score of the page, on the noise of Python's (see check_scores_match_python)
+        want = onnx_log_likelihood(Encoder(encoder, provider="cpu"), Sampler(decoder, provider="cpu"),
+                                   pixels, num_samples=last["score"]["num_samples"],
+                                   seed=explorer.SCORE_SEED)
+        assert last["score"]["num_samples"] == explorer.SCORE_SAMPLES
+        assert abs(last["score"]["log_px"] - want[0]) <= SCORE_TOLERANCE
         assert_quiet_and_local(page)
     finally:
         http.terminate()

@@ -1,6 +1,7 @@
 """The latent-space explorer: a page that runs the exported ONNX models in the browser.
 
-The page (``static/index.html``, ``app.js``, ``style.css``) loads ``decoder.onnx``
+The page (``static/index.html``, its ES modules ``main.js`` and the rest of
+:data:`PAGE_MODULES`, ``style.css``) loads ``decoder.onnx``
 (and ``encoder.onnx``, when there is one) into onnxruntime-web (WebAssembly)
 and offers a grid of samples from the model's prior, a 2-D pad over two
 directions of the latent space with the decoded image beside it, sliders
@@ -31,11 +32,11 @@ from a CDN.
 
 The URLs are the same in both forms, relative to the page::
 
-    index.html                      the page (at / when served)
-    explorer/app.js, style.css      its script and style
-    explorer/config.json            explorer_config(): shapes, prior, directions
-    explorer/ort/...                onnxruntime-web (ORT_FILES)
-    models/decoder.onnx             the model files (the server's /models/ routes)
+    index.html                       the page (at / when served)
+    explorer/main.js, ..., style.css its script (ES modules, PAGE_MODULES) and style
+    explorer/config.json             explorer_config(): shapes, prior, directions, scoring
+    explorer/ort/...                 onnxruntime-web (ORT_FILES)
+    models/decoder.onnx              the model files (the server's /models/ routes)
     models/encoder.onnx
 """
 
@@ -44,18 +45,19 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from keras_vae.serving.explorer.assets import (NODE_MODULES_ENV, ORT_FILES, ORT_WEB_DIR_ENV, PAGE_ASSETS,
-                                               REDOC_LOGO_URL, STATIC_DIR, MissingAssetsError, StaticSender,
-                                               docs_assets, node_modules_dir, ort_web_dir,
+                                               PAGE_MODULES, REDOC_LOGO_URL, STATIC_DIR, MissingAssetsError,
+                                               StaticSender, docs_assets, node_modules_dir, ort_web_dir,
                                                require_ort_web_dir)
 from keras_vae.serving.explorer.docs import docs_router
-from keras_vae.serving.explorer.page import SCORE_SAMPLES, SLIDERS, explorer_config, prior_directions
+from keras_vae.serving.explorer.page import (SCORE_SAMPLES, SCORE_SEED, SLIDERS, explorer_config,
+                                             prior_directions)
 from keras_vae.serving.explorer.routes import explorer_router
 
 __all__ = [
     "explorer_router", "docs_router", "add_explorer_routes", "explorer_config", "prior_directions",
     "ort_web_dir", "require_ort_web_dir", "node_modules_dir", "docs_assets", "STATIC_DIR",
-    "ORT_FILES", "PAGE_ASSETS", "ORT_WEB_DIR_ENV", "NODE_MODULES_ENV", "REDOC_LOGO_URL",
-    "MissingAssetsError", "SCORE_SAMPLES", "SLIDERS",
+    "ORT_FILES", "PAGE_ASSETS", "PAGE_MODULES", "ORT_WEB_DIR_ENV", "NODE_MODULES_ENV",
+    "REDOC_LOGO_URL", "MissingAssetsError", "SCORE_SAMPLES", "SCORE_SEED", "SLIDERS",
 ]
 
 

@@ -17,14 +17,21 @@ from pathlib import Path
 from fastapi import Request
 from fastapi.responses import FileResponse, Response
 
-__all__ = ["STATIC_DIR", "PAGE_ASSETS", "NODE_MODULES_ENV", "ORT_WEB_DIR_ENV", "ORT_FILES",
+__all__ = ["STATIC_DIR", "PAGE_ASSETS", "PAGE_MODULES", "NODE_MODULES_ENV", "ORT_WEB_DIR_ENV", "ORT_FILES",
            "DOCS_FILES", "REDOC_LOGO_URL", "ISOLATION_HEADERS", "MissingAssetsError",
            "node_modules_dir", "ort_web_dir", "require_ort_web_dir", "docs_assets", "StaticSender",
            "gzip_bytes"]
 
 #: The page's own files.
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-PAGE_ASSETS = ("app.js", "style.css")
+#: The page's script: ES modules (no build step), index.html loading main.js, which imports
+#: the others. Only the files named here are served (/explorer/{name}) and exported.
+PAGE_MODULES = (
+    "main.js", "hooks.js", "models.js", "pcg64.js", "normal.js", "latents.js", "likelihood.js",
+    "score.js", "grid.js", "pad.js", "sliders.js", "latent.js", "interpolation.js", "drawing.js",
+    "pictures.js", "address.js", "dom.js",
+)
+PAGE_ASSETS = (*PAGE_MODULES, "style.css")
 #: The repository root in a checkout: node_modules/ sits beside keras_vae/.
 REPO_ROOT = Path(__file__).resolve().parents[3]
 NODE_MODULES_ENV = "KERAS_VAE_NODE_MODULES"

@@ -4,7 +4,7 @@ The folder holds the page, its settings, onnxruntime-web and the model files,
 and nothing else; any static file host serves it (no Python on the server)::
 
     site/index.html
-    site/explorer/app.js, style.css, config.json
+    site/explorer/main.js, ... (the page's ES modules), style.css, config.json
     site/explorer/ort/ort.wasm.min.js, ort-wasm-simd-threaded.mjs, ort-wasm-simd-threaded.wasm
     site/models/decoder.onnx
     site/models/encoder.onnx        (with --encoder)

@@ -1,4 +1,11 @@
-"""The page's settings (``explorer/config.json``): the model's shapes, prior and principal directions."""
+"""The page's settings (``explorer/config.json``): the model's shapes, prior and principal directions.
+
+The page computes what Python computes (z from the prior as
+:func:`keras_vae.core.contract.draw_latents`, log p(x) as
+:mod:`keras_vae.core.likelihood`), so the numbers those need come from here,
+read from their one owner in Python, rather than being written again in
+JavaScript.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +13,16 @@ from typing import Any
 
 import numpy as np
 
-from keras_vae.core import contract
+from keras_vae.core import contract, likelihood
 
-__all__ = ["explorer_config", "prior_directions", "SLIDERS", "SCORE_SAMPLES"]
+__all__ = ["explorer_config", "prior_directions", "SLIDERS", "SCORE_SAMPLES", "SCORE_SEED"]
 
 #: How many directions get a slider on the page.
 SLIDERS = 5
 #: Importance samples for the score of a drawn or dropped image.
 SCORE_SAMPLES = 200
+#: The noise seed of that score, in the browser and in the page's /v1/score requests alike.
+SCORE_SEED = 0
 
 # --------------------------------------------------------------- the page's data
 
@@ -101,17 +110,19 @@ def explorer_config(sampler, *, encoder: bool, ort: bool, server: bool,
         "image_shape": [int(d) for d in sampler.image_shape],
         "likelihood": sampler.likelihood,
         "decoder_log_var": _decoder_log_var(sampler),
+        # exact float64 values: the page draws z from them as draw_latents does
         "prior": None if prior is None else {
             "components": int(prior.components),
-            "weights": _compact(prior.weights),
-            "means": _compact(prior.means),
-            "log_vars": _compact(prior.log_vars),
+            **{name: np.asarray(getattr(prior, name), np.float64).tolist()
+               for name in ("weights", "means", "log_vars")},
         },
         **{key: _compact(value)
            for key, value in prior_directions(sampler.latent_dim, prior).items()},
         "sliders": min(SLIDERS, int(sampler.latent_dim)),
         "max_temperature": contract.MAX_TEMPERATURE,
         "score_samples": int(score_samples),
+        "score_seed": SCORE_SEED,
+        "probability_floor": likelihood.PROBABILITY_FLOOR,
         "encoder": bool(encoder),
         "ort": bool(ort),
         "server": bool(server),
