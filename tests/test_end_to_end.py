@@ -240,7 +240,7 @@ def test_int8_export_measures_its_nll_cost_and_serves_like_any_decoder(runs, tmp
         assert client.get("/v1/model").json()["precision"] == "int8"
         r = client.post("/v1/generate", json={"n": 4, "seed": 1, "format": "npy"})
         assert r.status_code == 200
-    run_python(["keras_vae/serving/generate.py", str(int8_path), "-n", "16", "--out", str(tmp_path / "s.png")])
+    run_python(["-m", "keras_vae", "generate", str(int8_path), "-n", "16", "--out", str(tmp_path / "s.png")])
 
 
 def test_int8_export_refuses_a_decoder_that_costs_too_much(runs, tmp_path):
@@ -271,7 +271,7 @@ def test_onnx_decoder_serves_samples_from_the_command_line(runs, tmp_path):
     run_python(["pipelines/export.py", runs["torch"], "--out", str(decoder_path)])
     first, second = tmp_path / "a.png", tmp_path / "b.png"
     for out in (first, second):
-        run_python(["keras_vae/serving/generate.py", str(decoder_path), "-n", "16", "--seed", "3",
+        run_python(["-m", "keras_vae", "generate", str(decoder_path), "-n", "16", "--seed", "3",
                     "--out", str(out)])
     assert first.read_bytes() == second.read_bytes()
 

@@ -36,12 +36,12 @@ def _latents(seed, n, dim, temperature=1.0):
 
 
 def _cli(*args, cwd=REPO, script=False):
-    entry = ["keras_vae/serving/generate.py"] if script else ["-m", "keras_vae.serving.generate"]
+    entry = ["-m", "keras_vae", "generate"] if script else ["-m", "keras_vae.serving.generate"]
     return subprocess.run([sys.executable, *entry, *map(str, args)], cwd=cwd,
                           capture_output=True, text=True, timeout=60)
 
 
-def test_script_and_module_runs_are_byte_identical(model, tmp_path):
+def test_keras_vae_command_and_module_runs_are_byte_identical(model, tmp_path):
     a, b = tmp_path / "a.png", tmp_path / "b.png"
     run_a = _cli(model, "-n", 12, "--seed", 0, "--out", a, script=True)
     run_b = _cli(model, "-n", 12, "--seed", 0, "--out", b)

@@ -1,6 +1,6 @@
 """Command-line sampler: decode random (or given) latents into images.
 
-Run as ``python -m keras_vae.serving.generate`` or ``python keras_vae/serving/generate.py``;
+Run as ``keras-vae generate`` or ``python -m keras_vae.serving.generate``;
 ``--help`` lists the options with examples. Exit status: 0 on success,
 1 when the work fails (model, input or output problem), 2 for bad arguments.
 Errors are one line on stderr; output files are written atomically, so a
@@ -14,9 +14,6 @@ import io
 import sys
 import time
 from pathlib import Path
-
-if __package__ in (None, ""):  # run as a script: make the repo root importable
-    sys.path[0] = str(Path(__file__).resolve().parents[2])
 
 import numpy as np
 

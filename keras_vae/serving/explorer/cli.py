@@ -1,4 +1,4 @@
-"""Write the latent-space explorer as a static folder: ``python -m keras_vae.serving.explorer``.
+"""Write the latent-space explorer as a static folder: ``keras-vae explore``.
 
 The folder holds the page, its settings, onnxruntime-web and the model files,
 and nothing else; any static file host serves it (no Python on the server)::
@@ -48,14 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=PROG,
         description="Write the latent-space explorer (the page served at / by "
-        "keras_vae.serving.server) as a self-contained static folder: the page, onnxruntime-web and "
+        "keras-vae serve) as a self-contained static folder: the page, onnxruntime-web and "
         "the model files. Serve it with any static file host.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("decoder", help="path to decoder.onnx (pipelines/export.py --out)")
+    p.add_argument("decoder", help="path to decoder.onnx (keras-vae export --out)")
     p.add_argument("--encoder", default=None,
-                   help="path to encoder.onnx (pipelines/export.py --encoder-out): adds the "
+                   help="path to encoder.onnx (keras-vae export --encoder-out): adds the "
                         "draw-or-drop panel")
     p.add_argument("--out", required=True, help="folder to write (created if missing)")
     p.add_argument("--overwrite", action="store_true",

@@ -98,7 +98,7 @@ def explorer_config(sampler, *, encoder: bool, ort: bool, server: bool,
         encoder: whether ``models/encoder.onnx`` is there.
         ort: whether onnxruntime-web is served (``explorer/ort/``); when
             False the page decodes through the server.
-        server: True when served by :mod:`keras_vae.serving.server` (the page may then
+        server: True when served by ``keras-vae serve`` (the page may then
             call ``/v1/...``), False in a static export.
         max_batch: most rows the server decodes per request.
         score_samples: importance samples K for the score of a drawn image.
