@@ -14,14 +14,16 @@ from keras_vae.networks import build_decoder
 from keras_vae.networks import build_encoder
 from keras_vae.networks import Z_LOG_VAR_RANGE
 from keras_vae.networks import check_architecture
+from keras_vae.options import LIKELIHOODS  # noqa: F401 (importable from here, as before)
+from keras_vae.options import OBJECTIVES  # noqa: F401
+from keras_vae.options import OPTION_NAMES
+from keras_vae.options import PRIORS  # noqa: F401
+from keras_vae.options import ModelOptions
 from keras_vae.trainers import BackendTrainer
 from keras_vae.core import contract
 from keras_vae.core import likelihood
 from keras_vae.core.files import atomic_path
 
-LIKELIHOODS = ("bernoulli", "gaussian")
-OBJECTIVES = ("elbo", "iwae")
-PRIORS = ("standard", "mixture")
 IMAGE_EVENT_AXES = 3  # (H, W, C): log p(x|z) sums over these.
 
 # log σ² of a learned Gaussian decoder is clipped to this range: on data with
@@ -39,6 +41,11 @@ class VAE(BackendTrainer, keras.Model):
     emits logits, data in [0, 1]) or Gaussian. Training minimises the negative
     ELBO, or the negative importance-weighted bound (`objective="iwae"`), with
     z drawn by reparameterization. Losses are reported in nats per example.
+
+    The arguments between `input_shape` and `seed` are the model's options,
+    declared in `keras_vae.options.ModelOptions` with their defaults and the
+    values they take; each is kept as an attribute of the same name
+    (`vae.latent_dim`, `vae.beta`, ...) and returned by `get_config`.
 
     Args:
         input_shape: image shape (height, width, channels).
@@ -85,67 +92,71 @@ class VAE(BackendTrainer, keras.Model):
     ```
     """
 
+    # The options of `keras_vae.options.ModelOptions`, between input_shape and seed,
+    # in its order and with its defaults (tests/test_options.py checks both).
     def __init__(
         self,
         input_shape=(28, 28, 1),
-        latent_dim=16,
-        architecture="mlp",
-        hidden_units=(512, 512),
-        gated=False,
-        conv_filters=(32, 64),
-        likelihood="bernoulli",
-        decoder_std=1.0,
-        beta=1.0,
-        kl_warmup_steps=0,
-        num_samples=1,
-        objective="elbo",
-        sticking_the_landing=False,
-        prior="standard",
-        prior_components=500,
-        dynamic_binarization=False,
+        latent_dim=ModelOptions.latent_dim,
+        architecture=ModelOptions.architecture,
+        hidden_units=ModelOptions.hidden_units,
+        gated=ModelOptions.gated,
+        conv_filters=ModelOptions.conv_filters,
+        likelihood=ModelOptions.likelihood,
+        decoder_std=ModelOptions.decoder_std,
+        beta=ModelOptions.beta,
+        kl_warmup_steps=ModelOptions.kl_warmup_steps,
+        num_samples=ModelOptions.num_samples,
+        objective=ModelOptions.objective,
+        sticking_the_landing=ModelOptions.sticking_the_landing,
+        prior=ModelOptions.prior,
+        prior_components=ModelOptions.prior_components,
+        dynamic_binarization=ModelOptions.dynamic_binarization,
         seed=None,
         source_backend=None,
         **kwargs,
     ):
+        arguments = locals()
+        # Converted to their types and checked (ValueError); every option is kept below
+        # as an attribute of its name (self.latent_dim, ...) and returned by get_config.
+        options = ModelOptions(**{name: arguments[name] for name in OPTION_NAMES})
         input_shape = tuple(int(d) for d in input_shape)
-        hidden_units = tuple(int(u) for u in hidden_units)
-        conv_filters = tuple(int(f) for f in conv_filters)
-        gated = bool(gated)
-        _check_arguments(
-            input_shape, latent_dim, architecture, conv_filters, gated, likelihood, decoder_std,
-            beta, kl_warmup_steps, num_samples, objective, prior, prior_components,
-        )
+        check_architecture(input_shape, options.architecture, options.conv_filters, options.gated)
         super().__init__(**kwargs)
 
         # === Layers ===
-        networks = dict(architecture=architecture, hidden_units=hidden_units,
-                        conv_filters=conv_filters, gated=gated)
+        latent_dim = options.latent_dim
+        networks = dict(architecture=options.architecture, hidden_units=options.hidden_units,
+                        conv_filters=options.conv_filters, gated=options.gated)
         self.encoder = build_encoder(input_shape, latent_dim, **networks)
         self.decoder = build_decoder(input_shape, latent_dim, **networks)
-        if likelihood == "gaussian" and decoder_std == "learned":
+        if options.likelihood == "gaussian" and options.decoder_std == "learned":
             self.decoder_log_var = self.add_weight(
                 shape=input_shape, initializer="zeros", name="decoder_log_var"
             )
         else:
             self.decoder_log_var = None
-        if prior == "mixture":
+        if options.prior == "mixture":
             # Component means start spread like N(0, I) draws, so they cover the
             # standard prior's mass; variances start at 1 and weights equal.
             self.prior_means = self.add_weight(
-                shape=(prior_components, latent_dim),
+                shape=(options.prior_components, latent_dim),
                 initializer=keras.initializers.RandomNormal(stddev=1.0, seed=seed),
                 name="prior_means",
             )
             self.prior_log_vars = self.add_weight(
-                shape=(prior_components, latent_dim), initializer="zeros", name="prior_log_vars"
+                shape=(options.prior_components, latent_dim), initializer="zeros",
+                name="prior_log_vars",
             )
             self.prior_logits = self.add_weight(
-                shape=(prior_components,), initializer="zeros", name="prior_logits"
+                shape=(options.prior_components,), initializer="zeros", name="prior_logits"
             )
 
         # === State that changes during training (variables, so jit sees it) ===
-        self.beta = self.add_weight(
-            shape=(), initializer=keras.initializers.Constant(beta), trainable=False, name="beta"
+        # The KL weight β as a variable (the option's value is `self.beta`).
+        self.kl_weight = self.add_weight(
+            shape=(), initializer=keras.initializers.Constant(options.beta), trainable=False,
+            name="beta",
         )
         self.steps_seen = self.add_weight(
             shape=(), initializer="zeros", trainable=False, name="steps_seen"
@@ -158,46 +169,19 @@ class VAE(BackendTrainer, keras.Model):
 
         # === Config ===
         self.image_shape = input_shape
-        self.latent_dim = int(latent_dim)
-        self.architecture = architecture
-        self.hidden_units = hidden_units
-        self.gated = gated
-        self.conv_filters = conv_filters
-        self.likelihood = likelihood
-        self.decoder_std = decoder_std
-        self.initial_beta = float(beta)
-        self.kl_warmup_steps = int(kl_warmup_steps)
-        self.num_samples = int(num_samples)
-        self.objective = objective
-        self.sticking_the_landing = bool(sticking_the_landing)
-        self.prior = prior
-        self.prior_components = int(prior_components)
-        self.dynamic_binarization = bool(dynamic_binarization)
+        for name, value in options.model_kwargs().items():
+            setattr(self, name, value)
         self.seed = seed
         self.source_backend = source_backend
 
     def get_config(self):
+        """The constructor's arguments as JSON values (tuples as lists), with Keras' own."""
         config = super().get_config()
-        config.update(
-            input_shape=list(self.image_shape),
-            latent_dim=self.latent_dim,
-            architecture=self.architecture,
-            hidden_units=list(self.hidden_units),
-            gated=self.gated,
-            conv_filters=list(self.conv_filters),
-            likelihood=self.likelihood,
-            decoder_std=self.decoder_std,
-            beta=self.initial_beta,
-            kl_warmup_steps=self.kl_warmup_steps,
-            num_samples=self.num_samples,
-            objective=self.objective,
-            sticking_the_landing=self.sticking_the_landing,
-            prior=self.prior,
-            prior_components=self.prior_components,
-            dynamic_binarization=self.dynamic_binarization,
-            seed=self.seed,
-            source_backend=self.source_backend,
-        )
+        config["input_shape"] = list(self.image_shape)
+        for name in OPTION_NAMES:
+            value = getattr(self, name)
+            config[name] = list(value) if isinstance(value, tuple) else value
+        config.update(seed=self.seed, source_backend=self.source_backend)
         return config
 
     def compile_from_config(self, config):
@@ -238,7 +222,7 @@ class VAE(BackendTrainer, keras.Model):
         x = ops.cast(x, "float32")
         if training and self.dynamic_binarization:
             x = ops.cast(random.uniform(ops.shape(x), seed=self.seed_generator) < x, "float32")
-        beta = self.current_beta() if training else ops.convert_to_tensor(self.beta)
+        beta = self.current_beta() if training else ops.convert_to_tensor(self.kl_weight)
         if training:
             self.steps_seen.assign_add(1.0)
 
@@ -268,9 +252,9 @@ class VAE(BackendTrainer, keras.Model):
     def current_beta(self):
         """β for the next training step: linear warm-up from 0 over kl_warmup_steps."""
         if self.kl_warmup_steps == 0:
-            return ops.convert_to_tensor(self.beta)
+            return ops.convert_to_tensor(self.kl_weight)
         progress = ops.minimum(1.0, self.steps_seen / float(self.kl_warmup_steps))
-        return self.beta * progress
+        return self.kl_weight * progress
 
     def log_prior(self, z):
         """log p(z) in nats: z (..., D) -> (...)."""
@@ -444,27 +428,3 @@ class VAE(BackendTrainer, keras.Model):
 
 def _is_array(x):
     return isinstance(x, np.ndarray) or (hasattr(x, "shape") and hasattr(x, "dtype"))
-
-
-def _check_arguments(input_shape, latent_dim, architecture, conv_filters, gated, likelihood,
-                     decoder_std, beta, kl_warmup_steps, num_samples, objective, prior,
-                     prior_components):
-    check_architecture(input_shape, architecture, conv_filters, gated)
-    if int(latent_dim) < 1:
-        raise ValueError(f"latent_dim must be a positive integer, got {latent_dim!r}")
-    if likelihood not in LIKELIHOODS:
-        raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {likelihood!r}")
-    if decoder_std != "learned" and not (isinstance(decoder_std, (int, float)) and decoder_std > 0):
-        raise ValueError(f"decoder_std must be a positive float or 'learned', got {decoder_std!r}")
-    if beta < 0:
-        raise ValueError(f"beta must be >= 0, got {beta!r}")
-    if int(kl_warmup_steps) < 0:
-        raise ValueError(f"kl_warmup_steps must be >= 0, got {kl_warmup_steps!r}")
-    if int(num_samples) < 1:
-        raise ValueError(f"num_samples must be >= 1, got {num_samples!r}")
-    if objective not in OBJECTIVES:
-        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
-    if prior not in PRIORS:
-        raise ValueError(f"prior must be one of {PRIORS}, got {prior!r}")
-    if int(prior_components) < 1:
-        raise ValueError(f"prior_components must be >= 1, got {prior_components!r}")

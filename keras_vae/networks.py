@@ -15,7 +15,7 @@ import math
 import keras
 from keras import layers
 
-ARCHITECTURES = ("mlp", "conv")
+from keras_vae.options import ARCHITECTURES
 
 # log σ² of q(z|x) is clipped to this range so that exp() stays finite.
 Z_LOG_VAR_RANGE = (-20.0, 10.0)

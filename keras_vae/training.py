@@ -31,14 +31,19 @@ import keras_vae
 from keras_vae import resume
 from keras_vae.data import binarize
 from keras_vae.data import load_dataset
+from keras_vae.options import ModelOptions
 from keras_vae.pictures import save_reconstructions
 from keras_vae.pictures import save_samples
 from keras_vae.core.files import write_json
 
 
 @dataclasses.dataclass
-class TrainConfig:
-    """Every option of a training run; saved as the run's config.json."""
+class TrainConfig(ModelOptions):
+    """Every option of a training run; saved, flat, as the run's config.json.
+
+    The model's options are the fields of `ModelOptions`, inherited (converted
+    and checked on construction); the fields below are the run's own.
+    """
 
     dataset: str = "digits"
     data_dir: str | None = None
@@ -47,21 +52,6 @@ class TrainConfig:
     val_fraction: float = 0.1
     epochs: int = 30
     batch_size: int = 128
-    latent_dim: int = 16
-    architecture: str = "mlp"
-    hidden_units: tuple = (512, 512)
-    gated: bool = False
-    conv_filters: tuple = (32, 64)
-    likelihood: str = "bernoulli"
-    decoder_std: float | str = 1.0
-    beta: float = 1.0
-    kl_warmup_steps: int = 0
-    num_samples: int = 1
-    objective: str = "elbo"
-    sticking_the_landing: bool = False
-    prior: str = "standard"
-    prior_components: int = 500
-    dynamic_binarization: bool = False
     lr: float = 1e-3
     lr_schedule: str = "constant"
     seed: int = 0
@@ -119,26 +109,9 @@ def load_training_data(config):
 
 
 def build_model(config, input_shape, learning_rate=None):
-    """A VAE for the config, compiled with Adam (learning_rate defaults to config.lr)."""
-    vae = keras_vae.VAE(
-        input_shape=input_shape,
-        latent_dim=config.latent_dim,
-        architecture=config.architecture,
-        hidden_units=config.hidden_units,
-        gated=config.gated,
-        conv_filters=config.conv_filters,
-        likelihood=config.likelihood,
-        decoder_std=config.decoder_std,
-        beta=config.beta,
-        kl_warmup_steps=config.kl_warmup_steps,
-        num_samples=config.num_samples,
-        objective=config.objective,
-        sticking_the_landing=config.sticking_the_landing,
-        prior=config.prior,
-        prior_components=config.prior_components,
-        dynamic_binarization=config.dynamic_binarization,
-        seed=config.seed,
-    )
+    """A VAE for the config's model options and seed, on images of `input_shape` (H, W, C),
+    compiled with Adam (learning_rate defaults to config.lr)."""
+    vae = keras_vae.VAE(input_shape=input_shape, **config.model_kwargs(), seed=config.seed)
     vae.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate or config.lr),
                 steps_per_execution=config.steps_per_execution)
     return vae

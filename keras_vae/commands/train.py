@@ -7,8 +7,13 @@ to continue after the last completed epoch; --overwrite starts afresh.
 """
 
 import argparse
+import dataclasses
 import os
 import sys
+
+from keras_vae.options import OPTION_NAMES
+from keras_vae.options import ModelOptions
+from keras_vae.options import OptionError
 
 EXAMPLES = """
 examples:
@@ -55,34 +60,7 @@ def parse_args(argv=None):
                       help="fraction of the training split held out for validation; 0 trains "
                            "on all of it and keeps the last epoch as model.keras (default: 0.1)")
 
-    model = parser.add_argument_group("model")
-    model.add_argument("--latent-dim", type=int, default=16, help="latent dimensions (default: 16)")
-    model.add_argument("--architecture", choices=["mlp", "conv"], default="mlp")
-    model.add_argument("--hidden-units", type=int, nargs="+", default=[512, 512],
-                       help="MLP hidden layer widths (default: 512 512)")
-    model.add_argument("--gated", action="store_true",
-                       help="MLP: gated dense hidden layers, (Wh + b) * sigmoid(Vh + c), "
-                            "in place of ReLU ones")
-    model.add_argument("--conv-filters", type=int, nargs="+", default=[32, 64],
-                       help="conv encoder filters, one stride-2 layer each (default: 32 64)")
-    model.add_argument("--likelihood", choices=["bernoulli", "gaussian"], default="bernoulli")
-    model.add_argument("--decoder-std", default="1.0",
-                       help="Gaussian decoder σ: a number or 'learned' (default: 1.0)")
-    model.add_argument("--beta", type=float, default=1.0, help="KL weight β (default: 1.0)")
-    model.add_argument("--kl-warmup-steps", type=int, default=0,
-                       help="β rises linearly from 0 over this many steps (default: 0)")
-    model.add_argument("--num-samples", type=int, default=1, help="samples of z per example (K)")
-    model.add_argument("--objective", choices=["elbo", "iwae"], default="elbo")
-    model.add_argument("--sticking-the-landing", action="store_true",
-                       help="iwae: drop the score-function term of the encoder gradient "
-                            "(Roeder et al. 2017). Lower variance, but for K > 1 the encoder's "
-                            "gradient is then biased (Tucker et al. 2019)")
-    model.add_argument("--prior", choices=["standard", "mixture"], default="standard",
-                       help="p(z): N(0, I), or a learned mixture of Gaussians (default: standard)")
-    model.add_argument("--prior-components", type=int, default=500,
-                       help="components of the mixture prior (default: 500)")
-    model.add_argument("--dynamic-binarization", action="store_true",
-                       help="draw x ~ Bernoulli(x) afresh in every training step")
+    add_model_options(parser.add_argument_group("model"))
 
     training = parser.add_argument_group("training")
     training.add_argument("--epochs", type=int, default=30)
@@ -107,18 +85,58 @@ def parse_args(argv=None):
                           help="start afresh in --out, replacing a finished or interrupted run")
     training.add_argument("--quiet", action="store_true", help="one line per epoch, no progress bar")
     args = parser.parse_args(argv)
-    if args.decoder_std != "learned":
-        try:
-            args.decoder_std = float(args.decoder_std)
-        except ValueError:
-            parser.error(f"--decoder-std must be a number or 'learned', got {args.decoder_std!r}")
-    for name in ("epochs", "batch_size", "latent_dim", "num_samples", "prior_components",
-                 "steps_per_execution"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    at_least = {"epochs": 1, "batch_size": 1, "steps_per_execution": 1}
+    for field in dataclasses.fields(ModelOptions):  # and the model options' declared minimums
+        if field.metadata["minimum"] is not None:
+            at_least[field.name] = field.metadata["minimum"]
+    for name, minimum in at_least.items():
+        value = getattr(args, name)
+        if min(value if isinstance(value, list) else [value]) < minimum:
+            parser.error(f"{flag(name)} must be at least {minimum}")
+    try:
+        options = ModelOptions(**{name: getattr(args, name) for name in OPTION_NAMES})
+    except OptionError as error:
+        parser.error(f"{flag(error.option)} must be {error.requirement}")
+    vars(args).update(options.model_kwargs())  # converted: "--decoder-std 0.5" gives 0.5
     if args.checkpoint_every < 0:
         parser.error("--checkpoint-every must be 0 (off) or a number of epochs")
     return args
+
+
+def flag(name):
+    """The command-line flag of an option: latent_dim -> --latent-dim."""
+    return "--" + name.replace("_", "-")
+
+
+def add_model_options(group):
+    """One flag per field of `ModelOptions`, with its default, help text and choices.
+
+    A bool option (default False) is a switch; a tuple takes one or more
+    integers; a number that also takes words (--decoder-std learned) is read as
+    text and converted by `ModelOptions`.
+    """
+    for field in dataclasses.fields(ModelOptions):
+        default, choices, text = field.default, field.metadata["choices"], field.metadata["help"]
+        if isinstance(default, bool):
+            group.add_argument(flag(field.name), action="store_true", help=text)
+            continue
+        if isinstance(default, tuple):
+            kind, shown = dict(type=int, nargs="+"), " ".join(map(str, default))
+            default = list(default)
+        elif isinstance(default, str):
+            kind, shown = dict(choices=choices), default
+        else:
+            kind, shown = dict(type=str if choices else type(default)), str(default)
+        group.add_argument(flag(field.name), default=default, help=f"{text} (default: {shown})",
+                           **kind)
+
+
+def train_config(args):
+    """The `keras_vae.training.TrainConfig` of parsed arguments (this imports Keras)."""
+    from keras_vae.training import TrainConfig
+
+    options = {k: v for k, v in vars(args).items() if k not in ("backend", "quiet")}
+    return TrainConfig(**options, verbose=2 if args.quiet else "auto")
 
 
 def main(argv=None):
@@ -126,12 +144,9 @@ def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter
     if args.backend:
         os.environ["KERAS_BACKEND"] = args.backend
-    from keras_vae.training import TrainConfig
     from keras_vae.training import train
 
-    options = {k: v for k, v in vars(args).items() if k not in ("backend", "quiet")}
-    options.update(hidden_units=tuple(args.hidden_units), conv_filters=tuple(args.conv_filters))
-    config = TrainConfig(**options, verbose=2 if args.quiet else "auto")
+    config = train_config(args)
     try:
         train(config)
     except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as error:

@@ -1,0 +1,141 @@
+"""The model's options, declared once: `ModelOptions`.
+
+Each field of `ModelOptions` is one option of the model, with its default, its
+help text and the values it accepts. Everything else follows from it:
+
+* `keras_vae.VAE` takes each option as a keyword argument of the same name,
+  keeps it as an attribute of that name and returns it from `get_config`;
+* `keras_vae.training.TrainConfig` extends `ModelOptions` with the training
+  options, so a run's config.json holds every model option;
+* `keras-vae train` has one flag per option (`latent_dim` -> `--latent-dim`),
+  with the declared default, help text and choices.
+
+Adding an option is one field here; `keras_vae.VAE` then needs the keyword
+argument (its signature lists the options explicitly, for readers and IDEs), a
+line in its docstring, and the code that uses the option. tests/test_options.py
+fails until the keyword and the docstring line are there.
+
+This module imports neither Keras nor NumPy, so the command line can read it
+before it chooses a Keras backend.
+"""
+
+import dataclasses
+
+ARCHITECTURES = ("mlp", "conv")
+LIKELIHOODS = ("bernoulli", "gaussian")
+OBJECTIVES = ("elbo", "iwae")
+PRIORS = ("standard", "mixture")
+
+
+def option(default, help, *, choices=None, minimum=None):
+    """A field of `ModelOptions`.
+
+    Args:
+        default: the default value. Its type is the option's type: bool, int,
+            float, str, or a tuple of ints.
+        help: one line for `keras-vae train --help` (which adds the default).
+        choices: for a str option, the values it takes; for a number, the
+            words it takes besides numbers (e.g. "learned").
+        minimum: the smallest number the option takes (each number, for a tuple).
+    """
+    return dataclasses.field(default=default,
+                             metadata={"help": help, "choices": choices, "minimum": minimum})
+
+
+class OptionError(ValueError):
+    """A model option got a value it does not take.
+
+    `option` is the option's name, `requirement` says in words what it takes
+    (e.g. ">= 1", "one of ('elbo', 'iwae')").
+    """
+
+    def __init__(self, option, requirement, value):
+        super().__init__(f"{option} must be {requirement}, got {value!r}")
+        self.option = option
+        self.requirement = requirement
+
+
+@dataclasses.dataclass
+class ModelOptions:
+    """The options that shape a `keras_vae.VAE` (besides its input shape and seed).
+
+    Constructing one converts each value to the option's type (a list of
+    widths becomes a tuple of ints, 16.0 becomes 16, "0.5" for `decoder_std`
+    becomes 0.5) and raises `OptionError` (a ValueError) for a value the option
+    does not take. `keras_vae.VAE`'s docstring explains each option at length.
+    """
+
+    latent_dim: int = option(16, "latent dimensions", minimum=1)
+    architecture: str = option(
+        "mlp", "encoder and decoder: dense layers, or stride-2 convolutions",
+        choices=ARCHITECTURES)
+    hidden_units: tuple[int, ...] = option((512, 512), "MLP hidden layer widths", minimum=1)
+    gated: bool = option(
+        False, "MLP: gated dense hidden layers, (Wh + b) * sigmoid(Vh + c), in place of ReLU ones")
+    conv_filters: tuple[int, ...] = option(
+        (32, 64), "conv encoder filters, one stride-2 layer each", minimum=1)
+    likelihood: str = option(
+        "bernoulli", "p(x|z): Bernoulli (pixels in [0, 1]) or Gaussian", choices=LIKELIHOODS)
+    decoder_std: float | str = option(
+        1.0, "Gaussian decoder σ: a number or 'learned'", choices=("learned",))
+    beta: float = option(1.0, "KL weight β", minimum=0)
+    kl_warmup_steps: int = option(0, "β rises linearly from 0 over this many steps", minimum=0)
+    num_samples: int = option(1, "samples of z per example, K", minimum=1)
+    objective: str = option(
+        "elbo", "elbo (the K-sample average) or iwae (the importance-weighted bound)",
+        choices=OBJECTIVES)
+    sticking_the_landing: bool = option(
+        False, "iwae: drop the score-function term of the encoder gradient (Roeder et al. 2017). "
+               "Lower variance, but for K > 1 the encoder's gradient is then biased "
+               "(Tucker et al. 2019)")
+    prior: str = option(
+        "standard", "p(z): N(0, I), or a learned mixture of Gaussians", choices=PRIORS)
+    prior_components: int = option(500, "components of the mixture prior", minimum=1)
+    dynamic_binarization: bool = option(
+        False, "draw x ~ Bernoulli(x) afresh in every training step")
+
+    def __post_init__(self):
+        for field in dataclasses.fields(ModelOptions):
+            setattr(self, field.name, _checked_value(field, getattr(self, field.name)))
+        # σ must be above 0, which `minimum` (a lowest allowed value) cannot say.
+        if self.decoder_std != "learned" and not self.decoder_std > 0:
+            raise OptionError("decoder_std", "a positive float or 'learned'", self.decoder_std)
+
+    def model_kwargs(self):
+        """The model options as {name: value}, in declaration order: keyword arguments of `VAE`.
+
+        A subclass's own fields (those of TrainConfig) are left out.
+        """
+        return {field.name: getattr(self, field.name) for field in dataclasses.fields(ModelOptions)}
+
+
+OPTION_NAMES = tuple(field.name for field in dataclasses.fields(ModelOptions))
+
+
+def _checked_value(field, value):
+    """`value` converted to the type of the field's default.
+
+    Raises OptionError if the option does not take the value.
+    """
+    default, choices, minimum = field.default, field.metadata["choices"], field.metadata["minimum"]
+    if isinstance(default, str):
+        if value not in choices:
+            raise OptionError(field.name, f"one of {choices}", value)
+        return value
+    if choices and isinstance(value, str) and value in choices:  # e.g. decoder_std="learned"
+        return value
+    if isinstance(default, bool):
+        return bool(value)
+    try:
+        if isinstance(default, tuple):
+            value = tuple(int(number) for number in value)
+        else:
+            value = type(default)(value)
+    except (TypeError, ValueError):
+        kinds = {int: "an integer", float: "a number", tuple: "a sequence of integers"}
+        words = "".join(f" or {word!r}" for word in choices or ())
+        raise OptionError(field.name, kinds[type(default)] + words, value) from None
+    numbers = value if isinstance(value, tuple) else (value,)
+    if minimum is not None and any(number < minimum for number in numbers):
+        raise OptionError(field.name, f">= {minimum}", value)
+    return value
