@@ -24,7 +24,7 @@ examples:
   keras-vae train --backend jax --dataset mnist --data-dir data/tfds --download \\
       --dynamic-binarization --latent-dim 50 --epochs 100 --out runs/mnist-tfds
 
-  # IWAE, a learned mixture prior, gated layers, all 60k images (README, "Model quality")
+  # IWAE, a learned mixture prior, gated layers, all 60k images (docs/model-quality.md)
   keras-vae train --backend jax --dataset data/mnist.npz --dynamic-binarization \\
       --val-fraction 0 --latent-dim 50 --hidden-units 512 512 512 --gated --objective iwae \\
       --num-samples 5 --prior mixture --kl-warmup-steps 5000 --epochs 140 \\
