@@ -26,7 +26,7 @@ def shared_data_dir():
     if not path or not os.path.isdir(path):
         pytest.skip(
             "MNIST test data not found: set KERAS_VAE_TEST_DATA to a directory holding "
-            "mnist.npz and tfds/mnist (README, section "Get MNIST", says how to get it)"
+            "mnist.npz and tfds/mnist (README, section 'Get MNIST', says how to get it)"
         )
     return path
 
