@@ -2,11 +2,11 @@
 
 The package has three layers, each importable on its own:
 
-* :mod:`keras_vae.core` - NumPy, Pillow and the standard library only: the
+* ``keras_vae.core`` - NumPy, Pillow and the standard library only: the
   export contract, the likelihood estimator, atomic files and images.
-* the Keras library - :class:`keras_vae.VAE` and the modules beside it
+* the Keras library - ``keras_vae.VAE`` and the modules beside it
   (``keras_vae.model``, ``keras_vae.training``, ``keras_vae.export`` ...).
-* :mod:`keras_vae.serving` - onnxruntime and the web stack; never Keras.
+* ``keras_vae.serving`` - onnxruntime and the web stack; never Keras.
 
 ``import keras_vae`` loads none of them: ``keras_vae.VAE`` imports Keras on first
 use (PEP 562), so a serving-only install can import the package.

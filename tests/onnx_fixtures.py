@@ -1,6 +1,6 @@
 """Small ONNX decoders for tests, built with ``onnx.helper`` (no Keras needed).
 
-The graph follows the decoder contract of ``pipelines/export.py``:
+The graph follows the decoder contract of ``keras-vae export``:
 
     z: float32 [batch, latent_dim]  ->  x_mean: float32 [batch, H, W, C]
 

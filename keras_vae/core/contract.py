@@ -5,8 +5,8 @@ Both sides import this module, so the contract is written once:
 * the tensor names of ``decoder.onnx`` (``z`` -> ``x_mean``) and ``encoder.onnx``
   (``x`` -> ``z_mean``, ``z_log_var``);
 * the metadata keys every exported graph carries, and how the learned prior is
-  encoded in them (:func:`encode_prior`, :func:`decode_prior`);
-* drawing z from the prior (:func:`draw_latents`), which both
+  encoded in them (``encode_prior``, ``decode_prior``);
+* drawing z from the prior (``draw_latents``), which both
   ``keras_vae.VAE.sample_latents`` and ``serving.Sampler.latents`` call, so that
   the same seed gives the same z, and so the same images, in Keras, in
   onnxruntime and over HTTP.

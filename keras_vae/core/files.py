@@ -2,10 +2,10 @@
 
 The one mechanism, used by training, export and serving alike: the bytes go to
 a temporary file beside the target, are flushed and fsync'ed, and the
-temporary file is renamed over the target with :func:`os.replace` (atomic on
+temporary file is renamed over the target with ``os.replace`` (atomic on
 POSIX and Windows). A process killed at any moment leaves either the old file
 or the new one, plus at worst a temporary file that
-:func:`remove_stale_temp_files` recognises by its name and removes.
+``remove_stale_temp_files`` recognises by its name and removes.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def _temp_name(name: str) -> str:
 
 
 def is_temp_file(name: str) -> bool:
-    """True when ``name`` is a temporary file that :func:`atomic_path` made."""
+    """True when ``name`` is a temporary file that ``atomic_path`` made."""
     return bool(_TEMP_NAME.match(name))
 
 
@@ -99,7 +99,7 @@ def write_json(data, path: str | os.PathLike) -> Path:
 def remove_stale_temp_files(*directories: str | os.PathLike) -> list[str]:
     """Remove temporary files left in ``directories`` by writers that were killed.
 
-    Only names that :func:`atomic_path` makes are touched. Call it only while no
+    Only names that ``atomic_path`` makes are touched. Call it only while no
     other process writes there (training holds the run directory's lock).
     Returns the removed paths.
     """

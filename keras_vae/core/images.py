@@ -3,9 +3,9 @@
 This module is a stable, dependency-light API shared by the serving code and
 by the ``keras_vae`` library for its own pictures:
 
-* :func:`image_grid` tiles a batch of float images into one uint8 picture,
-* :func:`encode_png` turns a uint8 picture into PNG bytes,
-* :func:`save_png` writes a picture or a batch of images to a PNG file
+* ``image_grid`` tiles a batch of float images into one uint8 picture,
+* ``encode_png`` turns a uint8 picture into PNG bytes,
+* ``save_png`` writes a picture or a batch of images to a PNG file
   atomically.
 
 PNG encoding is deterministic: the same array always gives the same bytes.
@@ -108,7 +108,7 @@ def encode_png(array: np.ndarray) -> bytes:
     Args:
         array: ``[H, W]`` (grayscale), ``[H, W, 1]`` or ``[H, W, 3]`` (RGB).
             uint8 is written as is; any other dtype is read as floats in
-            [0, 1] and converted with :func:`to_uint8`.
+            [0, 1] and converted with ``to_uint8``.
 
     Returns:
         The PNG file contents (mode "L" for grayscale, "RGB" for colour).
@@ -136,9 +136,9 @@ def save_png(
 ) -> Path:
     """Write a picture, or a grid of a batch of images, to a PNG file.
 
-    A 4-D float array ``[N, H, W, C]`` is tiled with :func:`image_grid`
+    A 4-D float array ``[N, H, W, C]`` is tiled with ``image_grid``
     (``ncols`` and ``padding`` apply); a 2-D or 3-D array is one picture as
-    accepted by :func:`encode_png`. The file is encoded in memory first and
+    accepted by ``encode_png``. The file is encoded in memory first and
     then written atomically, so an error never leaves a half-written file.
 
     Returns:

@@ -1,6 +1,6 @@
 """``create_app``: the FastAPI app that serves one exported decoder (and, optionally, its encoder).
 
-Endpoints, one router each (:mod:`keras_vae.serving.routes`, :mod:`keras_vae.serving.explorer`):
+Endpoints, one router each (``keras_vae.serving.routes``, ``keras_vae.serving.explorer``):
 
 * ``GET /healthz``, ``GET /v1/model``, ``GET /metrics`` (Prometheus text),
 * ``POST /v1/generate`` ``{"n", "seed", "temperature", "format", "ncols"}`` ->
@@ -14,11 +14,11 @@ Endpoints, one router each (:mod:`keras_vae.serving.routes`, :mod:`keras_vae.ser
 * the Open Inference Protocol (KServe v2 / Triton) under ``/v2``.
 
 All errors are JSON ``{"error": "..."}`` with a 4xx status. Decode work from
-concurrent requests is merged by :class:`~keras_vae.serving.batching.MicroBatcher`
+concurrent requests is merged by ``MicroBatcher``
 unless micro-batching is switched off, in which case every request runs
 ``Sampler.decode`` in a worker thread of its own. A host may also hand the decode
 work to its own batching (``create_app(..., decode_fn=...)``), as the Ray Serve
-deployment in :mod:`keras_vae.serving.ray_app` does with ``@serve.batch``.
+deployment in ``keras_vae.serving.ray_app`` does with ``@serve.batch``.
 """
 
 from __future__ import annotations
@@ -61,11 +61,11 @@ def create_app(
 ) -> FastAPI:
     """Build the FastAPI app serving one decoder.
 
-    The keywords are the options of :class:`~keras_vae.serving.options.ServingOptions`,
+    The keywords are the options of ``ServingOptions``,
     with the same names and defaults.
 
     Args:
-        model: a :class:`Sampler`, or the path of ``decoder.onnx`` to load
+        model: a ``Sampler``, or the path of ``decoder.onnx`` to load
             (with ``provider`` and ``intra_op_threads``).
         model_name: the model's name in ``/v2/models/{name}``.
         max_batch_size: most images per request, and most rows per onnxruntime
@@ -74,7 +74,7 @@ def create_app(
         batch_wait_ms: how long the micro-batcher waits to fill a batch.
         micro_batching: merge concurrent decode work (True) or run every
             request on its own (False).
-        encoder: an :class:`Encoder`, or the path of ``encoder.onnx``: adds
+        encoder: an ``Encoder``, or the path of ``encoder.onnx``: adds
             ``/v1/encode``, ``/v1/reconstruct`` and ``/v1/score``.
         max_score_samples: most importance samples per image in ``/v1/score``.
         decode_fn: an async function that takes over all decode work: it gets

@@ -97,7 +97,7 @@ class MicroBatcher:
             self._task = asyncio.create_task(self._loop(), name="micro-batcher")
 
     async def stop(self) -> None:
-        """Stop the task; requests still queued fail with :class:`ShuttingDown`."""
+        """Stop the task; requests still queued fail with ``ShuttingDown``."""
         if self._task is not None:
             self._task.cancel()
             try:

@@ -20,10 +20,10 @@ class Encoder(OnnxModel):
 
     The graph maps ``x`` float32 ``[batch, H, W, C]`` to ``z_mean`` and
     ``z_log_var``, float32 ``[batch, latent_dim]`` each (names in
-    :mod:`keras_vae.core.contract`). Arguments and errors are those of :class:`Sampler`.
+    ``keras_vae.core.contract``). Arguments and errors are those of ``Sampler``.
 
     Attributes:
-        model_path, provider, metadata: as for :class:`Sampler`.
+        model_path, provider, metadata: as for ``Sampler``.
         image_shape: ``(H, W, C)`` of one input image.
         latent_dim: size of one latent vector.
         likelihood: the decoder's likelihood from the metadata (``"unknown"`` without).

@@ -2,8 +2,8 @@
 
 Parses an infer request, JSON tensors (flat or nested ``data``) or the binary tensor
 data extension (``Inference-Header-Content-Length``), into the decoder's ``z``; every
-problem is an :class:`~keras_vae.serving.errors.APIError` 400 or 415 that says what
-was expected. The routes are :mod:`keras_vae.serving.routes.kserve`.
+problem is an ``APIError`` 400 or 415 that says what
+was expected. The routes are ``keras_vae.serving.routes.kserve``.
 """
 
 from __future__ import annotations

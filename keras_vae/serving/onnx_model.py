@@ -1,9 +1,9 @@
 """One onnxruntime session over an exported ONNX file, and the checks both wrappers share.
 
-:class:`OnnxModel` opens the session (choosing the execution provider), reads the
-file's metadata (:mod:`keras_vae.core.contract`'s keys) and is the base of
-:class:`~keras_vae.serving.sampler.Sampler` (the decoder) and
-:class:`~keras_vae.serving.encoder.Encoder`.
+``OnnxModel`` opens the session (choosing the execution provider), reads the
+file's metadata (``keras_vae.core.contract``'s keys) and is the base of
+``Sampler`` (the decoder) and
+``Encoder``.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def _choose_providers(provider: str) -> list[str]:
 
 def _open_session(model_path: str | os.PathLike, provider: str,
                   intra_op_threads: int | None) -> tuple[Path, ort.InferenceSession]:
-    """One onnxruntime session for ``model_path``; raises the errors :class:`Sampler` documents."""
+    """One onnxruntime session for ``model_path``; raises the errors ``Sampler`` documents."""
     path = Path(model_path)
     if not path.is_file():
         raise FileNotFoundError(f"model file not found: {str(path)!r}")

@@ -1,18 +1,18 @@
 """The serving options, declared once: the server CLI, the Ray CLI and the Ray YAML read them.
 
 Each option is one pydantic field with one name everywhere: the keyword of
-:func:`~keras_vae.serving.app.create_app`, the key in a Ray Serve config's ``args``
+``create_app``, the key in a Ray Serve config's ``args``
 (and ``serve run ... key=value``), and the command-line flag (``--max-batch-size``
-for ``max_batch_size``). :func:`add_arguments` builds the flags from the fields, and
-:func:`parse_options` validates what argparse read with the same model that
+for ``max_batch_size``). ``add_arguments`` builds the flags from the fields, and
+``parse_options`` validates what argparse read with the same model that
 validates the Ray YAML, so a limit such as ``max_batch_size >= 1`` is written once.
 
-* :class:`ServingOptions`: what one app serves, and how (both CLIs, the YAML).
-* :class:`ServerOptions`: ``keras-vae serve``: that, plus uvicorn's settings.
-* :class:`RayAppOptions`: a Ray Serve application's ``args``: serving plus replicas.
-* :class:`RayOptions`: ``keras-vae serve-ray``: that, plus where Ray and HTTP run.
+* ``ServingOptions``: what one app serves, and how (both CLIs, the YAML).
+* ``ServerOptions``: ``keras-vae serve``: that, plus uvicorn's settings.
+* ``RayAppOptions``: a Ray Serve application's ``args``: serving plus replicas.
+* ``RayOptions``: ``keras-vae serve-ray``: that, plus where Ray and HTTP run.
 
-Renamed options keep their old spelling as deprecated aliases (:data:`DEPRECATED`):
+Renamed options keep their old spelling as deprecated aliases (``DEPRECATED``):
 the flag, or the YAML key, still works and prints a one-line warning.
 """
 
@@ -68,7 +68,7 @@ class _Options(BaseModel):
 
 
 class ServingOptions(_Options):
-    """What one app serves, and its limits. Fields are :func:`create_app`'s keywords."""
+    """What one app serves, and its limits. Fields are ``create_app``'s keywords."""
 
     model: str = Field(min_length=1, description="path of decoder.onnx",
                        json_schema_extra={"positional": True})
@@ -89,7 +89,7 @@ class ServingOptions(_Options):
                                    description="most importance samples per image in /v1/score")
 
     def app_kwargs(self) -> dict[str, Any]:
-        """The fields of :class:`ServingOptions`, as :func:`create_app`'s keywords."""
+        """The fields of ``ServingOptions``, as ``create_app``'s keywords."""
         return self.model_dump(include=set(ServingOptions.model_fields))
 
 
@@ -131,7 +131,7 @@ class RayOptions(_HTTPOptions, RayAppOptions):
     name: str = Field("vae", min_length=1, description="Serve application name")
 
     def app_args(self) -> dict[str, Any]:
-        """The fields of :class:`RayAppOptions`, as a Ray Serve config's ``args``."""
+        """The fields of ``RayAppOptions``, as a Ray Serve config's ``args``."""
         return self.model_dump(include=set(RayAppOptions.model_fields))
 
 
@@ -148,7 +148,7 @@ def _value_type(annotation: Any) -> tuple[Any, tuple | None]:
 def add_arguments(parser: argparse.ArgumentParser, options: type[_Options]) -> None:
     """Add a flag per field of ``options`` (a positional for ``model``), and the old spellings.
 
-    argparse's defaults are None, so that :func:`parse_options` passes on only what
+    argparse's defaults are None, so that ``parse_options`` passes on only what
     was given and the model's defaults apply (the help shows them).
     """
     for name, field in options.model_fields.items():

@@ -1,13 +1,13 @@
 """Ray Serve deployment of the VAE decoder: replicas across cores, GPUs and machines.
 
 Each replica is a Ray actor that loads ``decoder.onnx`` once into a
-:class:`~keras_vae.serving.sampler.Sampler` and serves the app of
-:func:`~keras_vae.serving.app.create_app`: the same routes, request fields,
+``Sampler`` and serves the app of
+``create_app``: the same routes, request fields,
 response formats and ``{"error": "..."}`` 4xx errors as ``keras-vae serve``. Only
 the batching differs: Ray Serve's ``@serve.batch`` merges concurrent decode work
 (``max_batch_size`` latent rows per onnxruntime call, waiting at most
 ``batch_wait_ms``), and Ray's HTTP proxy spreads requests over the replicas.
-The options are :mod:`keras_vae.serving.options`', named as ``keras-vae serve``'s.
+The options are ``keras_vae.serving.options``', named as ``keras-vae serve``'s.
 
 Three ways to run it (the docs site's "Scaling out" page has the cluster set-up)::
 
@@ -15,7 +15,7 @@ Three ways to run it (the docs site's "Scaling out" page has the cluster set-up)
     serve run keras_vae.serving.ray_app:build_app model=decoder.onnx num_replicas=2
     serve deploy keras_vae/serving/ray_serve_config.yaml    # args: RayAppOptions' fields
 
-Only this module of :mod:`keras_vae.serving` imports ``ray`` (``pip install "keras-vae[ray]"``).
+Only this module of ``keras_vae.serving`` imports ``ray`` (``pip install "keras-vae[ray]"``).
 """
 from __future__ import annotations
 
@@ -57,12 +57,12 @@ def _rows(latents: list[np.ndarray]) -> int:
 @serve.deployment(name=DEPLOYMENT_NAME, max_ongoing_requests=_MAX_BATCH)
 @serve.ingress()
 class VAEDecoder:
-    """One replica: a Sampler and the :func:`~keras_vae.serving.app.create_app` app around it.
+    """One replica: a Sampler and the ``create_app`` app around it.
 
     ``@serve.ingress()`` without an app defers the app to replica start:
     Ray calls ``__serve_build_asgi_app__`` after ``__init__``, so the app is
     built with this replica's settings (``create_app``'s keywords), and its
-    decode work goes to :meth:`decode_batch`.
+    decode work goes to ``decode_batch``.
     """
 
     def __init__(self, **app_kwargs: Any) -> None:
@@ -100,7 +100,7 @@ class VAEDecoder:
 def build_app(args: dict[str, Any]) -> serve.Application:
     """Ray Serve application builder: ``serve run keras_vae.serving.ray_app:build_app model=...``.
 
-    ``args`` are the fields of :class:`~keras_vae.serving.options.RayAppOptions`
+    ``args`` are the fields of ``RayAppOptions``
     (values may be strings, as ``serve run key=value`` passes them). Raises
     ``ValueError`` naming every invalid or unknown argument.
     """

@@ -7,9 +7,9 @@ latents ``z`` (float32 ``[batch, latent_dim]``) to pixel means ``x_mean``
 fields; when metadata is missing the graph's shapes are used instead. A model
 trained with a learned mixture prior also carries ``prior``, and latents are
 then drawn from that mixture. Names, keys and the prior's encoding are
-:mod:`keras_vae.core.contract`'s, which the exporter in ``keras_vae`` shares.
+``keras_vae.core.contract``'s, which the exporter in ``keras_vae`` shares.
 
-:class:`Sampler` wraps one ``onnxruntime.InferenceSession``. The session is
+``Sampler`` wraps one ``onnxruntime.InferenceSession``. The session is
 created once; afterwards the object holds no mutable state, and
 onnxruntime's ``run`` is thread-safe, so one Sampler may be shared by many
 threads.
@@ -35,13 +35,13 @@ class Sampler(OnnxModel):
     Args:
         model_path: path to ``decoder.onnx``.
         provider: ``"auto"`` (CUDA when onnxruntime offers it, else CPU),
-            ``"cpu"``, or ``"cuda"`` (raises :class:`ProviderUnavailableError`
+            ``"cpu"``, or ``"cuda"`` (raises ``ProviderUnavailableError``
             when CUDA is not available).
         intra_op_threads: onnxruntime intra-op thread count; ``None`` lets
             onnxruntime choose (one per physical core).
 
     Attributes:
-        model_path: the model file, as a :class:`pathlib.Path`.
+        model_path: the model file, as a ``pathlib.Path``.
         provider: the execution provider the session actually uses, e.g.
             ``"CPUExecutionProvider"``.
         latent_dim: size of one latent vector.
@@ -143,7 +143,7 @@ class Sampler(OnnxModel):
         """Decode latents into pixel means.
 
         Args:
-            z: ``[n, latent_dim]`` real numbers (see :meth:`validate_latents`).
+            z: ``[n, latent_dim]`` real numbers (see ``validate_latents``).
             batch_size: rows per onnxruntime call; ``None`` decodes all at once.
 
         Returns:
@@ -165,7 +165,7 @@ class Sampler(OnnxModel):
 
         ``z ~ N(0, T^2 I)``; with a mixture prior, a component c is picked by
         its weight and ``z ~ N(mu_c, T^2 sigma_c^2)``. This is
-        :func:`keras_vae.core.contract.draw_latents`: the same seed gives the same
+        ``keras_vae.core.contract.draw_latents``: the same seed gives the same
         latents here and in ``keras_vae.VAE.sample_latents`` (``seed=None``
         draws fresh randomness). Raises ``ValueError`` for n < 1, a negative
         seed, or a temperature outside [0, ``contract.MAX_TEMPERATURE``].

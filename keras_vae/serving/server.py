@@ -2,8 +2,8 @@
 
 Run ``keras-vae serve decoder.onnx --host 127.0.0.1 --port 8000`` (or
 ``python -m keras_vae.serving.server``); ``--help`` lists the options, which are
-:class:`~keras_vae.serving.options.ServerOptions`. The app is
-:func:`keras_vae.serving.app.create_app`.
+``ServerOptions``. The app is
+``keras_vae.serving.app.create_app``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """What the request handlers share: the models, limits, metrics and decode path of one app.
 
-:func:`create_app <keras_vae.serving.app.create_app>` builds one :class:`ServingState`
+``create_app <keras_vae.serving.app.create_app>`` builds one ``ServingState``
 and keeps it in ``app.state.serving``; every router reads it through
 ``Depends(get_state)``.
 """
@@ -87,5 +87,5 @@ class ServingState:
 
 
 def get_state(request: Request) -> ServingState:
-    """The app's :class:`ServingState`, for ``Depends(get_state)``."""
+    """The app's ``ServingState``, for ``Depends(get_state)``."""
     return request.app.state.serving

@@ -1,7 +1,7 @@
 """The latent-space explorer: a page that runs the exported ONNX models in the browser.
 
 The page (``static/index.html``, its ES modules ``main.js`` and the rest of
-:data:`PAGE_MODULES`, ``style.css``) loads ``decoder.onnx``
+``PAGE_MODULES``, ``style.css``) loads ``decoder.onnx``
 (and ``encoder.onnx``, when there is one) into onnxruntime-web (WebAssembly)
 and offers a grid of samples from the model's prior, a 2-D pad over two
 directions of the latent space with the decoded image beside it, sliders
@@ -12,13 +12,13 @@ reconstructed, placed on the pad and scored.
 Everything the page needs comes from the origin that serves it: no CDN and no
 other network access. Two ways to serve it:
 
-* :func:`explorer_router` and :func:`docs_router` are included in the FastAPI app of
-  :func:`keras_vae.serving.app.create_app` (and so in the Ray Serve app): the page at ``/``,
+* ``explorer_router`` and ``docs_router`` are included in the FastAPI app of
+  ``keras_vae.serving.app.create_app`` (and so in the Ray Serve app): the page at ``/``,
   its settings at ``/explorer/config.json``, onnxruntime-web under
   ``/explorer/ort/``, and self-hosted ``/docs`` and ``/redoc``;
 * ``keras-vae explore decoder.onnx --out site/`` writes the same
   page as a static folder that any static file host serves
-  (see :mod:`keras_vae.serving.explorer.cli`).
+  (see ``keras_vae.serving.explorer.cli``).
 
 onnxruntime-web, Swagger UI and ReDoc come from npm (``package.json`` at the
 repository root, installed by ``npm ci``, which ``make setup`` runs) and are
@@ -64,7 +64,7 @@ __all__ = [
 def add_explorer_routes(app: FastAPI) -> None:
     """Include the explorer page and the self-hosted ``/docs`` and ``/redoc`` in ``app``.
 
-    ``app`` is a :func:`keras_vae.serving.app.create_app` app (it reads ``app.state.serving``).
+    ``app`` is a ``keras_vae.serving.app.create_app`` app (it reads ``app.state.serving``).
     """
     sender = StaticSender()
     app.include_router(explorer_router(sender))

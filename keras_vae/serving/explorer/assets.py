@@ -79,13 +79,13 @@ def _ort_candidate() -> Path:
 
 
 def ort_web_dir() -> Path | None:
-    """onnxruntime-web's ``dist`` folder when it holds every file of :data:`ORT_FILES`, else None."""
+    """onnxruntime-web's ``dist`` folder when it holds every file of ``ORT_FILES``, else None."""
     path = _ort_candidate()
     return path if all((path / name).is_file() for name in ORT_FILES) else None
 
 
 def require_ort_web_dir() -> Path:
-    """:func:`ort_web_dir`, or :class:`MissingAssetsError` saying how to install it."""
+    """``ort_web_dir``, or ``MissingAssetsError`` saying how to install it."""
     path = ort_web_dir()
     if path is None:
         raise MissingAssetsError(
@@ -107,7 +107,7 @@ class StaticSender:
 
     The compressed bytes are made once per file (in a worker thread) and kept:
     onnxruntime-web's 14 MB WebAssembly file travels as about 3.7 MB. Every
-    response carries :data:`ISOLATION_HEADERS` and ``Cache-Control: no-cache``
+    response carries ``ISOLATION_HEADERS`` and ``Cache-Control: no-cache``
     (browsers revalidate, and get ``304 Not Modified`` while the file is the same).
     """
 

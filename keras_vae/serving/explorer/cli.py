@@ -68,7 +68,7 @@ def site_files(decoder: Path, encoder: Path | None) -> dict[str, bytes | Path]:
     """The folder's contents: relative path -> bytes, or a file to copy.
 
     Loads the models (onnxruntime) to check them and to read the shapes and
-    the prior for ``explorer/config.json``. Raises :class:`ExportError`.
+    the prior for ``explorer/config.json``. Raises ``ExportError``.
     """
     from keras_vae.serving.encoder import Encoder
     from keras_vae.serving.sampler import ModelLoadError, Sampler
@@ -105,7 +105,7 @@ def write_site(decoder: str | os.PathLike, out: str | os.PathLike, encoder: str 
     existing one (empty, or with ``overwrite``) every file is written
     atomically, and an ``models/encoder.onnx`` left by an earlier export is
     removed when there is no encoder now. Returns relative path -> bytes
-    written. Raises :class:`ExportError`.
+    written. Raises ``ExportError``.
     """
     out = Path(out)
     if out.exists() and not out.is_dir():

@@ -1,8 +1,8 @@
 """The page's settings (``explorer/config.json``): the model's shapes, prior and principal directions.
 
 The page computes what Python computes (z from the prior as
-:func:`keras_vae.core.contract.draw_latents`, log p(x) as
-:mod:`keras_vae.core.likelihood`), so the numbers those need come from here,
+``keras_vae.core.contract.draw_latents``, log p(x) as
+``keras_vae.core.likelihood``), so the numbers those need come from here,
 read from their one owner in Python, rather than being written again in
 JavaScript.
 """
@@ -93,7 +93,7 @@ def explorer_config(sampler, *, encoder: bool, ort: bool, server: bool,
     """What the page needs to know about the model, as JSON-ready data.
 
     Args:
-        sampler: the decoder's :class:`keras_vae.serving.sampler.Sampler` (its shapes,
+        sampler: the decoder's ``keras_vae.serving.sampler.Sampler`` (its shapes,
             likelihood, metadata and prior are read).
         encoder: whether ``models/encoder.onnx`` is there.
         ort: whether onnxruntime-web is served (``explorer/ort/``); when

@@ -27,7 +27,7 @@ def not_found(what: str) -> APIError:
 def explorer_router(sender: StaticSender | None = None) -> APIRouter:
     """Routes for the explorer page, kept out of the OpenAPI schema.
 
-    Where onnxruntime-web is (:func:`~keras_vae.serving.explorer.assets.ort_web_dir`)
+    Where onnxruntime-web is (``ort_web_dir``)
     is decided here, once. Errors are the server's JSON ``{"error": ...}``.
     """
     router = APIRouter(include_in_schema=False)

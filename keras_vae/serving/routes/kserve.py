@@ -6,7 +6,7 @@ health, server and model metadata, and ``infer`` with JSON tensors (flat or
 nested ``data``) and the binary tensor data extension
 (``Inference-Header-Content-Length``), so ``tritonclient.http`` works with or
 without ``binary_data``. Errors are ``{"error": "..."}``, as the protocol says.
-The wire format is parsed by :mod:`keras_vae.serving.kserve_protocol`.
+The wire format is parsed by ``keras_vae.serving.kserve_protocol``.
 """
 
 from __future__ import annotations
