@@ -85,15 +85,10 @@ def parse_args(argv=None):
                           help="start afresh in --out, replacing a finished or interrupted run")
     training.add_argument("--quiet", action="store_true", help="one line per epoch, no progress bar")
     args = parser.parse_args(argv)
-    at_least = {"epochs": 1, "batch_size": 1, "steps_per_execution": 1}
-    for field in dataclasses.fields(ModelOptions):  # and the model options' declared minimums
-        if field.metadata["minimum"] is not None:
-            at_least[field.name] = field.metadata["minimum"]
-    for name, minimum in at_least.items():
-        value = getattr(args, name)
-        if min(value if isinstance(value, list) else [value]) < minimum:
-            parser.error(f"{flag(name)} must be at least {minimum}")
-    try:
+    for name in ("epochs", "batch_size", "steps_per_execution"):
+        if getattr(args, name) < 1:
+            parser.error(f"{flag(name)} must be at least 1")
+    try:  # the model options are checked by their declaration
         options = ModelOptions(**{name: getattr(args, name) for name in OPTION_NAMES})
     except OptionError as error:
         parser.error(f"{flag(error.option)} must be {error.requirement}")

@@ -125,7 +125,8 @@ def kserve_router() -> APIRouter:
     ]
     # infer reads its body itself (JSON, or JSON plus binary tensors); the schema
     # documents the JSON form, so that clients and schema-driven tests see it.
+    infer_body = infer_request_schema()
     for method, path, endpoint in routes:
         router.add_api_route(path, endpoint, methods=[method],
-                             openapi_extra=infer_request_schema() if endpoint is infer else None)
+                             openapi_extra=infer_body if endpoint is infer else None)
     return router

@@ -7,7 +7,6 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 from fastapi.responses import FileResponse, Response
 
-from keras_vae.serving.errors import APIError
 from keras_vae.serving.state import ServingState, get_state
 
 __all__ = ["model_files_router"]
@@ -27,8 +26,6 @@ def model_files_router(with_encoder: bool) -> APIRouter:
         @router.get("/models/encoder.onnx", summary="The served encoder.onnx",
                     response_class=Response)
         async def encoder_file(state: State) -> Response:
-            if state.encoder is None:
-                raise APIError(404, "this server serves no encoder")
             return _send(state.encoder.model_path)
 
     return router
