@@ -19,14 +19,15 @@ All log-probabilities are in nats, float64.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
 from keras_vae.core import contract
 from keras_vae.core.contract import MixturePrior
 
-__all__ = ["log_likelihood", "onnx_log_likelihood", "is_likelihood", "log_mean_exp",
+__all__ = ["log_likelihood", "importance_log_weights", "onnx_log_likelihood", "onnx_log_px_given_z",
+           "is_likelihood", "log_mean_exp",
            "prior_log_prob", "bernoulli_log_prob", "gaussian_log_prob", "PROBABILITY_FLOOR"]
 
 LOG_2PI = math.log(2.0 * math.pi)
@@ -114,13 +115,32 @@ def log_likelihood(x: np.ndarray, encode: Encode, log_px_given_z: LogPxGivenZ,
     Returns:
         (N,) float64.
     """
+    results = []
+    for _, _, log_weights in importance_log_weights(x, encode, log_px_given_z, prior, num_samples,
+                                                    batch_size, samples_per_chunk, seed):
+        results.append(log_mean_exp(log_weights, axis=0))
+        if progress is not None:
+            progress(log_weights.shape[1])
+    return np.concatenate(results) if results else np.zeros((0,), np.float64)
+
+
+def importance_log_weights(x: np.ndarray, encode: Encode, log_px_given_z: LogPxGivenZ,
+                           prior: MixturePrior | None = None, num_samples: int = 1000,
+                           batch_size: int = 100, samples_per_chunk: int | None = None,
+                           seed: int | None = 0) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """The log importance weights log p(x, z_k) − log q(z_k|x), one batch of images at a time.
+
+    Arguments as `log_likelihood`, whose noise this is. Yields, per batch of B
+    images: (index of its first image, z_mean float32 (B, D), log weights
+    float64 (K, B)). Their log-mean-exp over K is `log_likelihood`; their mean
+    over K is a K-sample estimate of the ELBO.
+    """
     if num_samples < 1 or batch_size < 1:
         raise ValueError(f"num_samples and batch_size must be >= 1; got {num_samples}, {batch_size}")
     if samples_per_chunk is None:
         samples_per_chunk = max(1, min(num_samples, 20_000 // batch_size))
     if seed is None:
         seed = int(np.random.SeedSequence().entropy)
-    results = []
     for start in range(0, len(x), batch_size):
         x_batch = x[start : start + batch_size]
         z_mean, z_log_var = (np.asarray(a, np.float32) for a in encode(x_batch))  # (B, D)
@@ -136,10 +156,7 @@ def log_likelihood(x: np.ndarray, encode: Encode, log_px_given_z: LogPxGivenZ,
                                   + np.square(epsilon, dtype=np.float64), axis=-1)  # (k, B)
             log_p = np.asarray(log_px_given_z(x_batch, z), np.float64) + prior_log_prob(z, prior)
             log_weights.append(log_p - log_q)
-        results.append(log_mean_exp(np.concatenate(log_weights), axis=0))
-        if progress is not None:
-            progress(len(x_batch))
-    return np.concatenate(results) if results else np.zeros((0,), np.float64)
+        yield start, z_mean, np.concatenate(log_weights)
 
 
 def onnx_log_likelihood(encoder, decoder, x: np.ndarray, num_samples: int = 1000,
@@ -149,12 +166,22 @@ def onnx_log_likelihood(encoder, decoder, x: np.ndarray, num_samples: int = 1000
 
     ``encoder`` is a `keras_vae.serving.encoder.Encoder`, ``decoder`` a `keras_vae.serving.sampler.Sampler`;
     the prior, the likelihood and (Gaussian) the decoder's variance come from the
-    decoder's metadata. Bernoulli probabilities are clipped to [PROBABILITY_FLOOR,
-    1 − PROBABILITY_FLOOR], so saturated pixels cost at most −log(1e-7) ≈ 16 nats
-    where Keras, working from logits, has the exact value.
+    decoder's metadata (see `onnx_log_px_given_z`).
 
     Returns:
         (N,) float64.
+    """
+    return log_likelihood(x, encoder.encode, onnx_log_px_given_z(decoder), decoder.prior,
+                          num_samples, batch_size, samples_per_chunk, seed)
+
+
+def onnx_log_px_given_z(decoder) -> LogPxGivenZ:
+    """log p(x|z) of an exported decoder (a `keras_vae.serving.sampler.Sampler`), in nats.
+
+    Bernoulli probabilities are clipped to [PROBABILITY_FLOOR, 1 − PROBABILITY_FLOOR],
+    so saturated pixels cost at most −log(1e-7) ≈ 16 nats where Keras, working from
+    logits, has the exact value. Raises ValueError when the metadata cannot say
+    how to score (a Gaussian decoder without ``decoder_log_var``).
     """
     if decoder.likelihood == "gaussian":
         log_var = contract.decode_decoder_log_var(decoder.metadata.get(contract.DECODER_LOG_VAR),
@@ -174,5 +201,4 @@ def onnx_log_likelihood(encoder, decoder, x: np.ndarray, num_samples: int = 1000
         means = decoder.decode(z.reshape(-1, z.shape[-1]), batch_size=4096)
         return pixels_log_prob(x_batch, means.reshape(z.shape[:2] + means.shape[1:]))
 
-    return log_likelihood(x, encoder.encode, log_px_given_z, decoder.prior, num_samples,
-                          batch_size, samples_per_chunk, seed)
+    return log_px_given_z
