@@ -47,6 +47,7 @@ CREATED = "created"  # ISO 8601, UTC
 PRECISION = "precision"  # "fp32" (default) | "int8"
 QUANTIZATION = "quantization"  # int8 only: JSON, the recipe and its measured NLL cost
 DECODER_LOG_VAR = "decoder_log_var"  # Gaussian decoders: log σ², see encode_decoder_log_var
+ANOMALY_THRESHOLD = "anomaly_threshold"  # JSON, see keras_vae.core.anomaly.AnomalyThreshold
 
 #: Largest temperature a sampler accepts: z = μ + T·σ·ε stays far inside float32.
 MAX_TEMPERATURE = 10.0
