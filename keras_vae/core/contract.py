@@ -46,6 +46,10 @@ VERSION = "keras_vae_version"
 CREATED = "created"  # ISO 8601, UTC
 PRECISION = "precision"  # "fp32" (default) | "int8"
 QUANTIZATION = "quantization"  # int8 only: JSON, the recipe and its measured NLL cost
+QUANTIZATION_RECIPE = "quantization_recipe"  # int8 only: "u8s7" | "u8s8" | "u8u8" (activations × weights)
+# int8 only: JSON {"cpu", "avx2", "avx512_vnni", "avx_vnni" (true | false | null: unknown),
+# "onnxruntime"}, the machine on which the export measured the int8 cost
+INT8_MEASURED_ON = "int8_measured_on"
 DECODER_LOG_VAR = "decoder_log_var"  # Gaussian decoders: log σ², see encode_decoder_log_var
 ANOMALY_THRESHOLD = "anomaly_threshold"  # JSON, see keras_vae.core.anomaly.AnomalyThreshold
 
