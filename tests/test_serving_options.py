@@ -18,7 +18,8 @@ ray_app = pytest.importorskip("keras_vae.serving.ray_app")
 # One value per shared option, none of them a default.
 SHARED = {"model": "decoder.onnx", "encoder": "encoder.onnx", "model_name": "digits",
           "provider": "cpu", "intra_op_threads": 3, "max_batch_size": 64, "batch_wait_ms": 5.0,
-          "max_body_bytes": 1000, "max_score_samples": 7}
+          "max_body_bytes": 1000, "max_score_samples": 7, "max_queue_ms": 250.0,
+          "score_concurrency": 2}
 
 
 def argv_for(values: dict) -> list[str]:
@@ -96,3 +97,13 @@ def test_a_refused_value_names_its_flag():
         opts.parse_options(server.build_parser(), ServerOptions, ["m.onnx", "--max-batch-size", "0"])
     with pytest.raises(ValueError, match="--num-replicas"):
         opts.parse_options(ray_app.build_parser(), RayOptions, ["m.onnx", "--num-replicas", "0"])
+
+
+def test_no_queue_bound_is_spelled_inf_and_nan_is_refused():
+    parsed = opts.parse_options(server.build_parser(), ServerOptions, ["m.onnx", "--max-queue-ms", "inf"])
+    assert parsed.max_queue_ms == float("inf")
+    from_yaml = yaml.safe_load("model: m.onnx\nmax_queue_ms: .inf")  # YAML's spelling of infinity
+    assert RayAppOptions.model_validate(from_yaml).max_queue_ms == float("inf")
+    for bad in ("nan", "-1"):
+        with pytest.raises(ValueError, match="--max-queue-ms"):
+            opts.parse_options(server.build_parser(), ServerOptions, ["m.onnx", "--max-queue-ms", bad])

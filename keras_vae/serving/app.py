@@ -13,7 +13,8 @@ Endpoints, one router each (``keras_vae.serving.routes``, ``keras_vae.serving.ex
   with every asset served locally,
 * the Open Inference Protocol (KServe v2 / Triton) under ``/v2``.
 
-All errors are JSON ``{"error": "..."}`` with a 4xx status. Decode work from
+All errors are JSON ``{"error": "..."}`` with a 4xx status, or 503 with ``Retry-After``
+when a work queue is full (``keras_vae.serving.admission``). Decode work from
 concurrent requests is merged by ``MicroBatcher``
 unless micro-batching is switched off, in which case every request runs
 ``Sampler.decode`` in a worker thread of its own. A host may also hand the decode
@@ -23,12 +24,15 @@ deployment in ``keras_vae.serving.ray_app`` does with ``@serve.batch``.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from contextlib import asynccontextmanager
 
+import numpy as np
 from fastapi import FastAPI
 
 from keras_vae.serving import explorer
+from keras_vae.serving.admission import Admission, AdmissionMiddleware, install_overload_handler
 from keras_vae.serving.batching import MicroBatcher
 from keras_vae.serving.encoder import Encoder
 from keras_vae.serving.errors import install_error_handlers
@@ -58,6 +62,8 @@ def create_app(
     decode_fn: DecodeFn | None = None,
     encoder: str | os.PathLike | Encoder | None = None,
     max_score_samples: int = _DEFAULTS["max_score_samples"].default,
+    max_queue_ms: float = _DEFAULTS["max_queue_ms"].default,
+    score_concurrency: int = _DEFAULTS["score_concurrency"].default,
 ) -> FastAPI:
     """Build the FastAPI app serving one decoder.
 
@@ -77,6 +83,9 @@ def create_app(
         encoder: an ``Encoder``, or the path of ``encoder.onnx``: adds
             ``/v1/encode``, ``/v1/reconstruct`` and ``/v1/score``.
         max_score_samples: most importance samples per image in ``/v1/score``.
+        max_queue_ms: bound of each work class's queue, in expected milliseconds
+            (``inf``: none); beyond it requests get 503 with ``Retry-After``.
+        score_concurrency: threads for score, encode and reconstruct work.
         decode_fn: an async function that takes over all decode work: it gets
             validated float32 ``z`` ``[n, latent_dim]`` (n <= ``max_batch_size``)
             and returns float32 ``[n, H, W, C]``. It replaces the built-in
@@ -88,9 +97,12 @@ def create_app(
     app under a server (uvicorn) or ``with TestClient(app)``.
     """
     for name, value in (("max_batch_size", max_batch_size), ("max_body_bytes", max_body_bytes),
-                        ("max_score_samples", max_score_samples)):
+                        ("max_score_samples", max_score_samples),
+                        ("score_concurrency", score_concurrency)):
         if value < 1:
             raise ValueError(f"{name} must be >= 1; got {value}")
+    if not max_queue_ms >= 0:
+        raise ValueError(f"max_queue_ms must be >= 0; got {max_queue_ms}")
     sampler = model if isinstance(model, Sampler) else Sampler(
         model, provider=provider, intra_op_threads=intra_op_threads)
     if encoder is not None and not isinstance(encoder, Encoder):
@@ -98,14 +110,18 @@ def create_app(
     if encoder is not None:
         encoder.check_pairs_with(sampler)
     metrics = Metrics()
-    batcher = MicroBatcher(sampler.decode, max_batch=max_batch_size, wait_ms=batch_wait_ms,
+    admission = Admission(max_queue_ms, score_concurrency, metrics)
+    batcher = MicroBatcher(admission.timed("decode", sampler.decode), max_batch=max_batch_size, wait_ms=batch_wait_ms,
                            on_batch=metrics.observe_batch) if (
         micro_batching and decode_fn is None) else None
     state = ServingState(sampler, model_name, max_batch_size, metrics, batcher, decode_fn=decode_fn,
-                         encoder=encoder, max_score_samples=max_score_samples)
+                         encoder=encoder, max_score_samples=max_score_samples,
+                         admission=admission)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        await asyncio.to_thread(admission.warm_up, sampler.decode,
+                                np.zeros((max_batch_size, sampler.latent_dim), np.float32))
         if batcher is not None:
             await batcher.start()
         state.ready = True
@@ -115,6 +131,7 @@ def create_app(
             state.ready = False
             if batcher is not None:
                 await batcher.stop()
+            admission.close()
 
     app = FastAPI(
         title="keras-vae decoder server",
@@ -126,6 +143,7 @@ def create_app(
     )
     app.state.serving = state
     install_error_handlers(app)
+    install_overload_handler(app, metrics)
     app.include_router(v1_router(sampler.latent_dim, max_batch_size))
     if encoder is not None:
         app.include_router(encoder_router(encoder.image_shape, max_batch_size, max_score_samples,
@@ -134,7 +152,8 @@ def create_app(
     app.include_router(kserve_router())
     explorer.add_explorer_routes(app)  # the page at /, /docs and /redoc, all served locally
     # The last middleware added runs first: metrics see every request,
-    # including those refused for their size.
+    # including those refused for their size; a full work queue refuses before parsing.
+    app.add_middleware(AdmissionMiddleware, admission=admission)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

@@ -7,7 +7,11 @@ Each app gets its own registry, so several apps can live in one process
 * ``vae_http_request_duration_seconds{route}`` - latency histogram (seconds),
 * ``vae_images_generated_total`` - images returned to clients,
 * ``vae_inference_batch_rows`` / ``vae_inference_batch_requests`` - rows and
-  requests per onnxruntime call (shows how well micro-batching merges work).
+  requests per onnxruntime call (shows how well micro-batching merges work),
+* ``vae_shed_requests_total{work_class, route}`` - requests refused with 503
+  because their work class's queue was full (``keras_vae.serving.admission``),
+* ``vae_queue_depth_ms{work_class}`` / ``vae_queue_limit_ms{work_class}`` - the
+  expected milliseconds of work admitted and not finished, and its bound.
 
 ``route`` is the route template (e.g. ``/v2/models/{name}/infer``), or
 ``unmatched`` for unknown paths, so label cardinality stays bounded.
@@ -21,13 +25,14 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
 )
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["Metrics", "MetricsMiddleware"]
+__all__ = ["Metrics", "MetricsMiddleware", "route_template"]
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -58,6 +63,18 @@ class Metrics:
             "vae_inference_batch_requests", "Requests merged into one onnxruntime call.",
             buckets=_ROW_BUCKETS, registry=self.registry,
         )
+        self.shed = Counter(
+            "vae_shed_requests", "Requests refused with 503 because their work class's queue "
+            "was full, by work class and route.", ["work_class", "route"], registry=self.registry,
+        )
+        self.queue_ms = Gauge(
+            "vae_queue_depth_ms", "Expected milliseconds of work admitted and not yet finished, "
+            "by work class.", ["work_class"], registry=self.registry,
+        )
+        self.queue_limit_ms = Gauge(
+            "vae_queue_limit_ms", "Bound of vae_queue_depth_ms, by work class.", ["work_class"],
+            registry=self.registry,
+        )
 
     def observe_batch(self, rows: int, requests: int) -> None:
         self.batch_rows.observe(rows)
@@ -68,7 +85,7 @@ class Metrics:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 
-def _route_template(scope: Scope) -> str:
+def route_template(scope: Scope) -> str:
     """The template of the route that answered (or would answer) the request, else "unmatched"."""
     route = scope.get("route")  # set by the router once it has routed the request
     if route is None:  # refused before routing (e.g. by the body limit): match it here
@@ -104,6 +121,6 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_and_record)
         finally:
-            route = _route_template(scope)
+            route = route_template(scope)
             self.metrics.requests.labels(route, scope["method"], str(status)).inc()
             self.metrics.latency.labels(route).observe(time.perf_counter() - start)

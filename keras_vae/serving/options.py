@@ -87,6 +87,11 @@ class ServingOptions(_Options):
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1, description="largest request body, bytes")
     max_score_samples: int = Field(1000, ge=1,
                                    description="most importance samples per image in /v1/score")
+    max_queue_ms: float = Field(500.0, ge=0, description="bound of each work queue (sampling; "
+                                "scoring, encoding) in expected milliseconds of work; beyond it "
+                                "requests get 503 with Retry-After ('inf': no bound)")
+    score_concurrency: int = Field(1, ge=1, description="score, encode and reconstruct requests "
+                                   "computed at once, in threads of their own")
 
     def app_kwargs(self) -> dict[str, Any]:
         """The fields of ``ServingOptions``, as ``create_app``'s keywords."""
@@ -117,6 +122,9 @@ class RayAppOptions(ServingOptions):
                             description="GPUs per replica, fractions allowed")
     max_ongoing_requests: int | None = Field(None, ge=1, description="requests one replica holds "
                                              "at once (default: max_batch_size)")
+    max_queued_requests: int = Field(256, ge=-1, description="requests Ray holds for the replicas "
+                                     "beyond max_ongoing_requests; beyond that Ray itself answers "
+                                     "503 (-1: no bound)")
 
     def threads(self) -> int:
         """onnxruntime threads per replica: ``intra_op_threads``, else the replica's whole CPUs."""

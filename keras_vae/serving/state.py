@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from fastapi import Request
 
+from keras_vae.serving.admission import Admission
 from keras_vae.serving.batching import MicroBatcher, ShuttingDown
 from keras_vae.serving.encoder import Encoder
 from keras_vae.serving.errors import APIError
@@ -50,6 +51,7 @@ class ServingState:
         decode_fn: a host's own batching of decode work (Ray Serve's ``@serve.batch``).
         encoder: the encoder, when one is served.
         max_score_samples: most importance samples per image in ``/v1/score``.
+        admission: the bounded work queues (``keras_vae.serving.admission``).
     """
 
     sampler: Sampler
@@ -61,6 +63,7 @@ class ServingState:
     decode_fn: DecodeFn | None = None
     encoder: Encoder | None = None
     max_score_samples: int = 1000
+    admission: Admission | None = None
 
     @property
     def micro_batching(self) -> bool:
@@ -71,9 +74,14 @@ class ServingState:
         """Validate ``z`` ``[n, latent_dim]`` and decode it to float32 ``[n, H, W, C]``.
 
         Raises ``ValueError`` for invalid ``z`` (before any queueing, so one
-        bad request never spoils a batch) and a 503 while shutting down.
+        bad request never spoils a batch), ``Overloaded`` (503) when the sample
+        queue is full, and a 503 while shutting down.
         """
         z = self.sampler.validate_latents(z)
+        async with self.admission.admit("sample", "decode", len(z)):
+            return await self._decode(z)
+
+    async def _decode(self, z: np.ndarray) -> np.ndarray:
         if self.decode_fn is not None:
             return await self.decode_fn(z)
         if self.batcher is not None and self.batcher.running:
@@ -81,7 +89,7 @@ class ServingState:
                 return await self.batcher.decode(z)
             except ShuttingDown as exc:
                 raise APIError(503, str(exc)) from None
-        x = await asyncio.to_thread(self.sampler.decode, z)
+        x = await asyncio.to_thread(self.admission.timed("decode", self.sampler.decode), z)
         self.metrics.observe_batch(len(z), 1)
         return x
 

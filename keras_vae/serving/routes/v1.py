@@ -6,7 +6,6 @@ Images come back as a PNG grid, a ``.npy`` float32 ``[n, H, W, C]`` array, or JS
 
 from __future__ import annotations
 
-import asyncio
 import io
 from typing import Annotated
 
@@ -43,6 +42,14 @@ async def images_response(state: ServingState, x: np.ndarray, fmt: str,
     """Counts the decoded images ``[n, H, W, C]`` and renders them (off the event loop when large)."""
     state.metrics.images.inc(len(x))
     return await encode_off_loop(x.size, render_images, x, fmt, ncols)
+
+
+def _log_px(state: ServingState, images: list, num_samples: int,
+            seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(images float32 [N, H, W, C], log p(x) [N] in nats); blocking, run in the score threads."""
+    images = state.encoder.validate_images(images)
+    return images, onnx_log_likelihood(state.encoder, state.sampler, images, num_samples, 100,
+                                       None, seed)
 
 
 def v1_router(latent_dim: int, max_batch_size: int) -> APIRouter:
@@ -102,14 +109,16 @@ def encoder_router(image_shape: tuple[int, int, int], max_batch_size: int, max_s
 
     async def encode(body, state: State) -> dict:
         try:
-            z_mean, z_log_var = await asyncio.to_thread(state.encoder.encode, body.images)
+            z_mean, z_log_var = await state.admission.run_scoring(
+                "encode", len(body.images), state.encoder.encode, body.images)
         except ValueError as exc:
             raise APIError(422, str(exc)) from None
         return {"z_mean": z_mean.tolist(), "z_log_var": z_log_var.tolist()}
 
     async def reconstruct(body, state: State) -> Response:
         try:
-            z_mean, _ = await asyncio.to_thread(state.encoder.encode, body.images)
+            z_mean, _ = await state.admission.run_scoring(
+                "encode", len(body.images), state.encoder.encode, body.images)
             x = await state.decode(z_mean)
         except ValueError as exc:
             raise APIError(422, str(exc)) from None
@@ -122,9 +131,9 @@ def encoder_router(image_shape: tuple[int, int, int], max_batch_size: int, max_s
         cross-entropy, not a log-likelihood; ``measure`` says which.
         """
         try:
-            images = state.encoder.validate_images(body.images)
-            log_px = await asyncio.to_thread(onnx_log_likelihood, state.encoder, state.sampler,
-                                             images, body.num_samples, 100, None, body.seed)
+            images, log_px = await state.admission.run_scoring(
+                "score", len(body.images) * body.num_samples, _log_px, state, body.images,
+                body.num_samples, body.seed)
         except ValueError as exc:
             raise APIError(422, str(exc)) from None
         measure = "nll" if is_likelihood(state.sampler.likelihood, images) else "cross_entropy"
