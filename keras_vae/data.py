@@ -1,11 +1,14 @@
 """Image datasets as float32 arrays (N, H, W, C) in [0, 1], with labels where there are any.
 
-Three sources, chosen by `name`:
+Four sources, chosen by `name`:
 - "digits": scikit-learn's embedded 8×8 digits (no network, no files). Pixel
   values 0–16 are divided by 16. The train/test split is fixed: 20 % of the
   1,797 images, stratified by label, `random_state=0` → 1,437 train / 360 test.
 - a path to a `.npz` file with `x_train`, `x_test` (and optionally `y_train`,
   `y_test`): uint8 images in 0–255 or floats in [0, 1]; (N, H, W) or (N, H, W, C).
+- a folder of PNG, JPEG, BMP or GIF files, with class subfolders or flat, split
+  into train/ and test/ subfolders or by a fixed seed (`keras_vae.image_folder`
+  says how); 8-bit pixels divided by 255.
 - any TensorFlow Datasets image dataset by name ("mnist", "fashion_mnist",
   "binarized_mnist", "cifar10", …), read from `data_dir`.
 """
@@ -16,6 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 
 SPLITS = ("train", "test")
+#: Default memory budget for decoded images (float32) of an image folder, in MB (10^6 bytes).
+DEFAULT_MEMORY_BUDGET_MB = 2000
 DIGITS_TEST_FRACTION = 0.2
 DIGITS_SPLIT_SEED = 0
 
@@ -31,23 +36,49 @@ class ImageData:
         return len(self.images)
 
 
-def load_dataset(name="digits", split="train", data_dir=None, download=False):
-    """Loads one split of a dataset; see the module docstring for the sources.
+def load_dataset(name="digits", split="train", data_dir=None, download=False, image_size=None,
+                 color_mode="auto", memory_budget_mb=DEFAULT_MEMORY_BUDGET_MB):
+    """Loads one split of a dataset into memory; see the module docstring for the sources.
 
     Args:
-        name: "digits", a path to a `.npz`, or a TFDS dataset name.
+        name: "digits", a path to a `.npz`, a path to an image folder, or a TFDS dataset name.
         split: "train" or "test" (TFDS: any split string TFDS accepts).
         data_dir: TFDS data directory (where `tfds build` prepared the data).
         download: let TFDS download and prepare the data if it is missing.
+        image_size: image folders: (H, W) to centre-crop and resize every image to.
+        color_mode: image folders: "auto", "grayscale" or "rgb".
+        memory_budget_mb: image folders: a split whose decoded float32 images take more
+            is refused (ValueError); training streams such a folder instead
+            (`image_folder_split`).
 
     Returns:
         ImageData.
     """
     if name == "digits":
         return _load_digits(split)
+    if is_image_folder(name):
+        files = image_folder_split(name, split, image_size, color_mode)
+        if files.decoded_bytes > memory_budget_mb * 1e6:
+            raise ValueError(
+                f"{name} ({split}): {len(files)} images of {files.image_shape} take "
+                f"{files.decoded_bytes / 1e6:.0f} MB decoded, more than the memory budget of "
+                f"{memory_budget_mb:g} MB; raise --memory-budget-mb or use fewer images")
+        return ImageData(files.read(), files.labels)
     if name.endswith(".npz") or os.path.isfile(name):
         return _load_npz(name, split)
     return _load_tfds(name, split, data_dir, download)
+
+
+def is_image_folder(name):
+    """True when the dataset name is a directory: an image folder."""
+    return isinstance(name, (str, os.PathLike)) and os.path.isdir(name)
+
+
+def image_folder_split(path, split="train", image_size=None, color_mode="auto"):
+    """The checked files of one split of an image folder: a `keras_vae.image_folder.ImageFiles`."""
+    from keras_vae.image_folder import scan
+
+    return scan(path, split, image_size, color_mode)
 
 
 def binarize(images, seed=0):

@@ -10,6 +10,9 @@ import numpy as np
 import keras
 
 from keras_vae.data import binarize
+from keras_vae.data import ImageData
+from keras_vae.data import image_folder_split
+from keras_vae.data import is_image_folder
 from keras_vae.data import load_dataset
 from keras_vae.model import VAE  # imported, so VAE is registered for load_model
 from keras_vae.pictures import save_interpolation
@@ -53,15 +56,26 @@ def read_run_config(run_dir):
     return {}
 
 
-def test_images(vae, dataset, data_dir=None, seed=0, binarized=False):
+def test_images(vae, dataset, data_dir=None, seed=0, binarized=False, max_images=None):
     """The test split as the model was trained to see it.
 
     A model trained on binary images, drawn afresh each step (dynamic
     binarization) or once (`binarized=True`, a `--binarize` run), is measured
     on a binarized test set, drawn once with `seed`, as is standard for
-    binarized MNIST. Returns (images, labels, binarized).
+    binarized MNIST. An image folder is read at the model's (H, W) and channel
+    count (centre-cropped and resized as in training, `keras_vae.image_folder`);
+    with `max_images`, only that many of its files, evenly spaced, are decoded.
+    Returns (images, labels, binarized).
     """
-    data = load_dataset(dataset, "test", data_dir)
+    if is_image_folder(dataset):
+        height, width, channels = vae.image_shape
+        files = image_folder_split(dataset, "test", (height, width),
+                                   "grayscale" if channels == 1 else "rgb")
+        if max_images is not None and max_images < len(files):
+            files = files.subset(np.linspace(0, len(files) - 1, max_images).round().astype(int))
+        data = ImageData(files.read(), files.labels)
+    else:
+        data = load_dataset(dataset, "test", data_dir)
     if vae.dynamic_binarization or binarized:
         return binarize(data.images, seed=seed), data.labels, True
     return data.images, data.labels, False
@@ -130,7 +144,8 @@ def evaluate_run(model_path, out_dir=None, dataset=None, data_dir=None, num_samp
 
     vae = load_vae(model_file)
     images, labels, binarized = test_images(vae, dataset, data_dir, seed=seed,
-                                            binarized=config.get("binarize", False))
+                                            binarized=config.get("binarize", False),
+                                            max_images=max_images)
     metrics = measure(vae, spread_subset(images, max_images), num_samples, batch_size,
                       seed=seed, verbose=verbose)
     metrics.update(model=os.path.abspath(model_file), dataset=dataset, test_binarized=binarized,

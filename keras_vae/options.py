@@ -22,7 +22,8 @@ before it chooses a Keras backend.
 import dataclasses
 
 ARCHITECTURES = ("mlp", "conv")
-LIKELIHOODS = ("bernoulli", "gaussian")
+LIKELIHOODS = ("bernoulli", "gaussian", "discretized_logistic")
+COLOR_MODES = ("auto", "grayscale", "rgb")
 OBJECTIVES = ("elbo", "iwae")
 PRIORS = ("standard", "mixture")
 
@@ -75,7 +76,9 @@ class ModelOptions:
     conv_filters: tuple[int, ...] = option(
         (32, 64), "conv encoder filters, one stride-2 layer each", minimum=1)
     likelihood: str = option(
-        "bernoulli", "p(x|z): Bernoulli (pixels in [0, 1]) or Gaussian", choices=LIKELIHOODS)
+        "bernoulli", "p(x|z): Bernoulli (pixels in [0, 1]), Gaussian, or discretized logistic "
+                     "(8-bit images: a probability for each of the 256 levels)",
+        choices=LIKELIHOODS)
     decoder_std: float | str = option(
         1.0, "Gaussian decoder σ: a number or 'learned'", choices=("learned",))
     beta: float = option(1.0, "KL weight β", minimum=0)
@@ -110,6 +113,40 @@ class ModelOptions:
 
 
 OPTION_NAMES = tuple(field.name for field in dataclasses.fields(ModelOptions))
+
+
+@dataclasses.dataclass
+class ImageOptions:
+    """How an image folder is read (`keras_vae.image_folder`); other datasets ignore them.
+
+    `keras_vae.training.TrainConfig` extends it, as it does `ModelOptions`, and
+    `keras-vae train` has one flag per field. Constructing one converts and checks
+    the values (`OptionError`).
+    """
+
+    image_size: tuple[int, ...] = option(
+        (), "image folders: centre-crop each image to the aspect ratio H:W, then resize it "
+            "to H x W (bilinear); without it every file must have one size", minimum=1)
+    color_mode: str = option(
+        "auto", "image folders: grayscale (1 channel) or rgb (3); auto takes the files' own, "
+                "which must agree", choices=COLOR_MODES)
+    memory_budget_mb: float = option(
+        2000.0, "image folders: decoded (float32) images up to this many MB are held in "
+                "memory, larger folders stream from disk batch by batch (0: always stream)", minimum=0)
+
+    def __post_init__(self):
+        for field in dataclasses.fields(ImageOptions):
+            setattr(self, field.name, _checked_value(field, getattr(self, field.name)))
+        if len(self.image_size) not in (0, 2):
+            raise OptionError("image_size", "two integers, H W", self.image_size)
+
+    def image_kwargs(self):
+        """The image options as {name: value}: keyword arguments of `keras_vae.data.load_dataset`."""
+        return {"image_size": self.image_size or None, "color_mode": self.color_mode,
+                "memory_budget_mb": self.memory_budget_mb}
+
+
+IMAGE_OPTION_NAMES = tuple(field.name for field in dataclasses.fields(ImageOptions))
 
 
 def _checked_value(field, value):

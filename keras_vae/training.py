@@ -30,7 +30,10 @@ import keras
 import keras_vae
 from keras_vae import resume
 from keras_vae.data import binarize
+from keras_vae.data import image_folder_split
+from keras_vae.data import is_image_folder
 from keras_vae.data import load_dataset
+from keras_vae.options import ImageOptions
 from keras_vae.options import ModelOptions
 from keras_vae.pictures import save_reconstructions
 from keras_vae.pictures import save_samples
@@ -38,11 +41,12 @@ from keras_vae.core.files import write_json
 
 
 @dataclasses.dataclass
-class TrainConfig(ModelOptions):
+class TrainConfig(ImageOptions, ModelOptions):
     """Every option of a training run; saved, flat, as the run's config.json.
 
-    The model's options are the fields of `ModelOptions`, inherited (converted
-    and checked on construction); the fields below are the run's own.
+    The model's options are the fields of `ModelOptions`, and an image folder's
+    those of `ImageOptions`, inherited (converted and checked on construction);
+    the fields below are the run's own.
     """
 
     dataset: str = "digits"
@@ -61,6 +65,10 @@ class TrainConfig(ModelOptions):
     out: str = "runs/digits"
     overwrite: bool = False
     verbose: int | str = "auto"
+
+    def __post_init__(self):
+        ModelOptions.__post_init__(self)
+        ImageOptions.__post_init__(self)
 
 
 class TrainingDiverged(RuntimeError):
@@ -86,17 +94,27 @@ class ElapsedTime(keras.callbacks.Callback):
             logs["elapsed_seconds"] = self.previous_seconds + time.perf_counter() - self.started
 
 
-def load_training_data(config):
-    """Train and validation images (N, H, W, C) for a config: (x_train, x_val).
+def load_training_data(config, drop_last=False):
+    """Train and validation images for a config: (x_train, x_val).
 
-    The validation images are a seeded `val_fraction` of the training split;
-    with val_fraction 0, x_val is None and training uses the whole split.
+    Each is float32 (N, H, W, C) in memory, or, for an image folder whose decoded
+    images exceed `config.memory_budget_mb`, a `keras_vae.image_folder.ImageFolderBatches`
+    streaming batches of `config.batch_size` from disk (shuffled each epoch; with
+    `drop_last`, without the last partial batch). The validation images are a seeded
+    `val_fraction` of the training split; with val_fraction 0, x_val is None and
+    training uses the whole split.
     """
-    images = load_dataset(config.dataset, "train", config.data_dir, config.download).images
-    if config.binarize:
-        images = binarize(images, seed=config.seed)
     if not 0.0 <= config.val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {config.val_fraction}")
+    if is_image_folder(config.dataset):
+        files = image_folder_split(config.dataset, "train", config.image_size or None,
+                                   config.color_mode)
+        if files.decoded_bytes > config.memory_budget_mb * 1e6:
+            return stream_image_folder(config, files, drop_last)
+    images = load_dataset(config.dataset, "train", config.data_dir, config.download,
+                          **config.image_kwargs()).images
+    if config.binarize:
+        images = binarize(images, seed=config.seed)
     if config.val_fraction == 0.0:
         return images, None
     order = np.random.default_rng(config.seed).permutation(len(images))
@@ -105,6 +123,31 @@ def load_training_data(config):
     if config.dynamic_binarization:
         # Training sees fresh Bernoulli draws; validate on one fixed draw, as the test set is.
         x_val = binarize(x_val, seed=config.seed)
+    return x_train, x_val
+
+
+def stream_image_folder(config, files, drop_last=False):
+    """(x_train, x_val) as `ImageFolderBatches` over an image folder's training files.
+
+    The validation files are a seeded `val_fraction` of them, as for in-memory data.
+    """
+    from keras_vae.image_folder import ImageFolderBatches
+
+    if config.binarize:
+        raise ValueError("--binarize draws the binary images once, in memory; a folder larger "
+                         "than --memory-budget-mb streams, so use --dynamic-binarization")
+    print(f"{config.dataset}: {len(files)} training images of {files.image_shape} take "
+          f"{files.decoded_bytes / 1e6:.0f} MB decoded, more than --memory-budget-mb "
+          f"{config.memory_budget_mb:g}: streaming them from disk, batch by batch")
+    order = np.random.default_rng(config.seed).permutation(len(files))
+    num_val = 0 if config.val_fraction == 0.0 else max(1, int(round(config.val_fraction * len(files))))
+    x_train = ImageFolderBatches(files.subset(np.sort(order[num_val:])), config.batch_size,
+                                 shuffle=True, seed=config.seed, drop_last=drop_last)
+    if not num_val:
+        return x_train, None
+    x_val = ImageFolderBatches(files.subset(np.sort(order[:num_val])), config.batch_size,
+                               drop_last=drop_last,
+                               binarize_seed=config.seed if config.dynamic_binarization else None)
     return x_train, x_val
 
 
@@ -160,20 +203,22 @@ def _train(config, extra_callbacks):
             os.remove(history_path)
         os.makedirs(backup.backup_dir)  # marks the run unfinished until everything is written
 
-    x_train, x_val = load_training_data(config)
-    validating = x_val is not None
     devices = use_all_devices(config.batch_size) if config.data_parallel else None
-    if devices:
+    x_train, x_val = load_training_data(config, drop_last=bool(devices))
+    validating = x_val is not None
+    streaming = not isinstance(x_train, np.ndarray)
+    if devices and not streaming:
         # Every batch, the last one included, must split evenly across the devices.
         x_train = x_train[: len(x_train) - len(x_train) % len(devices)]
         if validating:
             x_val = x_val[: len(x_val) - len(x_val) % len(devices)]
+    image_shape = x_train.image_shape if streaming else x_train.shape[1:]
     if not os.path.exists(config_path):
-        write_json(run_record(config, x_train.shape[1:], devices), config_path)
+        write_json(run_record(config, image_shape, devices), config_path)
     resume.keep_history_before(history_path, backup.saved_epoch())
 
-    steps_per_epoch = math.ceil(len(x_train) / config.batch_size)
-    vae = build_model(config, x_train.shape[1:], learning_rate_schedule(config, steps_per_epoch))
+    steps_per_epoch = len(x_train) if streaming else math.ceil(len(x_train) / config.batch_size)
+    vae = build_model(config, image_shape, learning_rate_schedule(config, steps_per_epoch))
     # At each epoch's end Keras calls these in order; the backup commits the epoch last.
     callbacks = [
         ElapsedTime(last_logged_value(history_path, "elapsed_seconds") or 0.0),
@@ -189,8 +234,8 @@ def _train(config, extra_callbacks):
     history = vae.fit(
         x_train,
         epochs=config.epochs,
-        batch_size=config.batch_size,
-        validation_data=(x_val,) if validating else None,
+        batch_size=None if streaming else config.batch_size,
+        validation_data=(x_val if streaming else (x_val,)) if validating else None,
         callbacks=callbacks,
         verbose=config.verbose,
     )
@@ -203,6 +248,8 @@ def _train(config, extra_callbacks):
         vae.save(os.path.join(run_dir, "model.keras"))  # the last epoch's model, saved once
     save_samples(vae, os.path.join(run_dir, "samples.png"), seed=config.seed)
     shown = x_val if validating else x_train
+    if streaming:
+        shown = shown[0][0]  # the first batch
     save_reconstructions(vae, shown, os.path.join(run_dir, "reconstructions.png"))
     resume.discard_backup(run_dir)  # the run is finished
     return vae

@@ -11,7 +11,11 @@ import dataclasses
 import os
 import sys
 
+from keras_vae.commands.quiet import add_verbose_option
+from keras_vae.commands.quiet import quiet_frameworks
+from keras_vae.options import IMAGE_OPTION_NAMES
 from keras_vae.options import OPTION_NAMES
+from keras_vae.options import ImageOptions
 from keras_vae.options import ModelOptions
 from keras_vae.options import OptionError
 
@@ -30,7 +34,11 @@ examples:
       --num-samples 5 --prior mixture --kl-warmup-steps 5000 --epochs 140 \\
       --lr-schedule cosine --out runs/mnist
 
-  # your own images: a .npz with x_train, x_test (uint8 0-255 or float 0-1)
+  # your own images: a folder of PNG/JPEG files, class subfolders as labels
+  keras-vae train --dataset photos/ --image-size 32 32 --color-mode rgb \\
+      --architecture conv --likelihood discretized_logistic --out runs/photos
+
+  # or a .npz with x_train, x_test (uint8 0-255 or float 0-1)
   keras-vae train --dataset my_images.npz --architecture conv --out runs/mine
 
   # data-parallel over all devices (JAX); here 2 virtual CPU devices
@@ -51,7 +59,8 @@ def parse_args(argv=None):
     )
     data = parser.add_argument_group("data")
     data.add_argument("--dataset", default="digits",
-                      help="'digits' (built in), a path to a .npz, or a TFDS name (default: digits)")
+                      help="'digits' (built in), a path to a .npz, a folder of images, or a "
+                           "TFDS name (default: digits)")
     data.add_argument("--data-dir", help="TFDS data directory holding the prepared dataset")
     data.add_argument("--download", action="store_true", help="let TFDS download the dataset")
     data.add_argument("--binarize", action="store_true",
@@ -60,6 +69,7 @@ def parse_args(argv=None):
                       help="fraction of the training split held out for validation; 0 trains "
                            "on all of it and keeps the last epoch as model.keras (default: 0.1)")
 
+    add_model_options(parser.add_argument_group("image folders"), ImageOptions)
     add_model_options(parser.add_argument_group("model"))
 
     training = parser.add_argument_group("training")
@@ -84,15 +94,18 @@ def parse_args(argv=None):
     training.add_argument("--overwrite", action="store_true",
                           help="start afresh in --out, replacing a finished or interrupted run")
     training.add_argument("--quiet", action="store_true", help="one line per epoch, no progress bar")
+    add_verbose_option(parser)
     args = parser.parse_args(argv)
     for name in ("epochs", "batch_size", "steps_per_execution"):
         if getattr(args, name) < 1:
             parser.error(f"{flag(name)} must be at least 1")
     try:  # the model options are checked by their declaration
         options = ModelOptions(**{name: getattr(args, name) for name in OPTION_NAMES})
+        images = ImageOptions(**{name: getattr(args, name) for name in IMAGE_OPTION_NAMES})
     except OptionError as error:
         parser.error(f"{flag(error.option)} must be {error.requirement}")
     vars(args).update(options.model_kwargs())  # converted: "--decoder-std 0.5" gives 0.5
+    vars(args).update({name: getattr(images, name) for name in IMAGE_OPTION_NAMES})
     if args.checkpoint_every < 0:
         parser.error("--checkpoint-every must be 0 (off) or a number of epochs")
     return args
@@ -103,20 +116,21 @@ def flag(name):
     return "--" + name.replace("_", "-")
 
 
-def add_model_options(group):
-    """One flag per field of `ModelOptions`, with its default, help text and choices.
+def add_model_options(group, options=ModelOptions):
+    """One flag per field of `options` (`ModelOptions`, `ImageOptions`), with its default,
+    help text and choices.
 
     A bool option (default False) is a switch; a tuple takes one or more
     integers; a number that also takes words (--decoder-std learned) is read as
     text and converted by `ModelOptions`.
     """
-    for field in dataclasses.fields(ModelOptions):
+    for field in dataclasses.fields(options):
         default, choices, text = field.default, field.metadata["choices"], field.metadata["help"]
         if isinstance(default, bool):
             group.add_argument(flag(field.name), action="store_true", help=text)
             continue
         if isinstance(default, tuple):
-            kind, shown = dict(type=int, nargs="+"), " ".join(map(str, default))
+            kind, shown = dict(type=int, nargs="+"), " ".join(map(str, default)) or "none"
             default = list(default)
         elif isinstance(default, str):
             kind, shown = dict(choices=choices), default
@@ -130,15 +144,15 @@ def train_config(args):
     """The `keras_vae.training.TrainConfig` of parsed arguments (this imports Keras)."""
     from keras_vae.training import TrainConfig
 
-    options = {k: v for k, v in vars(args).items() if k not in ("backend", "quiet")}
+    options = {k: v for k, v in vars(args).items() if k not in ("backend", "quiet", "verbose")}
     return TrainConfig(**options, verbose=2 if args.quiet else "auto")
 
 
 def main(argv=None):
     args = parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter
     if args.backend:
         os.environ["KERAS_BACKEND"] = args.backend
+    quiet_frameworks(args.verbose)
     from keras_vae.training import train
 
     config = train_config(args)
