@@ -21,6 +21,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
                  "test ELBO and importance-sampled NLL (nats, bits/dim), pictures"),
     "export": ("keras_vae.commands.export", "export",
                "write the decoder (fp32 or int8) and encoder as ONNX, with a parity check"),
+    "score": ("keras_vae.commands.score", "serving",
+              "anomaly scores per image (log p(x), ELBO, reconstruction error) to CSV; thresholds"),
     "generate": ("keras_vae.serving.generate", "serving",
                  "sample images from decoder.onnx with onnxruntime (no Keras)"),
     "serve": ("keras_vae.serving.server", "serving",
@@ -37,6 +39,7 @@ examples:
   keras-vae evaluate runs/digits
   keras-vae export runs/digits --out runs/digits/decoder.onnx
   keras-vae generate runs/digits/decoder.onnx -n 64 --out samples.png
+  keras-vae score runs/digits/decoder.onnx --dataset digits --out scores.csv
   keras-vae serve runs/digits/decoder.onnx --port 8000
   keras-vae explore runs/digits/decoder.onnx --out site/
 

@@ -1,0 +1,137 @@
+"""Anomaly scores of a Keras VAE, and the images to score.
+
+`keras_scores` is `keras_vae.core.anomaly.score_images` with the model's Keras
+networks: the same noise as `keras_vae.serving.scoring.onnx_scores`, so a run
+directory and its exported files give the same scores up to the export's parity.
+
+`load_images` reads the images to score: the built-in digits, a ``.npz`` (any array
+by ``key``, or ``x_<split>``), or a TensorFlow Datasets name. Other sources (an
+image folder, say) plug in with `register_loader`. Keras is never imported here
+at module level, so the ONNX scoring path runs without it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from keras_vae.core.anomaly import ImageScores, score_images
+from keras_vae.data import binarize as binarize_images
+from keras_vae.data import load_dataset, to_unit_float
+
+__all__ = ["ScoreImages", "keras_scores", "load_images", "register_loader"]
+
+
+@dataclass
+class ScoreImages:
+    """Images to score, float32 (N, H, W, C) in [0, 1], with a name for reports.
+
+    Attributes:
+        images: the pixels.
+        names: one name per image (file names, for a folder), or None to use the index.
+        labels: (N,) labels where the source has them, else None.
+        description: e.g. ``"data/mnist.npz x_test"``: what a threshold was set on.
+    """
+
+    images: np.ndarray
+    names: list[str] | None
+    labels: np.ndarray | None
+    description: str
+
+
+#: (accepts(source) -> bool, load(source, split, key, data_dir) -> ScoreImages), tried in order
+#: before the built-in sources.
+Loader = Callable[[str, str, "str | None", "str | None"], ScoreImages]
+_LOADERS: list[tuple[Callable[[str], bool], Loader]] = []
+
+
+def register_loader(accepts: Callable[[str], bool], load: Loader) -> None:
+    """Add an image source: ``load`` is used for every ``source`` that ``accepts`` returns True for.
+
+    ``load(source, split, key, data_dir)`` returns `ScoreImages` (``names`` may carry
+    file names, which the CSV then shows in place of the index).
+    """
+    _LOADERS.insert(0, (accepts, load))
+
+
+def load_images(source: str, split: str = "test", key: str | None = None,
+                data_dir: str | None = None, binarize: bool = False, seed: int = 0,
+                max_images: int | None = None) -> ScoreImages:
+    """The images of ``source``: "digits", a ``.npz`` path, or a TFDS name.
+
+    Args:
+        source: the dataset.
+        split: "train" or "test" (a ``.npz``: the ``x_<split>`` array).
+        key: a ``.npz`` array to read in place of ``x_<split>``.
+        data_dir: the TFDS data directory.
+        binarize: draw binary images once from the pixel intensities (``seed``), as a
+            model trained on binarized images saw them.
+        max_images: the first ``max_images`` images only.
+
+    Raises ValueError or FileNotFoundError, naming the problem (no such key,
+    an empty dataset, images that are not (N, H, W[, C]) in [0, 1] or uint8).
+    """
+    for accepts, load in _LOADERS:
+        if accepts(source):
+            data = load(source, split, key, data_dir)
+            break
+    else:
+        if key is not None:
+            data = _load_npz_key(source, key)
+        else:
+            loaded = load_dataset(source, split, data_dir)
+            data = ScoreImages(loaded.images, None, loaded.labels, f"{source} {split}")
+    if max_images is not None:
+        data = ScoreImages(data.images[:max_images], None if data.names is None
+                           else data.names[:max_images],
+                           None if data.labels is None else data.labels[:max_images],
+                           data.description)
+    if len(data.images) == 0:
+        raise ValueError(f"{data.description} has no images to score")
+    if binarize:
+        data = ScoreImages(binarize_images(data.images, seed=seed), data.names, data.labels,
+                           data.description + " (binarized)")
+    return data
+
+
+def _load_npz_key(path: str, key: str) -> ScoreImages:
+    if not path.endswith(".npz") and not os.path.isfile(path):
+        raise ValueError(f"--key names an array of a .npz file; {path!r} is not one")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No such .npz file: {path}")
+    with np.load(path) as archive:
+        if key not in archive:
+            raise ValueError(f"{path} has no {key!r} array (it has {sorted(archive.files)})")
+        images = archive[key]
+        label_key = "y_" + key[2:] if key.startswith("x_") else None
+        labels = archive[label_key] if label_key and label_key in archive else None
+    return ScoreImages(to_unit_float(images, source=f"{path}:{key}"), None, labels, f"{path} {key}")
+
+
+def keras_scores(vae, x: np.ndarray, num_samples: int = 100, batch_size: int = 100,
+                 seed: int = 0, progress: Callable[[int], None] | None = None) -> ImageScores:
+    """log p(x), the ELBO (nats) and the reconstruction MSE of images x (N, H, W, C) under ``vae``.
+
+    Raises ValueError for images the model does not take (shape, range).
+    """
+    from keras import ops
+
+    x = vae.check_images(x)
+
+    def encode(x_batch):
+        z_mean, z_log_var = vae.encoder(ops.convert_to_tensor(x_batch), training=False)
+        return ops.convert_to_numpy(z_mean), ops.convert_to_numpy(z_log_var)
+
+    def log_px_given_z(x_batch, z):
+        return ops.convert_to_numpy(vae.log_px_given_z(ops.convert_to_tensor(x_batch),
+                                                       ops.convert_to_tensor(z)))
+
+    def decode_mean(z):
+        params = vae.decoder(ops.convert_to_tensor(z), training=False)
+        return ops.convert_to_numpy(vae.decoder_output_to_mean(params))
+
+    return score_images(x, encode, log_px_given_z, decode_mean, vae.prior_parameters(),
+                        num_samples, batch_size, seed, progress)
