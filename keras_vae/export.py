@@ -73,6 +73,10 @@ def export_int8_decoder(vae, path, test_images, opset=DEFAULT_OPSET, metadata=No
     """
     import onnx
 
+    if vae.likelihood == "discretized_logistic":
+        raise ExportError("int8 export is for Bernoulli and Gaussian decoders: a discretized "
+                          "logistic decoder's 256-level probabilities are what int8 would round "
+                          "away; export it with --precision fp32")
     if test_images is None or len(test_images) == 0:
         raise ExportError("an int8 export measures its NLL cost on test images; none were given")
     started = time.perf_counter()
@@ -164,6 +168,9 @@ def model_metadata(vae):
     if vae.likelihood == "gaussian":
         log_var = keras.ops.convert_to_numpy(vae.decoder_log_variance())
         metadata[contract.DECODER_LOG_VAR] = contract.encode_decoder_log_var(log_var)
+    if vae.likelihood == "discretized_logistic":
+        log_scale = keras.ops.convert_to_numpy(vae.decoder_log_scale_clipped())
+        metadata[contract.DECODER_LOG_SCALE] = contract.encode_decoder_log_var(log_scale)
     prior = vae.prior_parameters()
     if prior is not None:
         metadata[contract.PRIOR] = contract.encode_prior(prior)

@@ -38,7 +38,7 @@ ENCODER_OUTPUTS = ("z_mean", "z_log_var")  # float32 [batch, D] each: q(z|x) = N
 # === Metadata keys (every value is a string) ===
 LATENT_DIM = "latent_dim"  # "16"
 IMAGE_SHAPE = "image_shape"  # "[28, 28, 1]"
-LIKELIHOOD = "likelihood"  # "bernoulli" | "gaussian"
+LIKELIHOOD = "likelihood"  # "bernoulli" | "gaussian" | "discretized_logistic"
 PRIOR = "prior"  # absent for N(0, I); else JSON, see encode_prior
 SOURCE_BACKEND = "source_backend"  # the Keras backend the model was trained on
 DATASET = "dataset"  # the dataset named at training time, or "unknown"
@@ -51,6 +51,9 @@ QUANTIZATION_RECIPE = "quantization_recipe"  # int8 only: "u8s7" | "u8s8" | "u8u
 # "onnxruntime"}, the machine on which the export measured the int8 cost
 INT8_MEASURED_ON = "int8_measured_on"
 DECODER_LOG_VAR = "decoder_log_var"  # Gaussian decoders: log σ², see encode_decoder_log_var
+# Discretized logistic decoders: log s per pixel (x_mean is then the location μ in [0, 1]),
+# encoded as encode_decoder_log_var encodes an (H, W, C) array.
+DECODER_LOG_SCALE = "decoder_log_scale"
 ANOMALY_THRESHOLD = "anomaly_threshold"  # JSON, see keras_vae.core.anomaly.AnomalyThreshold
 
 #: Largest temperature a sampler accepts: z = μ + T·σ·ε stays far inside float32.

@@ -28,7 +28,8 @@ from keras_vae.core.contract import MixturePrior
 
 __all__ = ["log_likelihood", "importance_log_weights", "onnx_log_likelihood", "onnx_log_px_given_z",
            "is_likelihood", "log_mean_exp",
-           "prior_log_prob", "bernoulli_log_prob", "gaussian_log_prob", "PROBABILITY_FLOOR"]
+           "prior_log_prob", "bernoulli_log_prob", "gaussian_log_prob",
+           "discretized_logistic_log_prob", "PROBABILITY_FLOOR"]
 
 LOG_2PI = math.log(2.0 * math.pi)
 #: Bernoulli probabilities from a decoder's float32 output are clipped to
@@ -91,6 +92,31 @@ def gaussian_log_prob(x: np.ndarray, mean: np.ndarray, log_var) -> np.ndarray:
     log_var = np.asarray(log_var, np.float64)
     density = -0.5 * (LOG_2PI + log_var + np.square(x - mean) * np.exp(-log_var))
     return np.sum(density, axis=(-3, -2, -1))
+
+
+def discretized_logistic_log_prob(x: np.ndarray, mean: np.ndarray, log_scale) -> np.ndarray:
+    """Σ over (H, W, C) of log P(x) for 8-bit pixels x = k/255 under a discretized logistic.
+
+    The NumPy twin of `keras_vae.distributions.discretized_logistic_log_prob`: level k
+    gets the logistic's (location ``mean``, scale exp(log_scale)) mass on
+    [x − 1/510, x + 1/510], the edge levels 0 and 255 the tails beyond. x is rounded
+    to the nearest level.
+    """
+    levels = 255.0
+    half_bin = 0.5 / levels
+    x = np.round(np.asarray(x, np.float64) * levels) / levels
+    mean, log_scale = np.asarray(mean, np.float64), np.asarray(log_scale, np.float64)
+    upper = (x - mean + half_bin) * np.exp(-log_scale)
+    lower = (x - mean - half_bin) * np.exp(-log_scale)
+    log_cdf_upper = -np.logaddexp(0.0, -upper)  # log σ(upper)
+    log_survival_lower = -np.logaddexp(0.0, lower)  # log (1 − σ(lower))
+    # log(σ(u) − σ(l)) = log σ(u) + log(1 − exp(log σ(l) − log σ(u))), stable in float64
+    log_cdf_lower = -np.logaddexp(0.0, -lower)
+    with np.errstate(divide="ignore"):
+        log_inner = log_cdf_upper + np.log(-np.expm1(np.minimum(log_cdf_lower - log_cdf_upper, 0.0)))
+    log_prob = np.where(x < half_bin, log_cdf_upper,
+                        np.where(x > 1.0 - half_bin, log_survival_lower, log_inner))
+    return np.sum(log_prob, axis=(-3, -2, -1))
 
 
 def log_likelihood(x: np.ndarray, encode: Encode, log_px_given_z: LogPxGivenZ,
@@ -194,6 +220,15 @@ def onnx_log_px_given_z(decoder) -> LogPxGivenZ:
             return gaussian_log_prob(x_batch, means, log_var)
     elif decoder.likelihood == "bernoulli":
         pixels_log_prob = bernoulli_log_prob
+    elif decoder.likelihood == "discretized_logistic":
+        log_scale = contract.decode_decoder_log_var(
+            decoder.metadata.get(contract.DECODER_LOG_SCALE), decoder.image_shape)
+        if log_scale is None:
+            raise ValueError("the decoder's metadata has no decoder_log_scale, so its discretized "
+                             "logistic likelihood cannot be scored; export it again")
+
+        def pixels_log_prob(x_batch, means):
+            return discretized_logistic_log_prob(x_batch, means, log_scale)
     else:
         raise ValueError(f"cannot score a decoder whose likelihood is {decoder.likelihood!r}")
 

@@ -13,7 +13,8 @@ not yet finished (waiting or running). A request's cost is its rows of work (lat
 rows; images; images x K importance samples) times a running average of measured
 milliseconds per row for its kind of work (``decode``, ``encode``, ``score``). A
 request is admitted if the queue plus its cost stays within ``max_queue_ms``, or
-if the queue is empty (so a request larger than the whole bound runs alone);
+if the queue is empty (a request larger than the whole bound runs alone, and counts
+as filling the queue);
 otherwise the answer is ``503`` with ``Retry-After`` and ``{"error": "..."}``.
 ``AdmissionMiddleware`` refuses a full class before the body is parsed, so that
 shed requests cost the event loop almost nothing.
@@ -30,12 +31,16 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
+import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from keras_vae.core.likelihood import onnx_log_likelihood
+from keras_vae.serving.encoder import Encoder
 from keras_vae.serving.errors import APIError, error_response
 from keras_vae.serving.metrics import Metrics, route_template
+from keras_vae.serving.sampler import Sampler
 
 __all__ = ["Admission", "AdmissionMiddleware", "Overloaded", "WORK_CLASSES", "work_class_of",
            "overloaded_response", "install_overload_handler"]
@@ -103,17 +108,29 @@ class _Queue:
         self.name = name
         self.max_queue_ms = max_queue_ms
         self.queued_ms = 0.0
+        self.peak_ms = 0.0
         self._depth = metrics.queue_ms.labels(name)
+        self._peak = metrics.queue_peak_ms.labels(name)
         metrics.queue_limit_ms.labels(name).set(max_queue_ms)
 
     def full(self) -> bool:
         return self.queued_ms > 0 and self.queued_ms >= self.max_queue_ms
 
-    def add(self, cost_ms: float) -> None:
+    def add(self, cost_ms: float) -> float:
+        """Admit ``cost_ms`` of work, or raise ``Overloaded``; returns the milliseconds counted.
+
+        A request larger than the whole bound enters only an empty queue, and counts
+        as filling it, so the depth never passes the bound.
+        """
         if self.queued_ms > 0 and self.queued_ms + cost_ms > self.max_queue_ms:
             raise Overloaded(self.name, self.queued_ms, self.max_queue_ms)
+        cost_ms = min(cost_ms, self.max_queue_ms)
         self.queued_ms += cost_ms
         self._depth.set(self.queued_ms)
+        if self.queued_ms > self.peak_ms:
+            self.peak_ms = self.queued_ms
+            self._peak.set(self.peak_ms)
+        return cost_ms
 
     def remove(self, cost_ms: float) -> None:
         self.queued_ms = max(0.0, self.queued_ms - cost_ms)
@@ -145,17 +162,33 @@ class Admission:
             return result
         return run
 
-    def warm_up(self, decode: Callable, rows: Any) -> None:
-        """Decode ``rows`` twice (blocking) and keep the second time as the first cost estimate."""
-        decode(rows)
-        self.timed("decode", decode)(rows)
+    def warm_up(self, sampler: Sampler, encoder: Encoder | None, rows: int) -> None:
+        """First cost estimates (blocking): time each kind of work once, after a first untimed call.
+
+        ``decode`` on ``rows`` latent rows; with an encoder, ``encode`` on one image and
+        ``score`` of one image with ``rows`` importance samples (overhead weighs more on
+        such small calls, so these first estimates err on the expensive side).
+        """
+        z = np.zeros((rows, sampler.latent_dim), np.float32)
+        work = [("decode", rows, sampler.decode, z)]
+        if encoder is not None:
+            x = np.zeros((1, *encoder.image_shape), np.float32)
+            work += [("encode", 1, encoder.encode, x),
+                     ("score", rows, onnx_log_likelihood, encoder, sampler, x, rows)]
+        for kind, size, fn, *args in work:
+            try:
+                fn(*args)
+                start = time.perf_counter()
+                fn(*args)
+            except ValueError:  # e.g. a decoder whose likelihood cannot be scored
+                continue
+            self.costs.record(kind, size, time.perf_counter() - start)
 
     @asynccontextmanager
     async def admit(self, work_class: str, kind: str, rows: int):
         """Hold ``rows`` of ``kind`` work in ``work_class``'s queue, or raise ``Overloaded``."""
-        cost = rows * self.costs.ms_per_row(kind)
         queue = self.queues[work_class]
-        queue.add(cost)
+        cost = queue.add(rows * self.costs.ms_per_row(kind))
         try:
             yield
         finally:

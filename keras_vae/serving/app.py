@@ -28,7 +28,6 @@ import asyncio
 import os
 from contextlib import asynccontextmanager
 
-import numpy as np
 from fastapi import FastAPI
 
 from keras_vae.serving import explorer
@@ -120,8 +119,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        await asyncio.to_thread(admission.warm_up, sampler.decode,
-                                np.zeros((max_batch_size, sampler.latent_dim), np.float32))
+        await asyncio.to_thread(admission.warm_up, sampler, encoder, max_batch_size)
         if batcher is not None:
             await batcher.start()
         state.ready = True

@@ -10,8 +10,9 @@ Each app gets its own registry, so several apps can live in one process
   requests per onnxruntime call (shows how well micro-batching merges work),
 * ``vae_shed_requests_total{work_class, route}`` - requests refused with 503
   because their work class's queue was full (``keras_vae.serving.admission``),
-* ``vae_queue_depth_ms{work_class}`` / ``vae_queue_limit_ms{work_class}`` - the
-  expected milliseconds of work admitted and not finished, and its bound.
+* ``vae_queue_depth_ms{work_class}``, ``vae_queue_peak_ms{work_class}`` and
+  ``vae_queue_limit_ms{work_class}`` - the expected milliseconds of work admitted
+  and not finished, its highest value so far, and its bound.
 
 ``route`` is the route template (e.g. ``/v2/models/{name}/infer``), or
 ``unmatched`` for unknown paths, so label cardinality stays bounded.
@@ -70,6 +71,10 @@ class Metrics:
         self.queue_ms = Gauge(
             "vae_queue_depth_ms", "Expected milliseconds of work admitted and not yet finished, "
             "by work class.", ["work_class"], registry=self.registry,
+        )
+        self.queue_peak_ms = Gauge(
+            "vae_queue_peak_ms", "Highest vae_queue_depth_ms so far, by work class.",
+            ["work_class"], registry=self.registry,
         )
         self.queue_limit_ms = Gauge(
             "vae_queue_limit_ms", "Bound of vae_queue_depth_ms, by work class.", ["work_class"],
