@@ -82,8 +82,10 @@ def encoder_request_models(image_shape: tuple[int, int, int], max_batch_size: in
 
         model_config = ConfigDict(extra="forbid")
         images: Images = images_field
-        num_samples: StrictInt = Field(100, ge=1, le=max_score_samples,
-                                       description="importance samples K per image")
+        num_samples: StrictInt | None = Field(
+            None, ge=1, le=max_score_samples,
+            description="importance samples K per image (default: the K of the decoder's "
+                        "anomaly threshold, else 100)")
         seed: StrictInt = Field(0, ge=0, lt=2**63, description="noise seed")
 
     return EncodeRequest, ReconstructRequest, ScoreRequest

@@ -11,19 +11,21 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import asdict
 from functools import lru_cache
 
 import numpy as np
 
 from keras_vae.core import contract
-from keras_vae.core.anomaly import (AnomalyThreshold, ImageScores, decode_threshold, encode_threshold,
-                                    score_images)
+from keras_vae.core.anomaly import (AnomalyThreshold, ImageScores, check_num_samples, decode_threshold,
+                                    encode_threshold, score_images)
 from keras_vae.core.files import write_bytes_atomic
 from keras_vae.core.likelihood import onnx_log_px_given_z
 from keras_vae.serving.encoder import Encoder
 from keras_vae.serving.sampler import Sampler
 
-__all__ = ["onnx_scores", "served_threshold", "write_threshold"]
+__all__ = ["onnx_scores", "served_threshold", "write_threshold", "resolve_score_request",
+           "threshold_summary", "DEFAULT_SCORE_SAMPLES"]
 
 
 def onnx_scores(encoder: Encoder, decoder: Sampler, x: np.ndarray, num_samples: int = 100,
@@ -131,3 +133,36 @@ def _encode_varint(value: int) -> bytes:
         out.append(byte | (0x80 if value else 0))
         if not value:
             return bytes(out)
+
+
+#: K of ``/v1/score`` when the request names none and the decoder holds no threshold with a K.
+DEFAULT_SCORE_SAMPLES = 100
+
+
+def resolve_score_request(decoder: Sampler, num_samples: int | None,
+                          max_score_samples: int) -> tuple[AnomalyThreshold | None, int]:
+    """(the decoder's threshold or None, K) for a ``/v1/score`` request asking for ``num_samples``.
+
+    Without ``num_samples``, K is the threshold's (or `DEFAULT_SCORE_SAMPLES`). Raises
+    ValueError, naming the threshold's K, when the threshold does not hold at K, and
+    when K is more than the server allows.
+    """
+    threshold = served_threshold(decoder)
+    if num_samples is None:
+        num_samples = (threshold.num_samples if threshold is not None and threshold.num_samples
+                       else DEFAULT_SCORE_SAMPLES)
+    if threshold is not None:
+        check_num_samples(threshold, num_samples)
+    if num_samples > max_score_samples:
+        raise ValueError(f"num_samples = {num_samples} is more than this server allows "
+                         f"({max_score_samples}; keras-vae serve --max-score-samples)")
+    return threshold, num_samples
+
+
+def threshold_summary(decoder: Sampler) -> dict | None:
+    """The decoder's threshold as a JSON-ready dict (None without one; ``{"error"}`` if malformed)."""
+    try:
+        threshold = served_threshold(decoder)
+    except ValueError as exc:
+        return {"error": str(exc)}
+    return None if threshold is None else asdict(threshold)

@@ -14,10 +14,11 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, Response
 
 from keras_vae.core.images import encode_png, image_grid
-from keras_vae.core.likelihood import is_likelihood, onnx_log_likelihood
+from keras_vae.core.likelihood import is_likelihood
 from keras_vae.serving.batching import encode_off_loop
 from keras_vae.serving.errors import APIError
 from keras_vae.serving.schemas import encoder_request_models, request_models
+from keras_vae.serving.scoring import onnx_scores, resolve_score_request, threshold_summary
 from keras_vae.serving.state import ServingState, get_state
 
 __all__ = ["v1_router", "encoder_router"]
@@ -44,12 +45,10 @@ async def images_response(state: ServingState, x: np.ndarray, fmt: str,
     return await encode_off_loop(x.size, render_images, x, fmt, ncols)
 
 
-def _log_px(state: ServingState, images: list, num_samples: int,
-            seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(images float32 [N, H, W, C], log p(x) [N] in nats); blocking, run in the score threads."""
+def _scores(state: ServingState, images: list, num_samples: int, seed: int):
+    """(images float32 [N, H, W, C], their ``ImageScores``); blocking, run in the score threads."""
     images = state.encoder.validate_images(images)
-    return images, onnx_log_likelihood(state.encoder, state.sampler, images, num_samples, 100,
-                                       None, seed)
+    return images, onnx_scores(state.encoder, state.sampler, images, num_samples, 100, seed)
 
 
 def v1_router(latent_dim: int, max_batch_size: int) -> APIRouter:
@@ -68,7 +67,8 @@ def v1_router(latent_dim: int, max_batch_size: int) -> APIRouter:
         info["micro_batching"] = state.micro_batching
         info["encoder"] = None if state.encoder is None else {
             "path": state.encoder.model_path.name, "provider": state.encoder.provider,
-            "max_score_samples": state.max_score_samples}
+            "max_score_samples": state.max_score_samples,
+            "anomaly_threshold": threshold_summary(state.sampler)}
         return info
 
     @router.get("/metrics", tags=["health"])
@@ -125,20 +125,28 @@ def encoder_router(image_shape: tuple[int, int, int], max_batch_size: int, max_s
         return await images_response(state, x, body.format, body.ncols)
 
     async def score(body, state: State) -> dict:
-        """log p(x) in nats per image (NLL = −log p(x)), and bits per dimension.
+        """log p(x) and the ELBO in nats per image (NLL = −log p(x)), bits per dimension, the
+        reconstruction error, and ``anomalous`` when the decoder holds an anomaly threshold.
 
         For grey images under a Bernoulli decoder the same number is a
         cross-entropy, not a log-likelihood; ``measure`` says which.
         """
         try:
-            images, log_px = await state.admission.run_scoring(
-                "score", len(body.images) * body.num_samples, _log_px, state, body.images,
-                body.num_samples, body.seed)
+            threshold, num_samples = resolve_score_request(state.sampler, body.num_samples,
+                                                           state.max_score_samples)
+            images, scores = await state.admission.run_scoring(
+                "score", len(body.images) * num_samples, _scores, state, body.images,
+                num_samples, body.seed)
         except ValueError as exc:
             raise APIError(422, str(exc)) from None
+        log_px = scores.log_px
         measure = "nll" if is_likelihood(state.sampler.likelihood, images) else "cross_entropy"
-        result = {"measure": measure, "num_samples": body.num_samples, "seed": body.seed,
-                  "log_px": log_px.tolist(), measure: (-log_px).tolist()}
+        result = {"measure": measure, "num_samples": num_samples, "seed": body.seed,
+                  "log_px": log_px.tolist(), measure: (-log_px).tolist(),
+                  "elbo": scores.elbo.tolist(), "recon_mse": scores.recon.tolist()}
+        if threshold is not None:
+            result["anomalous"] = threshold.is_anomalous(scores).tolist()
+            result["anomaly_threshold"] = threshold_summary(state.sampler)
         if measure == "nll":
             result["bits_per_dim"] = (-log_px / (images[0].size * np.log(2.0))).tolist()
         return result
