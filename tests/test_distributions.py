@@ -106,3 +106,49 @@ def test_reparameterize_has_the_requested_moments():
     assert z.shape == (20_000, 1, 3)
     np.testing.assert_allclose(z.mean(0), mean, atol=0.02)
     np.testing.assert_allclose(z.std(0), 0.5, atol=0.02)
+
+
+def scipy_discretized_logistic(levels, mean, scale):
+    """P(k) for k in `levels` from scipy's logistic CDF: the bin [k − ½, k + ½]/255, open at 0 and 255."""
+    upper = np.where(levels == 255, np.inf, (levels + 0.5) / 255.0)
+    lower = np.where(levels == 0, -np.inf, (levels - 0.5) / 255.0)
+    logistic = scipy.stats.logistic(loc=mean, scale=scale)
+    # Above the mean, a difference of survival functions keeps its precision.
+    return np.where(lower > mean, logistic.sf(lower) - logistic.sf(upper),
+                    logistic.cdf(upper) - logistic.cdf(lower))
+
+
+@pytest.mark.parametrize("mean, scale", [(0.5, 0.1), (0.02, 0.01), (0.97, 0.003), (-0.2, 0.05),
+                                         (0.3, 0.0005), (1.3, 0.2)])
+def test_discretized_logistic_probabilities_sum_to_one_and_match_scipy(mean, scale):
+    from keras_vae.core.likelihood import discretized_logistic_log_prob as numpy_log_prob
+
+    levels = np.arange(256)
+    x = (levels / 255.0).reshape(256, 1, 1, 1).astype("float32")
+    means = np.full_like(x, mean)
+    log_scales = np.full_like(x, np.log(scale))
+    log_p = to_numpy(dist.discretized_logistic_log_prob(*tensors(x, means, log_scales),
+                                                        event_axes=3))  # (256,)
+    assert np.exp(log_p.astype("float64")).sum() == pytest.approx(1.0, abs=1e-4)
+    # The reference takes the float32 parameters the functions see.
+    reference = scipy_discretized_logistic(levels, float(means[0, 0, 0, 0]),
+                                           float(np.exp(log_scales[0, 0, 0, 0].astype("float64"))))
+    likely = reference > 1e-6  # float32 sigmoids resolve these bins
+    np.testing.assert_allclose(log_p[likely], np.log(reference[likely]), atol=2e-3, rtol=1e-3)
+    # The NumPy twin (serving's scoring of the exported decoder) is exact in float64.
+    log_p64 = numpy_log_prob(x, means, log_scales)
+    assert np.exp(log_p64).sum() == pytest.approx(1.0, abs=1e-9)
+    positive = reference > 1e-300
+    np.testing.assert_allclose(log_p64[positive], np.log(reference[positive]), rtol=1e-6)
+
+
+def test_discretized_logistic_rounds_to_the_nearest_level_and_sums_over_pixels():
+    rng = np.random.default_rng(0)
+    levels = rng.integers(0, 256, size=(3, 4, 4, 3))
+    x = (levels / 255.0 + rng.uniform(-0.4, 0.4, levels.shape) / 255.0).astype("float32")
+    mean = rng.uniform(0, 1, levels.shape).astype("float32")
+    scale = np.float32(0.05)
+    log_p = to_numpy(dist.discretized_logistic_log_prob(
+        *tensors(x, mean, np.full_like(x, np.log(scale))), event_axes=3))
+    expected = np.log(scipy_discretized_logistic(levels, mean, scale)).sum(axis=(1, 2, 3))
+    np.testing.assert_allclose(log_p, expected, rtol=1e-4)

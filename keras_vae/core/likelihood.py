@@ -108,14 +108,15 @@ def discretized_logistic_log_prob(x: np.ndarray, mean: np.ndarray, log_scale) ->
     mean, log_scale = np.asarray(mean, np.float64), np.asarray(log_scale, np.float64)
     upper = (x - mean + half_bin) * np.exp(-log_scale)
     lower = (x - mean - half_bin) * np.exp(-log_scale)
-    log_cdf_upper = -np.logaddexp(0.0, -upper)  # log σ(upper)
-    log_survival_lower = -np.logaddexp(0.0, lower)  # log (1 − σ(lower))
-    # log(σ(u) − σ(l)) = log σ(u) + log(1 − exp(log σ(l) − log σ(u))), stable in float64
-    log_cdf_lower = -np.logaddexp(0.0, -lower)
+    log_cdf_upper, log_cdf_lower = -np.logaddexp(0.0, -upper), -np.logaddexp(0.0, -lower)
+    log_sf_upper, log_sf_lower = -np.logaddexp(0.0, upper), -np.logaddexp(0.0, lower)
+    # log(σ(u) − σ(l)) from the CDF below the location, from the survival function above it
     with np.errstate(divide="ignore"):
-        log_inner = log_cdf_upper + np.log(-np.expm1(np.minimum(log_cdf_lower - log_cdf_upper, 0.0)))
+        below = log_cdf_upper + np.log(-np.expm1(np.minimum(log_cdf_lower - log_cdf_upper, 0.0)))
+        above = log_sf_lower + np.log(-np.expm1(np.minimum(log_sf_upper - log_sf_lower, 0.0)))
+    log_inner = np.where(x - mean > 0.0, above, below)
     log_prob = np.where(x < half_bin, log_cdf_upper,
-                        np.where(x > 1.0 - half_bin, log_survival_lower, log_inner))
+                        np.where(x > 1.0 - half_bin, log_sf_lower, log_inner))
     return np.sum(log_prob, axis=(-3, -2, -1))
 
 
