@@ -57,7 +57,7 @@ def export_decoder(vae, path, opset=DEFAULT_OPSET, metadata=None, tolerance=PARI
 
 def export_int8_decoder(vae, path, test_images, opset=DEFAULT_OPSET, metadata=None,
                         nll_samples=200, max_nll_cost=quantization.MAX_NLL_COST, force=False,
-                        calibration_temperature=1.0):
+                        calibration_temperature=1.0, recipe=quantization.DEFAULT_RECIPE):
     """Writes an int8 decoder (see `keras_vae.quantization`) at `path`, after measuring its cost.
 
     Before the file appears: the fp32 graph passes the checks of `export_decoder`;
@@ -66,6 +66,9 @@ def export_int8_decoder(vae, path, test_images, opset=DEFAULT_OPSET, metadata=No
     (with the fp32 encoder, `nll_samples` samples, the same noise for both) is at
     most `max_nll_cost` nats above the fp32 decoder's. With `force`, a failed check
     is reported in the summary's "warnings" and the file is written all the same.
+    `recipe` names an entry of `quantization.RECIPES`. The file's metadata stores the
+    recipe, the measurements and the machine they were made on (CPU model, its int8
+    instruction sets, onnxruntime's version).
 
     Returns:
         The summary of `export_decoder`, plus "precision" and "int8": the NLL of
@@ -83,7 +86,7 @@ def export_int8_decoder(vae, path, test_images, opset=DEFAULT_OPSET, metadata=No
     fp32, summary = _convert_decoder(vae, opset, metadata, PARITY_TOLERANCE)
     encoder, _ = _convert_encoder(vae, opset, metadata, PARITY_TOLERANCE)
     int8 = quantization.quantize_decoder(fp32, vae.latent_dim, vae.prior_parameters(),
-                                         calibration_temperature)
+                                         calibration_temperature, recipe)
     difference, output_range = quantization.max_output_difference(fp32, int8, vae.latent_dim)
     report = quantization.nll_cost(fp32, int8, encoder, vae.check_images(test_images), nll_samples)
     report["max_output_difference"] = difference
@@ -100,11 +103,14 @@ def export_int8_decoder(vae, path, test_images, opset=DEFAULT_OPSET, metadata=No
         raise ExportError("; ".join(problems) + "; nothing was written")
     model = onnx.load_from_string(int8)
     props = {p.key: p.value for p in model.metadata_props}
-    props[contract.QUANTIZATION] = json.dumps({"method": quantization.METHOD, **report})
+    props[contract.QUANTIZATION] = json.dumps({"method": quantization.method(recipe), **report})
+    machine = quantization.measuring_machine()
+    props[contract.INT8_MEASURED_ON] = json.dumps(machine)
     del model.metadata_props[:]
     onnx.helper.set_model_props(model, props)
     data = model.SerializeToString()
     write_bytes_atomic(path, data)
+    report = dict(report, recipe=recipe, measured_on=machine)
     return dict(summary, path=os.path.abspath(path), bytes=len(data), precision="int8", int8=report,
                 warnings=problems, seconds=round(time.perf_counter() - started, 2))
 

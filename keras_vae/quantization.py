@@ -3,10 +3,18 @@
 The recipe (onnxruntime's own tooling, `onnxruntime.quantization`):
 - `quant_pre_process` fuses each MatMul + Add into one Gemm;
 - `quantize_static` in QDQ format, calibrated (MinMax) on z drawn from the model's
-  own prior, with int8 per-channel weights and uint8 activations; only the Gemm,
-  MatMul and Conv layers are quantized, and their outputs stay float32, so the
-  logits and the sigmoid keep full precision. onnxruntime then runs each dense
-  layer as one QGemm (or QLinearMatMul) on this CPU's VNNI int8 instructions.
+  own prior, with uint8 activations and per-channel int8 weights kept within
+  7 bits (`reduce_range`, [-64, 64]); only the Gemm, MatMul and Conv layers are
+  quantized, and their outputs stay float32, so the logits and the sigmoid keep
+  full precision. onnxruntime then runs each dense layer as one QGemm (or
+  QLinearMatMul).
+
+7-bit weights make the file compute the same numbers on every x86 CPU. onnxruntime's
+uint8 × int8 kernel on CPUs without VNNI (AVX2, AVX-512 without VNNI) adds pairs of
+products into int16 with VPMADDUBSW, which saturates at 32767; with 8-bit weights a
+pair reaches 255·127·2 = 64770, with 7-bit weights at most 255·64·2 = 32640, so the
+int32 sums are exact, as VNNI's are. The NLL cost that the export measures on its own
+CPU is then the cost on any CPU (docs/export.md compares the recipes).
 
 Static rather than dynamic quantization: at the same speed at batch 256 it is
 faster at batch 1, costs less NLL, and a row's output does not depend on the
@@ -27,8 +35,57 @@ MAX_NLL_COST = 0.1
 PIXEL_TOLERANCE = 0.15
 CALIBRATION_SIZE = 2000
 QUANTIZED_OPS = ("Gemm", "MatMul", "Conv")
-METHOD = ("static QDQ (onnxruntime.quantization), int8 per-channel weights, uint8 activations, "
-          f"MinMax calibration on {CALIBRATION_SIZE} z drawn from the prior; logits and sigmoid in fp32")
+
+#: Recipes by name (activations × weights). "u8s7" is the default: its sums cannot
+#: saturate on any CPU. "u8s8" (8-bit weights) is exact only on CPUs with VNNI; "u8u8"
+#: (uint8 weights) is exact everywhere, and slower on VNNI CPUs (docs/export.md).
+RECIPES = {
+    "u8s7": {"weight_type": "int8", "reduce_range": True,
+             "weights": "int8 per-channel weights in 7 bits (reduce_range, [-64, 64])"},
+    "u8s8": {"weight_type": "int8", "reduce_range": False,
+             "weights": "int8 per-channel weights in 8 bits (saturates without VNNI)"},
+    "u8u8": {"weight_type": "uint8", "reduce_range": False,
+             "weights": "uint8 per-channel weights"},
+}
+DEFAULT_RECIPE = "u8s7"
+
+
+def method(recipe=DEFAULT_RECIPE):
+    """One line describing a recipe, as stored in the int8 file's metadata."""
+    return (f"static QDQ (onnxruntime.quantization), uint8 activations, {RECIPES[recipe]['weights']}, "
+            f"MinMax calibration on {CALIBRATION_SIZE} z drawn from the prior; logits and sigmoid "
+            "in fp32")
+
+
+METHOD = method()
+
+
+def measuring_machine():
+    """What the int8 checks ran on: {"cpu", "avx2", "avx512_vnni", "avx_vnni", "onnxruntime"}.
+
+    The CPU model name and instruction-set flags come from /proc/cpuinfo; where there is
+    none (macOS, Windows) the name is `platform.processor()` and the flags are None (unknown).
+    """
+    import platform
+
+    import onnxruntime
+
+    name, flags = None, None
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "model name" and name is None:
+                    name = value.strip()
+                elif key in ("flags", "Features") and flags is None:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    features = {flag: None if flags is None else flag in flags
+                for flag in ("avx2", "avx512_vnni", "avx_vnni")}
+    return {"cpu": name or platform.processor() or platform.machine() or "unknown", **features,
+            "onnxruntime": onnxruntime.__version__}
 
 
 class _PriorSamples:
@@ -49,12 +106,16 @@ class _PriorSamples:
         self.position = 0
 
 
-def quantize_decoder(fp32_bytes, latent_dim, prior=None, calibration_temperature=1.0):
+def quantize_decoder(fp32_bytes, latent_dim, prior=None, calibration_temperature=1.0,
+                     recipe=DEFAULT_RECIPE):
     """The int8 decoder for an fp32 decoder graph: serialized ONNX bytes in, bytes out.
 
-    `calibration_temperature` scales the calibration z's spread (1.0: the prior itself).
-    The metadata is kept, with `precision` "int8" and `quantization` describing the recipe.
+    `calibration_temperature` scales the calibration z's spread (1.0: the prior itself);
+    `recipe` names an entry of `RECIPES`. The metadata is kept, with `precision` "int8",
+    `quantization_recipe` the recipe's name and `quantization` describing it.
     """
+    if recipe not in RECIPES:
+        raise ValueError(f"unknown int8 recipe {recipe!r}; choose from {', '.join(RECIPES)}")
     import onnx
     from onnxruntime.quantization import CalibrationDataReader
     from onnxruntime.quantization import CalibrationMethod
@@ -79,16 +140,18 @@ def quantize_decoder(fp32_bytes, latent_dim, prior=None, calibration_temperature
             quant_format=QuantFormat.QDQ,
             op_types_to_quantize=list(QUANTIZED_OPS),
             per_channel=True,
-            reduce_range=False,  # VNNI needs no 7-bit weights
+            reduce_range=RECIPES[recipe]["reduce_range"],
             activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
+            weight_type=(QuantType.QInt8 if RECIPES[recipe]["weight_type"] == "int8"
+                         else QuantType.QUInt8),
             calibrate_method=CalibrationMethod.MinMax,
             extra_options={"OpTypesToExcludeOutputQuantization": list(QUANTIZED_OPS)},
         )
         model = onnx.load(quantized)
     props = {p.key: p.value for p in original.metadata_props}
     props[contract.PRECISION] = "int8"
-    props[contract.QUANTIZATION] = json.dumps({"method": METHOD})
+    props[contract.QUANTIZATION] = json.dumps({"method": method(recipe)})
+    props[contract.QUANTIZATION_RECIPE] = recipe
     del model.metadata_props[:]
     onnx.helper.set_model_props(model, props)
     model.producer_name, model.producer_version = original.producer_name, original.producer_version

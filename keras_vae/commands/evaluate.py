@@ -14,6 +14,9 @@ import json
 import os
 import sys
 
+from keras_vae.commands.quiet import add_verbose_option
+from keras_vae.commands.quiet import quiet_frameworks
+
 EXAMPLES = """
 examples:
   keras-vae evaluate runs/digits
@@ -44,6 +47,7 @@ def parse_args(argv=None):
     parser.add_argument("--out", help="where to write metrics.json and pictures")
     parser.add_argument("--backend", choices=["tensorflow", "jax", "torch"],
                         help="Keras backend (default: $KERAS_BACKEND, else tensorflow)")
+    add_verbose_option(parser)
     args = parser.parse_args(argv)
     if args.num_samples < 1 or args.batch_size < 1:
         parser.error("--num-samples and --batch-size must be at least 1")
@@ -54,9 +58,9 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter
     if args.backend:
         os.environ["KERAS_BACKEND"] = args.backend
+    quiet_frameworks(args.verbose)
     from keras_vae.evaluation import evaluate_run
 
     try:

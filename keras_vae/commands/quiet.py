@@ -1,0 +1,54 @@
+"""Keeps the frameworks' start-up log lines out of the commands' output, unless ``--verbose``.
+
+TensorFlow 2.21 writes lines such as "Could not find cuda drivers on your machine"
+and "oneDNN custom operations are on" through C++ absl logging while it is imported,
+before ``TF_CPP_MIN_LOG_LEVEL`` or Python's ``absl.logging`` can reach them. So
+`quiet_frameworks` sends file descriptor 2 to the null device while TensorFlow is
+imported, then gives it back: everything written to stderr afterwards, the commands'
+own errors included, shows as before. It changes no computation (``TF_ENABLE_ONEDNN_OPTS``
+is left alone).
+"""
+
+import contextlib
+import importlib.util
+import os
+import sys
+
+
+def add_verbose_option(parser):
+    """``--verbose``: show the frameworks' own log lines."""
+    parser.add_argument("--verbose", action="store_true",
+                        help="show the frameworks' own log lines (TensorFlow, absl) on stderr")
+
+
+@contextlib.contextmanager
+def stderr_discarded():
+    """Within the block, whatever the process writes to file descriptor 2 is discarded."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
+def quiet_frameworks(verbose=False):
+    """Imports TensorFlow (when installed) with its log lines discarded; call before Keras.
+
+    With ``verbose`` it does nothing, and the frameworks log as they do by default.
+    """
+    if verbose:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's later C++ messages
+    if "tensorflow" in sys.modules or importlib.util.find_spec("tensorflow") is None:
+        return
+    with stderr_discarded():
+        import tensorflow  # noqa: F401
+    import absl.logging  # TensorFlow's Python-side absl warnings
+
+    absl.logging.set_verbosity(absl.logging.ERROR)
