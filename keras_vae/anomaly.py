@@ -18,11 +18,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from keras_vae.core.anomaly import ImageScores, score_images
+from keras_vae.core.anomaly import AnomalyThreshold, ImageScores, score_images, threshold_from_scores
 from keras_vae.data import binarize as binarize_images
 from keras_vae.data import load_dataset, to_unit_float
 
-__all__ = ["ScoreImages", "keras_scores", "load_images", "register_loader"]
+__all__ = ["ScoreImages", "keras_scores", "calibrate_keras", "load_images", "register_loader"]
 
 
 @dataclass
@@ -135,3 +135,15 @@ def keras_scores(vae, x: np.ndarray, num_samples: int = 100, batch_size: int = 1
 
     return score_images(x, encode, log_px_given_z, decode_mean, vae.prior_parameters(),
                         num_samples, batch_size, seed, progress)
+
+
+def calibrate_keras(vae, images: np.ndarray, description: str, score: str = "log_px",
+                    fpr: float = 0.01, num_samples: int = 100, seed: int = 0,
+                    batch_size: int = 100) -> AnomalyThreshold:
+    """The threshold on ``score`` flagging at most ``fpr`` of ``images`` (held-out normal data).
+
+    ``description`` names the images (a dataset and split) in the threshold. See
+    `keras_vae.core.anomaly.threshold_from_scores`.
+    """
+    scores = keras_scores(vae, images, num_samples, batch_size, seed)
+    return threshold_from_scores(scores, score, fpr, description)

@@ -151,7 +151,7 @@ def _scorer(args):
 def run(args):
     """Scores, writes the CSV (and grids, and thresholds); returns the lines to print."""
     from keras_vae.anomaly import load_images
-    from keras_vae.core.anomaly import AnomalyThreshold, calibrate_threshold, scores_csv
+    from keras_vae.core.anomaly import scores_csv, threshold_from_scores
     from keras_vae.core.files import write_text_atomic
     from keras_vae.core.images import save_png
 
@@ -171,13 +171,7 @@ def run(args):
     scores = score(data.images, _progress(len(data.images), args.quiet))
     lines = []
     if args.calibrate_fpr is not None:
-        values = scores.anomaly(args.score)
-        value = calibrate_threshold(values, args.calibrate_fpr)
-        threshold = AnomalyThreshold(
-            score=args.score, value=value,
-            num_samples=None if args.score == "recon" else args.num_samples,
-            fpr=args.calibrate_fpr, achieved_fpr=float((values > value).mean()),
-            data=data.description, count=len(data.images), seed=args.seed)
+        threshold = threshold_from_scores(scores, args.score, args.calibrate_fpr, data.description)
         lines.append(f"threshold: {threshold.describe()}")
     elif threshold is not None and threshold.score != "recon" \
             and threshold.num_samples != args.num_samples:

@@ -36,6 +36,7 @@ from keras_vae.core.contract import MixturePrior
 from keras_vae.core.likelihood import Encode, LogPxGivenZ, importance_log_weights, log_mean_exp
 
 __all__ = ["SCORES", "ImageScores", "AnomalyThreshold", "score_images", "calibrate_threshold",
+           "threshold_from_scores",
            "false_positive_rate", "encode_threshold", "decode_threshold", "scores_csv",
            "check_num_samples"]
 
@@ -156,13 +157,16 @@ def score_images(x: np.ndarray, encode: Encode, log_px_given_z: LogPxGivenZ,
 
 
 def calibrate_threshold(normal_scores: np.ndarray, fpr: float) -> float:
-    """The smallest threshold t with at most ⌊fpr·n⌋ of the n normal scores above it.
+    """A threshold t with exactly ⌊fpr·n⌋ of the n normal scores above it (when they have no ties).
 
     ``normal_scores`` are anomaly scores (higher = more anomalous) of held-out normal
-    images; an image is flagged when its score is > t. t is the empirical
-    (1 − fpr) quantile with the inverted-CDF rule, sorted[n − ⌊fpr·n⌋ − 1], so on these
-    scores the false-positive rate is exactly ⌊fpr·n⌋ / n when they have no ties
-    (less with ties at t). A percentile p of the normal scores is fpr = 1 − p/100.
+    images; an image is flagged when its score is > t. With k = ⌊fpr·n⌋ and the scores
+    sorted, s[0] ≤ … ≤ s[n−1], t is the midpoint of s[n−k−1] and s[n−k] (the largest
+    score, s[n−1], when k = 0): the empirical (1 − fpr) quantile, placed between two
+    scores so that the tiny differences between the Keras model and its ONNX export
+    never move an image across it. On these scores the false-positive rate is
+    exactly k / n ≤ fpr (less with ties). A percentile p of the normal scores is
+    fpr = 1 − p/100.
 
     Raises ValueError for an empty or non-finite input, or fpr outside [0, 1).
     """
@@ -173,8 +177,26 @@ def calibrate_threshold(normal_scores: np.ndarray, fpr: float) -> float:
         raise ValueError("cannot set a threshold: some calibration scores are NaN or infinite")
     if not 0.0 <= fpr < 1.0:
         raise ValueError(f"the false-positive rate must be in [0, 1); got {fpr!r}")
+    ordered = np.sort(scores)
     allowed_above = math.floor(fpr * scores.size + 1e-9)
-    return float(np.sort(scores)[scores.size - allowed_above - 1])
+    below = ordered[scores.size - allowed_above - 1]
+    if allowed_above == 0:
+        return float(below)
+    return float(below + (ordered[scores.size - allowed_above] - below) / 2)
+
+
+def threshold_from_scores(scores: ImageScores, score: str, fpr: float, data: str) -> AnomalyThreshold:
+    """The `AnomalyThreshold` on ``score`` that flags at most a fraction ``fpr`` of these images.
+
+    ``scores`` are of held-out *normal* images, described by ``data`` (a dataset and
+    split, recorded with the threshold). See `calibrate_threshold`.
+    """
+    values = scores.anomaly(score)
+    value = calibrate_threshold(values, fpr)
+    return AnomalyThreshold(score=score, value=value,
+                            num_samples=scores.num_samples if score in SAMPLED_SCORES else None,
+                            fpr=float(fpr), achieved_fpr=false_positive_rate(values, value),
+                            data=data, count=len(values), seed=scores.seed)
 
 
 def false_positive_rate(normal_scores: np.ndarray, threshold: float) -> float:
