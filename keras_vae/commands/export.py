@@ -20,8 +20,6 @@ import sys
 
 from keras_vae.core.contract import ANOMALY_THRESHOLD
 
-from keras_vae.core.contract import ANOMALY_THRESHOLD
-
 from keras_vae.commands.quiet import add_verbose_option
 from keras_vae.commands.quiet import quiet_frameworks
 from keras_vae.quantization import DEFAULT_RECIPE
@@ -34,7 +32,6 @@ examples:
   keras-vae export runs/mnist --out decoder.onnx --triton-repo model_repository
   keras-vae export runs/mnist --precision int8 --out decoder.int8.onnx
   keras-vae export vae.keras --precision int8 --dataset data/mnist.npz --out d8.onnx
-  keras-vae export runs/mnist --out decoder.onnx --encoder-out encoder.onnx --anomaly-fpr 0.01
   keras-vae export runs/mnist --out decoder.onnx --encoder-out encoder.onnx --anomaly-fpr 0.01
 
 then: keras-vae generate decoder.onnx -n 64 --out samples.png
@@ -91,21 +88,6 @@ def parse_args(argv=None):
                               "only (default: 100)")
     anomaly.add_argument("--anomaly-images", type=int,
                          help="use N test images, evenly spaced through the split (default: all)")
-    anomaly = parser.add_argument_group(
-        "anomaly threshold", "set on the test split of the run's dataset (or --dataset): "
-        "held-out normal images; stored in the export's metadata for /v1/score")
-    level = anomaly.add_mutually_exclusive_group()
-    level.add_argument("--anomaly-fpr", type=float,
-                       help="flag at most this fraction of the held-out images (e.g. 0.01)")
-    level.add_argument("--anomaly-percentile", type=float,
-                       help="threshold at this percentile of their scores (99 = --anomaly-fpr 0.01)")
-    anomaly.add_argument("--anomaly-score", choices=["log_px", "elbo", "recon"], default="log_px",
-                         help="-log p(x), -ELBO or the reconstruction error (default: log_px)")
-    anomaly.add_argument("--anomaly-samples", type=int, default=100,
-                         help="importance samples K of the score; the threshold holds at this K "
-                              "only (default: 100)")
-    anomaly.add_argument("--anomaly-images", type=int,
-                         help="use N test images, evenly spaced through the split (default: all)")
     add_verbose_option(parser)
     args = parser.parse_args(argv)
     if args.opset < 13:
@@ -114,14 +96,6 @@ def parse_args(argv=None):
         parser.error("--nll-images and --nll-samples must be at least 1")
     if not args.max_nll_cost >= 0:
         parser.error("--max-nll-cost must be a number >= 0")
-    if args.anomaly_percentile is not None:
-        if not 0 < args.anomaly_percentile <= 100:
-            parser.error("--anomaly-percentile must be in (0, 100]")
-        args.anomaly_fpr = 1.0 - args.anomaly_percentile / 100.0
-    if args.anomaly_fpr is not None and not 0 <= args.anomaly_fpr < 1:
-        parser.error("--anomaly-fpr must be in [0, 1)")
-    if args.anomaly_samples < 1 or (args.anomaly_images is not None and args.anomaly_images < 1):
-        parser.error("--anomaly-samples and --anomaly-images must be at least 1")
     if args.anomaly_percentile is not None:
         if not 0 < args.anomaly_percentile <= 100:
             parser.error("--anomaly-percentile must be in (0, 100]")
@@ -161,8 +135,6 @@ def main(argv=None):
         # fallback for models saved before it did.
         metadata = {"source_backend": vae.source_backend or config.get("backend", "unknown"),
                     "dataset": config.get("dataset", "unknown")}
-        if args.anomaly_fpr is not None:
-            metadata[ANOMALY_THRESHOLD] = _anomaly_threshold(args, vae, config)
         if args.anomaly_fpr is not None:
             metadata[ANOMALY_THRESHOLD] = _anomaly_threshold(args, vae, config)
         if args.precision == "int8":
@@ -214,28 +186,6 @@ def main(argv=None):
                   f"onnxruntime {machine['onnxruntime']}")
         for warning in summary.get("warnings", []):
             print(f"  WARNING (--force): {warning}", file=sys.stderr)
-
-
-def _anomaly_threshold(args, vae, config):
-    """The ``anomaly_threshold`` metadata value, set on the test split (keras_vae.anomaly)."""
-    from keras_vae.anomaly import calibrate_keras
-    from keras_vae.core.anomaly import encode_threshold
-    from keras_vae.evaluation import spread_subset
-    from keras_vae.evaluation import test_images
-
-    dataset = args.dataset or config.get("dataset")
-    if not dataset:
-        raise ValueError("--anomaly-fpr sets its threshold on test images: pass --dataset (this "
-                         "model has no run directory naming one)")
-    images, _, binarized = test_images(vae, dataset, args.data_dir or config.get("data_dir"),
-                                       binarized=config.get("binarize", False))
-    images = spread_subset(images, args.anomaly_images)
-    print(f"anomaly threshold: scoring {len(images)} test images (K = {args.anomaly_samples}) ...",
-          flush=True)
-    threshold = calibrate_keras(vae, images, f"{dataset} test" + (" (binarized)" if binarized else ""),
-                                args.anomaly_score, args.anomaly_fpr, args.anomaly_samples)
-    print(f"anomaly threshold: {threshold.describe()}", flush=True)
-    return encode_threshold(threshold)
 
 
 def _anomaly_threshold(args, vae, config):
