@@ -14,12 +14,21 @@ running local server is measured instead (as configured; no comparison).
 With ``--int8 FILE`` the two servers, both micro-batching, serve the fp32
 model and the int8 FILE, and the table compares the two decoders.
 
+With ``--overload`` the two servers shed load (``--max-queue-ms``) or not (``inf``):
+for each count of heavy clients (``--clients``), half send the heaviest /v1/score
+(64 images at the largest K; needs ``--encoder``) and half the heaviest
+/v1/generate, back to back (0.1 s pause after a 503), for ``--duration`` seconds,
+while a separate process probes a one-image /v1/generate and /healthz every 50 ms.
+The table gives goodput and p99 of the heavy requests, refusals, the probes' p99
+(answered or refused) and the server's peak RSS.
+
 Examples:
     python benchmarks/serving_load.py decoder.onnx
     python benchmarks/serving_load.py decoder.onnx --requests 1000 --concurrency 64
     python benchmarks/serving_load.py decoder.onnx --endpoint generate --batch-sizes 1,16,64
     python benchmarks/serving_load.py decoder.onnx --url http://127.0.0.1:8000
     python benchmarks/serving_load.py decoder.onnx --int8 decoder.int8.onnx --batch-sizes 1,16,256
+    python benchmarks/serving_load.py decoder.onnx --encoder encoder.onnx --overload --clients 8,48
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import socket
 import subprocess
 import sys
@@ -226,6 +236,173 @@ def _ratios(results: list[Result], first: str, second: str, what: str) -> list[s
     return lines
 
 
+# ------------------------------------------------------------------- overload
+
+PROBE_EVERY_S = 0.05
+RETRY_PAUSE_S = 0.1
+
+
+async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, method: str,
+                    path: str, body: bytes = b"") -> tuple[int, dict[str, str]]:
+    """One HTTP/1.1 keep-alive request; returns (status, headers) and reads the body."""
+    head = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    if method == "POST":
+        head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+    writer.write(head.encode() + b"\r\n" + body)
+    status = int((await reader.readline()).split()[1])
+    headers = {}
+    while (line := await reader.readline()) not in (b"\r\n", b""):
+        name, _, value = line.partition(b":")
+        headers[name.strip().lower().decode()] = value.strip().decode()
+    await reader.readexactly(int(headers.get("content-length", 0)))
+    return status, headers
+
+
+async def _client(url: str, method: str, path: str, body: bytes, stop: float,
+                  pause_s: float, out: list) -> None:
+    """Send the same request until ``stop`` (monotonic seconds), each after the last answer.
+
+    Appends (status, seconds, answered after stop) to ``out``; waits ``pause_s`` between
+    requests, and RETRY_PAUSE_S after a 503. A request sent before ``stop`` is waited for.
+    """
+    target = urlparse(url)
+    reader, writer = await asyncio.open_connection(target.hostname, target.port)
+    try:
+        while time.monotonic() < stop:
+            start = time.perf_counter()
+            status, headers = await _exchange(reader, writer, method, path, body)
+            out.append((status, time.perf_counter() - start, time.monotonic() > stop))
+            if headers.get("connection") == "close":
+                writer.close()
+                reader, writer = await asyncio.open_connection(target.hostname, target.port)
+            await asyncio.sleep(RETRY_PAUSE_S if status == 503 else pause_s)
+    finally:
+        writer.close()
+
+
+def _probe(url: str, stop: float, results) -> None:
+    """In its own process: a one-image /v1/generate and /healthz every PROBE_EVERY_S."""
+    cheap, health = [], []
+
+    async def both() -> None:
+        await asyncio.gather(
+            _client(url, "POST", "/v1/generate", b'{"n": 1, "format": "npy"}', stop,
+                    PROBE_EVERY_S, cheap),
+            _client(url, "GET", "/healthz", b"", stop, PROBE_EVERY_S, health))
+
+    asyncio.run(both())
+    results.put((cheap, health))
+
+
+@dataclass
+class OverloadRow:
+    label: str  # shedding "on" / "off", or "as running"
+    clients: int
+    seconds: float
+    score: list  # (status, seconds, after stop) per heavy request
+    generate: list
+    cheap: list
+    health: list
+    drain_s: float  # from the end of the load to the last answer
+    peak_rss_mib: float | None
+
+
+def overload(url: str, pid: int | None, label: str, clients: int, info: dict,
+             seconds: float) -> OverloadRow:
+    """``clients`` heavy clients (half score when the server has an encoder) and the probes."""
+    rng = np.random.default_rng(0)
+    generate_body = json.dumps({"n": info["max_batch"], "format": "npy"}).encode()
+    score_body = None
+    if info.get("encoder"):
+        images = (rng.random((64, *info["image_shape"])) < 0.5).astype(float)
+        score_body = json.dumps({"images": images.tolist(),
+                                 "num_samples": info["encoder"]["max_score_samples"]}).encode()
+    scorers = clients // 2 if score_body else 0
+    score: list = []
+    generate: list = []
+    stop = time.monotonic() + seconds
+    results = multiprocessing.get_context("fork").SimpleQueue()
+    prober = multiprocessing.get_context("fork").Process(target=_probe, args=(url, stop, results))
+    prober.start()
+
+    async def heavy() -> None:
+        await asyncio.gather(
+            *(_client(url, "POST", "/v1/score", score_body, stop, 0, score)
+              for _ in range(scorers)),
+            *(_client(url, "POST", "/v1/generate", generate_body, stop, 0, generate)
+              for _ in range(clients - scorers)))
+
+    asyncio.run(heavy())
+    cheap, health = results.get()
+    prober.join()
+    drain = max(0.0, time.monotonic() - stop)
+    return OverloadRow(label, clients, seconds, score, generate, cheap, health, drain,
+                       _peak_rss_mib(pid) if pid else None)
+
+
+def _p99_ms(answers: list, status: int | None = None) -> str:
+    ms = [s * 1e3 for code, s, _ in answers if status is None or code == status]
+    return f"{np.percentile(ms, 99):,.0f}" if ms else "-"
+
+
+def _overload_table(rows: list[OverloadRow]) -> str:
+    lines = ["| shedding | heavy clients | score ok/s | score p99 ms | generate ok/s "
+             "| generate p99 ms | heavy shed | cheap p99 ms | cheap max ms | cheap shed "
+             "| healthz p99 ms | healthz max ms | drain s | server peak RSS MiB |",
+             "|:---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        def ok_per_s(answers):
+            return f"{sum(c == 200 and not late for c, _, late in answers) / r.seconds:.1f}"
+        shed = sum(c == 503 for c, _, _ in r.score + r.generate)
+        cheap_ms = [s * 1e3 for _, s, _ in r.cheap]
+        rss = f"{r.peak_rss_mib:.0f}" if r.peak_rss_mib is not None else "n/a"
+        lines.append(
+            f"| {r.label} | {r.clients} | {ok_per_s(r.score) if r.score else '-'} "
+            f"| {_p99_ms(r.score, 200)} | {ok_per_s(r.generate)} | {_p99_ms(r.generate, 200)} "
+            f"| {shed} | {_p99_ms(r.cheap)} | {max(cheap_ms):,.0f} "
+            f"| {sum(c == 503 for c, _, _ in r.cheap)} | {_p99_ms(r.health)} "
+            f"| {max(s for _, s, _ in r.health) * 1e3:,.0f} | {r.drain_s:.1f} | {rss} |")
+        unexpected = {c for c, _, _ in r.score + r.generate + r.cheap + r.health} - {200, 503}
+        if unexpected:
+            lines.append(f"| {r.label} | {r.clients} | unexpected statuses: {sorted(unexpected)} |")
+    return "\n".join(lines)
+
+
+def run_overload(args: argparse.Namespace) -> int:
+    """Shedding on (``--max-queue-ms``) against off (``inf``), or one running server."""
+    clients = [int(c) for c in args.clients.split(",") if c.strip()]
+    servers: list[LocalServer] = []
+    rows: list[OverloadRow] = []
+    try:
+        if args.url is not None:
+            targets = {"as running": (args.url.rstrip("/"), None)}
+        else:
+            extra = ["--batch-wait-ms", str(args.batch_wait_ms)]
+            extra += ["--encoder", args.encoder] if args.encoder else []
+            if args.intra_op_threads is not None:
+                extra += ["--intra-op-threads", str(args.intra_op_threads)]
+            servers = [LocalServer(args.model, True, extra + ["--max-queue-ms", bound])
+                       for bound in ("inf", str(args.max_queue_ms))]
+            for server in servers:
+                server.wait_ready()
+            targets = {label: (server.url, server.proc.pid)
+                       for label, server in zip(("off", "on"), servers)}
+        for count in clients:
+            for label, (url, pid) in targets.items():
+                info = httpx.get(url + "/v1/model", timeout=30).json()
+                rows.append(overload(url, pid, label, count, info, args.duration))
+                print(f"{label}, {count} clients: done", file=sys.stderr, flush=True)
+    finally:
+        for server in servers:
+            server.stop()
+    print(f"overload of {args.model}" + (f" with {args.encoder}" if args.encoder else "")
+          + f": {args.duration:g} s per row, max queue {args.max_queue_ms:g} ms when on; heavy: "
+          "/v1/score of 64 images at the largest K and /v1/generate at the largest n, half each; "
+          f"cheap: a one-image /v1/generate every {PROBE_EVERY_S * 1e3:.0f} ms. {machine_line()}\n")
+    print(_overload_table(rows))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[1],
@@ -252,6 +429,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="server micro-batch window in ms (default 2)")
     p.add_argument("--intra-op-threads", type=int, default=None,
                    help="onnxruntime intra-op threads in the server (default: its choice)")
+    p.add_argument("--overload", action="store_true",
+                   help="overload the server with and without shedding (see above)")
+    p.add_argument("--encoder", metavar="FILE", default=None,
+                   help="with --overload: serve this encoder.onnx too, and send /v1/score")
+    p.add_argument("--clients", default="8,48",
+                   help="with --overload: comma-separated heavy client counts (default 8,48)")
+    p.add_argument("--duration", type=float, default=20.0,
+                   help="with --overload: seconds of load per table row (default 20)")
+    p.add_argument("--max-queue-ms", type=float, default=500.0,
+                   help="with --overload: the shedding server's --max-queue-ms (default 500)")
     return p
 
 
@@ -265,6 +452,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.url is not None and urlparse(args.url).hostname not in LOOPBACK:
         print("error: --url must point at 127.0.0.1 (loopback only)", file=sys.stderr)
         return 2
+    if args.overload:
+        return run_overload(args)
 
     results: list[Result] = []
     servers: list[LocalServer] = []

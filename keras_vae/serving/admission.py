@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 import numpy as np
@@ -102,19 +103,33 @@ class _CostModel:
 
 
 class _Queue:
-    """One work class: the expected milliseconds admitted and not finished, and their bound."""
+    """One work class: the expected milliseconds admitted and not finished, and their bound.
+
+    ``pending`` counts requests let in by ``AdmissionMiddleware`` whose bodies are still
+    being parsed; each is expected to cost ``typical_ms`` (a running average of admitted
+    costs), so that a burst is refused before parsing rather than after it.
+    """
 
     def __init__(self, name: str, max_queue_ms: float, metrics: Metrics) -> None:
         self.name = name
         self.max_queue_ms = max_queue_ms
         self.queued_ms = 0.0
         self.peak_ms = 0.0
+        self.pending = 0
+        self.typical_ms = 0.0
         self._depth = metrics.queue_ms.labels(name)
         self._peak = metrics.queue_peak_ms.labels(name)
         metrics.queue_limit_ms.labels(name).set(max_queue_ms)
 
+    def expected_ms(self) -> float:
+        """Admitted work plus the expected cost of the requests still being parsed."""
+        return self.queued_ms + self.pending * self.typical_ms
+
     def full(self) -> bool:
-        return self.queued_ms > 0 and self.queued_ms >= self.max_queue_ms
+        return (self.queued_ms > 0 or self.pending > 0) and self.expected_ms() >= self.max_queue_ms
+
+    def refusal(self) -> Overloaded:
+        return Overloaded(self.name, self.expected_ms(), self.max_queue_ms)
 
     def add(self, cost_ms: float) -> float:
         """Admit ``cost_ms`` of work, or raise ``Overloaded``; returns the milliseconds counted.
@@ -123,8 +138,9 @@ class _Queue:
         as filling it, so the depth never passes the bound.
         """
         if self.queued_ms > 0 and self.queued_ms + cost_ms > self.max_queue_ms:
-            raise Overloaded(self.name, self.queued_ms, self.max_queue_ms)
+            raise self.refusal()
         cost_ms = min(cost_ms, self.max_queue_ms)
+        self.typical_ms += _SMOOTHING * (cost_ms - self.typical_ms) if self.typical_ms else cost_ms
         self.queued_ms += cost_ms
         self._depth.set(self.queued_ms)
         if self.queued_ms > self.peak_ms:
@@ -187,6 +203,9 @@ class Admission:
     @asynccontextmanager
     async def admit(self, work_class: str, kind: str, rows: int):
         """Hold ``rows`` of ``kind`` work in ``work_class``'s queue, or raise ``Overloaded``."""
+        ticket = _TICKET.get()
+        if ticket is not None:  # this request is parsed: no longer pending
+            ticket.resolve()
         queue = self.queues[work_class]
         cost = queue.add(rows * self.costs.ms_per_row(kind))
         try:
@@ -209,6 +228,22 @@ class Admission:
         self._score_pool.shutdown(wait=False, cancel_futures=True)
 
 
+class _Ticket:
+    """A request let in by ``AdmissionMiddleware``, pending in ``queue`` until admitted or done."""
+
+    def __init__(self, queue: _Queue) -> None:
+        self.queue: _Queue | None = queue
+        queue.pending += 1
+
+    def resolve(self) -> None:
+        if self.queue is not None:
+            self.queue.pending -= 1
+            self.queue = None
+
+
+_TICKET: ContextVar[_Ticket | None] = ContextVar("keras_vae_admission_ticket", default=None)
+
+
 class AdmissionMiddleware:
     """Refuse a request whose work class is full before its body is parsed (plain ASGI)."""
 
@@ -220,12 +255,20 @@ class AdmissionMiddleware:
         found = work_class_of(scope.get("path", "")) if (
             scope["type"] == "http" and scope.get("method") == "POST") else None
         queue = self.admission.queues[found[0]] if found else None
-        if queue is not None and queue.full():
-            exc = Overloaded(queue.name, queue.queued_ms, queue.max_queue_ms)
-            self.admission.metrics.shed.labels(queue.name, found[1]).inc()
-            await overloaded_response(exc)(scope, receive, send)
+        if queue is None:
+            await self.app(scope, receive, send)
             return
-        await self.app(scope, receive, send)
+        if queue.full():
+            self.admission.metrics.shed.labels(queue.name, found[1]).inc()
+            await overloaded_response(queue.refusal())(scope, receive, send)
+            return
+        ticket = _Ticket(queue)
+        token = _TICKET.set(ticket)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            ticket.resolve()
+            _TICKET.reset(token)
 
 
 def install_overload_handler(app: FastAPI, metrics: Metrics) -> None:

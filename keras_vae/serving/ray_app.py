@@ -74,12 +74,13 @@ class VAEDecoder:
         self.options = options
         self.decode_batch.set_max_batch_size(options.max_batch_size)
         self.decode_batch.set_batch_wait_timeout_s(options.batch_wait_ms / 1000)
-        self._metrics = None
+        self._metrics, self._decode = None, self.sampler.decode
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         kwargs = {**self.options.app_kwargs(), "model": self.sampler, "encoder": self.encoder}
         app = create_app(**kwargs, decode_fn=self.decode_batch)
         self._metrics = app.state.serving.metrics
+        self._decode = app.state.serving.admission.timed("decode", self.sampler.decode)
         return app
 
     @serve.batch(max_batch_size=_MAX_BATCH, batch_wait_timeout_s=_BATCH_WAIT_S, batch_size_fn=_rows)
@@ -90,7 +91,7 @@ class VAEDecoder:
         collects them); returns each request's ``[n, H, W, C]`` slice.
         """
         z = latents[0] if len(latents) == 1 else np.concatenate(latents)
-        x = await asyncio.to_thread(self.sampler.decode, z)
+        x = await asyncio.to_thread(self._decode, z)
         if self._metrics is not None:
             self._metrics.observe_batch(len(z), len(latents))
         ends = np.cumsum([len(part) for part in latents])[:-1]
@@ -113,6 +114,8 @@ def build_app(args: dict[str, Any]) -> serve.Application:
     return VAEDecoder.options(
         num_replicas=options.num_replicas,
         max_ongoing_requests=options.max_ongoing_requests or options.max_batch_size,
+        # Beyond max_queued_requests Ray's proxy answers 503 itself: plain text, not {"error"}.
+        max_queued_requests=options.max_queued_requests, backpressure_config={"retry_after_s": 1},
         ray_actor_options={"num_cpus": options.num_cpus, "num_gpus": options.num_gpus},
     ).bind(**app_kwargs)
 
