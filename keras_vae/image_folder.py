@@ -20,8 +20,8 @@ Pixels: every image is decoded with Pillow to 8 bits per channel, ``grayscale`` 
 channel, Pillow's "L" conversion) or ``rgb`` (three; an alpha channel is dropped; a GIF
 gives its first frame), and scaled to float32 [0, 1] as ``uint8 / 255``, so the values lie
 on the 256-level grid a discretized likelihood needs. With ``color_mode="auto"``
-every file must have the same channel count (grey modes "1", "L", "LA", "I", "F" give
-one, all others three).
+every file must have the same channel count (grey modes "1", "L", "LA", "I", "F" and
+palettes of greys only give one, all others three).
 
 Size: with ``image_size=(H, W)`` each image is centre-cropped to the aspect ratio H:W
 (the largest centred crop), then resized to H×W with Pillow's bilinear filter (which
@@ -136,6 +136,8 @@ def scan(root, split="train", image_size=None, color_mode="auto"):
     else:
         paths, labels, class_names = list_images(root)
         where = root
+        if paths:  # the whole folder, so that both splits get one shape
+            image_shape = check_headers(paths, image_size, color_mode)
         if len(paths) >= 2:
             order = np.random.default_rng(SPLIT_SEED).permutation(len(paths))
             num_test = max(1, int(round(TEST_FRACTION * len(paths))))
@@ -148,7 +150,8 @@ def scan(root, split="train", image_size=None, color_mode="auto"):
         raise ValueError(
             f"{where} holds no images ({', '.join(IMAGE_EXTENSIONS)} files, in class subfolders "
             "or directly in the folder)")
-    image_shape = check_headers(paths, image_size, color_mode)
+    if where != root:
+        image_shape = check_headers(paths, image_size, color_mode)
     return ImageFiles(paths, labels, class_names, image_shape, resize=image_size is not None)
 
 
@@ -185,7 +188,7 @@ def check_headers(paths, image_size=None, color_mode="auto"):
     for path in paths:
         try:
             with Image.open(path) as image:
-                size, channels = image.size, 1 if image.mode in GREY_MODES else 3
+                size, channels = image.size, channel_count(image)
         except (UnidentifiedImageError, OSError, ValueError) as error:
             unreadable.append(f"{path} ({type(error).__name__}: {error})"
                               if len(unreadable) < NAMED_FILES else path)
@@ -211,6 +214,17 @@ def check_headers(paths, image_size=None, color_mode="auto"):
     height, width = image_size if image_size is not None else (first[1][1], first[1][0])
     channels = {"grayscale": 1, "rgb": 3}.get(color_mode, first[2])
     return (int(height), int(width), channels)
+
+
+def channel_count(image):
+    """1 for a grey PIL image (a grey mode, or a palette of greys only, as GIFs of grey images have), else 3."""
+    if image.mode in GREY_MODES:
+        return 1
+    if image.mode in ("P", "PA"):
+        palette = image.getpalette() or []
+        if all(palette[i] == palette[i + 1] == palette[i + 2] for i in range(0, len(palette) - 2, 3)):
+            return 1
+    return 3
 
 
 def read_image(path, image_shape, resize=False):
@@ -241,7 +255,7 @@ def crop_and_resize(image, height, width):
         crop_h = max(1, round(w * height / width))
         top = (h - crop_h) // 2
         box = (0, top, w, top + crop_h)
-    return image.resize((width, height), Image.Resampling.BILINEAR, box=box)
+    return image.crop(box).resize((width, height), Image.Resampling.BILINEAR)
 
 
 class ImageFolderBatches(keras.utils.PyDataset):
@@ -255,8 +269,9 @@ class ImageFolderBatches(keras.utils.PyDataset):
     fixed draw (seeded by the batch's index), as a validation set of a dynamically
     binarized run must be.
 
-    Only the batches in flight are in memory: with the default `workers=1`, one batch
-    plus Keras' queue of `max_queue_size` (default 10) prepared batches.
+    Only the batches in flight are in memory: with the default `workers=1` Keras reads
+    one batch at a time, in the training loop; with more `workers` (threads, keyword
+    arguments of `keras.utils.PyDataset`) it prepares up to `max_queue_size` ahead.
     """
 
     def __init__(self, files, batch_size, shuffle=False, seed=0, drop_last=False,

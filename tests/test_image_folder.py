@@ -1,0 +1,200 @@
+"""Image folders as datasets: layout, splits, resizing, colour, bad folders, and streaming."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from keras_vae.data import load_dataset
+from keras_vae.image_folder import scan
+
+RNG = np.random.default_rng(0)
+
+
+def write_images(folder, count, shape=(12, 10, 3), extension="png", rng=RNG):
+    """`count` random uint8 images of `shape` (H, W, C) saved in `folder`; returns them by file name."""
+    os.makedirs(folder, exist_ok=True)
+    written = {}
+    for i in range(count):
+        pixels = rng.integers(0, 256, size=shape, dtype=np.uint8)
+        image = Image.fromarray(pixels[..., 0] if shape[-1] == 1 else pixels)
+        path = os.path.join(folder, f"img_{i:03d}.{extension}")
+        image.save(path)
+        written[path] = pixels
+    return written
+
+
+@pytest.mark.parametrize("channels, extension", [(1, "png"), (3, "png"), (3, "bmp"), (1, "gif")])
+def test_class_subfolders_are_labels_in_sorted_order_and_pixels_are_exact(tmp_path, channels,
+                                                                           extension):
+    written = {}
+    for name, count in (("zebra", 6), ("ant", 5), ("moth", 4)):
+        written.update(write_images(tmp_path / name, count, (8, 6, channels), extension))
+    (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / "ant" / "readme.md").write_text("not an image either")
+    train, test = (scan(str(tmp_path), split) for split in ("train", "test"))
+    assert train.class_names == ("ant", "moth", "zebra") and train.image_shape == (8, 6, channels)
+    assert len(train) + len(test) == 15 and len(test) == 2  # round(10 % of 15), seeded
+    assert not set(train.paths) & set(test.paths)
+    for files in (train, test):
+        expected_labels = [("ant", "moth", "zebra").index(os.path.basename(os.path.dirname(p)))
+                           for p in files.paths]
+        np.testing.assert_array_equal(files.labels, expected_labels)
+        images = files.read()
+        assert images.dtype == np.float32 and images.shape == (len(files), 8, 6, channels)
+        for path, image in zip(files.paths, images):  # lossless formats: k / 255 exactly
+            np.testing.assert_array_equal(image, written[path].reshape(8, 6, channels) / np.float32(255))
+    data = load_dataset(str(tmp_path), "train")
+    np.testing.assert_array_equal(data.labels, train.labels)
+    np.testing.assert_array_equal(data.images, train.read())
+
+
+def test_a_flat_folder_has_no_labels_and_a_fixed_seeded_split(tmp_path):
+    write_images(tmp_path, 30, (4, 4, 3))
+    train, test = scan(str(tmp_path), "train"), scan(str(tmp_path), "test")
+    assert train.labels is None and test.labels is None and len(test) == 3 and len(train) == 27
+    assert sorted(train.paths + test.paths) == sorted(str(p) for p in tmp_path.iterdir())
+    assert scan(str(tmp_path), "test").paths == test.paths  # the same split every time
+    assert load_dataset(str(tmp_path), "test").labels is None
+
+
+def test_train_and_test_subfolders_are_the_splits(tmp_path):
+    write_images(tmp_path / "train" / "a", 3, (4, 4, 1))
+    write_images(tmp_path / "train" / "b", 2, (4, 4, 1))
+    write_images(tmp_path / "test" / "a", 1, (4, 4, 1))
+    write_images(tmp_path / "test" / "b", 1, (4, 4, 1))
+    train, test = scan(str(tmp_path), "train"), scan(str(tmp_path), "test")
+    assert len(train) == 5 and len(test) == 2
+    assert all("/train/" in p for p in train.paths) and all("/test/" in p for p in test.paths)
+    np.testing.assert_array_equal(train.labels, [0, 0, 0, 1, 1])
+    np.testing.assert_array_equal(test.labels, [0, 1])
+
+
+def test_image_size_centre_crops_to_the_aspect_ratio_then_resizes(tmp_path):
+    wide = np.zeros((20, 40, 3), np.uint8)
+    wide[:, :10] = (255, 0, 0)  # the left and right quarters fall outside a centred square crop
+    wide[:, 10:30] = (0, 255, 0)
+    wide[:, 30:] = (0, 0, 255)
+    Image.fromarray(wide).save(tmp_path / "wide.png")
+    tall = np.zeros((30, 10, 3), np.uint8)
+    tall[10:20] = (0, 255, 0)  # a 10x10 centre crop of a tall image is its middle third
+    tall[:10] = tall[20:] = (255, 255, 255)
+    Image.fromarray(tall).save(tmp_path / "tall.png")
+    # Mixed sizes are fine once resized; the two files fall one in each split.
+    images = np.concatenate([scan(str(tmp_path), split, image_size=(5, 5)).read()
+                             for split in ("train", "test")])
+    assert images.shape == (2, 5, 5, 3)
+    np.testing.assert_allclose(images, np.broadcast_to([0.0, 1.0, 0.0], images.shape), atol=1e-6)
+    # A non-square target keeps its own aspect ratio: 20x40 to 4x8 is a plain shrink.
+    whole = scan(str(tmp_path), "train", image_size=(4, 8))
+    for path, image in zip(whole.paths, whole.read()):
+        if path.endswith("wide.png"):
+            assert image[:, 0, 0].min() > 0.9 and image[:, -1, 2].min() > 0.9
+
+
+def test_color_mode_converts_every_file(tmp_path):
+    rgb = RNG.integers(0, 256, size=(6, 6, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "a.png")
+    Image.fromarray(rgb[..., 0]).save(tmp_path / "b.png")
+    with pytest.raises(ValueError, match=r"b\.png has 1 channel\(s\) but .*a\.png has 3.*--color-mode"):
+        scan(str(tmp_path), "train")
+    grey = load_dataset(str(tmp_path), "train", color_mode="grayscale").images
+    assert grey.shape[-1] == 1
+    grey_all = np.concatenate([grey, load_dataset(str(tmp_path), "test", color_mode="grayscale").images])
+    # ITU-R 601-2 luma, as Pillow's "L" conversion defines it (rounded).
+    wide = rgb.astype(np.float64)
+    luma = (wide[..., 0] * 299 + wide[..., 1] * 587 + wide[..., 2] * 114) / 1000.0
+    assert any(np.abs(image[..., 0] * 255 - luma).max() <= 1.0 for image in grey_all)
+    coloured = load_dataset(str(tmp_path), "train", color_mode="rgb").images
+    assert coloured.shape[-1] == 3
+
+
+def test_bad_folders_are_clear_errors_naming_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="No such image folder"):
+        scan(str(tmp_path / "missing"))
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("x")
+    with pytest.raises(ValueError, match="holds no images"):
+        scan(str(tmp_path / "empty"))
+
+    write_images(tmp_path / "corrupt", 4, (5, 5, 3))
+    (tmp_path / "corrupt" / "broken.png").write_bytes(b"this is not a PNG")
+    with pytest.raises(ValueError, match=r"1 of \d+ files cannot be read as images: .*broken\.png"):
+        for split in ("train", "test"):
+            scan(str(tmp_path / "corrupt"), split)
+
+    write_images(tmp_path / "mixed", 3, (5, 5, 3))
+    Image.fromarray(np.zeros((7, 5, 3), np.uint8)).save(tmp_path / "mixed" / "odd.png")
+    with pytest.raises(ValueError, match=r"odd\.png is 7x5 \(HxW\) but .* is 5x5: .*--image-size"):
+        for split in ("train", "test"):
+            scan(str(tmp_path / "mixed"), split)
+
+    # A valid header over truncated pixel data is found when the file is decoded.
+    write_images(tmp_path / "truncated", 3, (64, 64, 3))
+    path = tmp_path / "truncated" / "img_000.png"
+    path.write_bytes(path.read_bytes()[:200])
+    files = [scan(str(tmp_path / "truncated"), split) for split in ("train", "test")]
+    (holding,) = [f for f in files if str(path) in f.paths]
+    with pytest.raises(ValueError, match=r"img_000\.png: cannot decode the image"):
+        holding.read()
+
+
+def test_the_train_command_reports_a_bad_folder_without_a_traceback(tmp_path):
+    write_images(tmp_path / "mixed", 3, (5, 5, 1))
+    Image.fromarray(np.zeros((6, 5), np.uint8)).save(tmp_path / "mixed" / "odd.png")
+    result = subprocess.run(
+        [sys.executable, "-m", "keras_vae", "train", "--dataset", str(tmp_path / "mixed"),
+         "--out", str(tmp_path / "run"), "--epochs", "1"],
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "error:" in result.stderr and "odd.png" in result.stderr and "--image-size" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+STREAM_SCRIPT = textwrap.dedent("""
+    import sys
+    import numpy as np
+    from keras_vae.training import TrainConfig, load_training_data
+
+    def peak_kb():  # VmHWM: the process's peak resident memory
+        with open("/proc/self/status") as f:
+            return int(next(line for line in f if line.startswith("VmHWM")).split()[1])
+
+    folder, budget_mb = sys.argv[1], float(sys.argv[2])
+    config = TrainConfig(dataset=folder, memory_budget_mb=budget_mb, batch_size=32,
+                         val_fraction=0.0, out="unused")
+    before = peak_kb()
+    x_train, _ = load_training_data(config)
+    assert not isinstance(x_train, np.ndarray), "a folder beyond the budget must stream"
+    total, seen = 0.0, 0
+    for epoch in range(2):
+        for index in range(len(x_train)):
+            (batch,) = x_train[index]
+            total += float(batch.sum())
+            seen += len(batch)
+        x_train.on_epoch_end()
+    print(x_train.files.decoded_bytes, seen, (peak_kb() - before) * 1024)
+""")
+
+
+def test_a_folder_four_times_the_memory_budget_streams_within_it(tmp_path):
+    budget_mb = 50
+    shape = (128, 128, 3)
+    # The training split (90 % of the files), decoded as float32, is 4x the budget.
+    count = int(4 * budget_mb * 1e6 / (np.prod(shape) * 4) / 0.9) + 2
+    ramp = np.linspace(0, 255, 128, dtype=np.float32)
+    for i in range(count):  # smooth pictures: small files, quick to write and read
+        pixels = (ramp[:, None, None] + ramp[None, :, None] * (i % 7) / 7 + i) % 256
+        Image.fromarray(np.broadcast_to(pixels, shape).astype(np.uint8)).save(tmp_path / f"{i:04d}.png")
+    result = subprocess.run([sys.executable, "-c", STREAM_SCRIPT, str(tmp_path), str(budget_mb)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    decoded_bytes, seen, growth = map(int, result.stdout.split()[-3:])
+    assert decoded_bytes > 4 * budget_mb * 1e6
+    assert seen == 2 * len(scan(str(tmp_path), "train"))
+    assert growth < budget_mb * 1e6, f"peak memory grew by {growth / 1e6:.0f} MB"
+    print(f"decoded {decoded_bytes / 1e6:.0f} MB, peak memory grew by {growth / 1e6:.1f} MB")
