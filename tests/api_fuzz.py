@@ -1,83 +1,106 @@
-"""Property-based requests generated from a running service's own OpenAPI schema (schemathesis).
+"""Every schemathesis check against a running service, from its own OpenAPI document.
 
-`fuzz(base_url, seconds)` sends, for every operation in `/openapi.json`, cases that
-fit the schema and cases that break it (schemathesis' positive and negative
-modes), within a time budget, and checks every response: no 5xx, and every 4xx
-is JSON `{"error": "<message>"}`. Used against `keras_vae.serving.server` and the Ray
-Serve app alike.
+`fuzz(base_url, seconds)` is `st run BASE_URL/openapi.json --checks all --seed SEED
+--max-time SECONDS` from Python: the same engine and phases (examples, coverage, fuzzing,
+stateful), every check (no 5xx; every status, content type, header and body as the document
+says; schema-valid requests accepted, schema-invalid ones refused; unsupported methods
+answered 405 with Allow...), and on top of them this project's own rule that every 4xx is
+JSON `{"error": "<message>"}`. Used against `keras_vae.serving.server` and the Ray Serve app.
+
+Two settings say what the document cannot:
+
+* the path parameters `{name}` and `{version}` are the served model's in half of the
+  cases (a dictionary of known values), so the requests get past the 404;
+* infer's request fits the schema but not the model when its tensor's name, datatype,
+  shape or data count is not the model's (the Open Inference Protocol answers 400, and
+  JSON Schema cannot say "as many numbers as the shape's product"), so 400 is one of the
+  answers a schema-valid infer request may get.
 """
 
 import collections
 import json
-import time
 
-import hypothesis
-import requests
 import schemathesis
-from schemathesis import GenerationMode
+from schemathesis import engine
+from schemathesis.engine import Status, events
+
+SEED = 20261130
 
 
-class _OutOfTime(Exception):
-    """Stops Hypothesis when an operation's share of the time budget is spent."""
-
-
-def check_response(case, response):
-    """Raises AssertionError unless the response is a success or a JSON 4xx with an error message."""
-    where = f"{case.method} {case.formatted_path} -> {response.status_code}: {response.content[:300]!r}"
-    assert response.status_code < 500, f"server error for {case.body!r}: {where}"
-    if response.status_code >= 400:
+@schemathesis.check
+def error_body(ctx, response, case):
+    """Every 4xx is JSON ``{"error": "<non-empty message>"}``."""
+    if 400 <= response.status_code < 500:
         try:
             body = json.loads(response.content)
         except ValueError:
-            raise AssertionError(f"a 4xx without a JSON body: {where}") from None
-        assert isinstance(body, dict) and isinstance(body.get("error"), str) and body["error"], where
+            raise AssertionError(f"a {response.status_code} without a JSON body") from None
+        if not (isinstance(body, dict) and isinstance(body.get("error"), str) and body["error"]):
+            raise AssertionError(f"a {response.status_code} whose body is not {{'error': ...}}: {body!r}")
+    return None
 
 
-def fuzz(base_url, seconds, known_path_parameters=None, examples_per_body=400, examples_per_path=25):
-    """Fuzzes every operation of the service for about `seconds`; returns a Counter of statuses.
+def fuzz_config(seconds, known_path_parameters=None, seed=SEED, workers=1):
+    """The `schemathesis.Config` of `st run --checks all --seed SEED --max-time SECONDS`, plus the above."""
+    known = known_path_parameters or {}
+    data = {
+        "seed": seed,
+        "max-time": seconds,
+        "workers": workers,
+        "dictionaries": {f"known-{name}": {"values": [value]} for name, value in known.items()},
+        "parameters": {f"path.{name}": {"dictionary": f"known-{name}", "probability": 0.5}
+                       for name in known},
+        "operations": [{
+            "include-path-regex": "/infer$",
+            "checks": {"positive_data_acceptance": {"expected-statuses": [
+                "2xx", 400, 404, 503]}},
+        }],
+    }
+    config = schemathesis.Config.from_dict(data)
+    config.projects.override.checks.update(included_check_names=["all"])
+    return config
 
-    `known_path_parameters` (e.g. {"name": "vae_decoder", "version": "1"}) are also
-    used as they are, so that the bodies of /v2/models/{name}/... get past the 404.
-    Operations with a request body get up to `examples_per_body` cases per mode, and
-    run last, to use the time the others leave; the rest get `examples_per_path`.
-    Raises AssertionError (with the failing request) on the first bad response.
+
+def fuzz(base_url, seconds, known_path_parameters=None, seed=SEED, workers=1):
+    """Runs every check for `seconds`; returns a Counter of the statuses the service answered.
+
+    Raises AssertionError listing every failure (operation, check, message, and a curl
+    command that reproduces it) and every error (e.g. an operation the document describes
+    wrongly), if there are any.
     """
-    schema = schemathesis.openapi.from_url(f"{base_url}/openapi.json")
-    operations = [result.ok() for result in schema.get_all_operations()]
-    runs = []
-    for operation in operations:
-        names = {parameter.name for parameter in operation.path_parameters}
-        known = {k: v for k, v in (known_path_parameters or {}).items() if k in names}
-        for mode in GenerationMode:
-            runs.append((operation, mode, None))
-            if known:
-                runs.append((operation, mode, known))
-    runs.sort(key=lambda run: len(run[0].body) > 0)
+    config = fuzz_config(seconds, known_path_parameters, seed, workers)
+    schema = schemathesis.openapi.from_url(f"{base_url}/openapi.json", config=config)
     statuses = collections.Counter()
-    session = requests.Session()
-    started = time.monotonic()
-    for index, (operation, mode, path_parameters) in enumerate(runs):
-        # An equal share of what is left of the budget for each (operation, mode).
-        deadline = time.monotonic() + (seconds - (time.monotonic() - started)) / (len(runs) - index)
-        has_body = len(operation.body) > 0
-
-        @hypothesis.given(case=operation.as_strategy(generation_mode=mode,
-                                                     path_parameters=path_parameters))
-        @hypothesis.settings(max_examples=examples_per_body if has_body else examples_per_path,
-                             deadline=None, database=None,
-                             derandomize=True, suppress_health_check=list(hypothesis.HealthCheck),
-                             phases=[hypothesis.Phase.explicit, hypothesis.Phase.generate])
-        def send(case):
-            if time.monotonic() > deadline:
-                raise _OutOfTime
-            response = case.call(base_url=base_url, session=session, timeout=30)
-            statuses[response.status_code] += 1
-            check_response(case, response)
-
-        try:
-            send()
-        except _OutOfTime:
-            pass
-        except hypothesis.errors.Unsatisfiable:
-            pass  # nothing to break: e.g. the negative mode of a route without inputs
+    problems = []
+    for event in engine.from_schema(schema).execute():
+        if isinstance(event, (events.ScenarioFinished, events.FuzzScenarioFinished)):
+            recorder = event.recorder
+            for interaction in recorder.interactions.values():
+                if interaction.response is not None:
+                    statuses[interaction.response.status_code] += 1
+            for case_id, checks in recorder.checks.items():
+                for check in checks:
+                    if check.status == Status.FAILURE:
+                        problems.append(_describe_failure(recorder, case_id, check))
+        elif isinstance(event, events.NonFatalError):
+            problems.append(f"error in {event.label}: {event.value!r}")
+        elif isinstance(event, events.FatalError):
+            raise AssertionError(f"schemathesis could not run: {event.exception!r}")
+    if problems:
+        unique = list(dict.fromkeys(problems))
+        raise AssertionError(f"{len(unique)} failures or errors after {sum(statuses.values())} "
+                             f"requests (statuses {dict(sorted(statuses.items()))}):\n\n"
+                             + "\n\n".join(unique))
     return statuses
+
+
+def _describe_failure(recorder, case_id, check):
+    failure = check.failure_info.failure if check.failure_info else None
+    title = getattr(failure, "title", "") or check.name
+    message = getattr(failure, "message", "")
+    case = recorder.cases.get(case_id)
+    command = ""
+    if case is not None and check.failure_info is not None:
+        command = getattr(check.failure_info, "code_sample", "") or ""
+    label = case.value.operation.label if case is not None else recorder.label
+    return f"{label}: {check.name}: {title}\n{message}\n{command}".rstrip()

@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 from fastapi import Request
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 
 from keras_vae.serving.errors import APIError, describe_validation_errors, is_json_content_type
+from keras_vae.serving.openapi import integer
 
 __all__ = ["InferRequest", "split_body", "parse_request", "input_tensor", "wants_binary",
-           "infer_request_schema", "SERVER_NAME", "MODEL_VERSION", "PLATFORM"]
+           "infer_request_schema", "SERVER_NAME", "MODEL_VERSION", "PLATFORM", "ServerMetadata",
+           "ServerLive", "ServerReady", "ModelMetadata", "ModelReady", "InferResponse"]
 
 SERVER_NAME = "keras-vae"
 MODEL_VERSION = "1"
@@ -30,7 +32,7 @@ HEADER_LENGTH = "inference-header-content-length"
 class _Tensor(BaseModel):
     model_config = ConfigDict(extra="ignore")
     name: StrictStr
-    shape: list[StrictInt]
+    shape: list[integer(0)]
     datatype: StrictStr
     parameters: dict[str, Any] = Field(default_factory=dict)
     data: Any = None
@@ -169,3 +171,56 @@ def infer_request_schema() -> dict[str, Any]:
     """The OpenAPI ``requestBody`` of ``infer``: the JSON form, with its definitions inlined."""
     return {"requestBody": {"required": True, "content": {
         "application/json": {"schema": _inline_definitions(InferRequest.model_json_schema())}}}}
+
+
+# The answers (documented in the OpenAPI document; the routes build them as dicts).
+
+class TensorMetadata(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int] = Field(description="-1 for a dimension of any size")
+
+
+class ServerMetadata(BaseModel):
+    name: str
+    version: str
+    extensions: list[str]
+
+
+class ServerLive(BaseModel):
+    live: bool
+
+
+class ServerReady(BaseModel):
+    ready: bool
+
+
+class ModelMetadata(BaseModel):
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[TensorMetadata]
+    outputs: list[TensorMetadata]
+
+
+class ModelReady(BaseModel):
+    name: str
+    ready: bool
+
+
+class OutputTensor(BaseModel):
+    name: str
+    datatype: str
+    shape: list[int]
+    data: list[float] | None = Field(None, description="the values in row-major order (JSON answer)")
+    parameters: dict[str, Any] | None = Field(
+        None, description="binary_data_size: bytes of the tensor after the JSON header (binary answer)")
+
+
+class InferResponse(BaseModel):
+    """The JSON answer of infer, or the JSON header of a binary one."""
+
+    model_name: str
+    model_version: str
+    id: str | None = None
+    outputs: list[OutputTensor]

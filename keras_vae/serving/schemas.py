@@ -1,22 +1,33 @@
 """The request bodies of the /v1 routes, made for one served model's sizes.
 
 Their limits (``n`` up to ``max_batch_size``, rows of ``latent_dim`` numbers, images of
-the model's shape) are in the OpenAPI schema, so ``/docs`` and schema-driven clients
-see them.
+the model's shape, integers within JSON's safe range, reals within float32) are in the
+OpenAPI schema, so ``/docs`` and schema-driven clients see them; a request that fits the
+schema is accepted. The answers' models are here too.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from fastapi.responses import PlainTextResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
 
 from keras_vae.core import contract
+from keras_vae.serving.openapi import (FLOAT32_MAX, MAX_SAFE_INTEGER, MODEL_WORK_ERRORS, integer,
+                                       binary_responses, error_responses)
 
-__all__ = ["ImageFormat", "request_models", "encoder_request_models"]
+__all__ = ["ImageFormat", "request_models", "encoder_request_models", "ImagesJSON",
+           "EncodeResponse", "ScoreResponse", "ROUTE_DOCS"]
 
 ImageFormat = Literal["png", "npy", "json"]
-Ncols = Annotated[StrictInt | None, Field(ge=1, description="images per PNG grid row")]
+Seed = integer(0, MAX_SAFE_INTEGER)
+#: A real number that float32 holds (the models' input type): finite, |x| <= FLOAT32_MAX.
+Real = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=-FLOAT32_MAX, le=FLOAT32_MAX)]
+
+
+def _ncols() -> Any:
+    return Field(None, description="images per PNG grid row (default: about the square root of n)")
 
 
 def request_models(latent_dim: int, max_batch_size: int) -> tuple[type[BaseModel], type[BaseModel]]:
@@ -26,16 +37,15 @@ def request_models(latent_dim: int, max_batch_size: int) -> tuple[type[BaseModel
         """Sample ``n`` images, with z drawn from the model's prior, spread scaled by T."""
 
         model_config = ConfigDict(extra="forbid")
-        n: StrictInt = Field(16, ge=1, le=max_batch_size, description="number of images")
-        seed: StrictInt | None = Field(None, ge=0, lt=2**64, description="random seed")
+        n: integer(1, max_batch_size) = Field(16, description="number of images")
+        seed: Seed | None = Field(None, description="random seed (none: fresh randomness)")
         temperature: float = Field(1.0, ge=0, le=contract.MAX_TEMPERATURE, allow_inf_nan=False,
                                    strict=True,
                                    description="scale T of the latent spread around the prior")
         format: ImageFormat = "png"
-        ncols: Ncols = None
+        ncols: integer(1, max_batch_size) | None = _ncols()
 
-    Row = Annotated[list[Annotated[float, Field(strict=True)]],
-                    Field(min_length=latent_dim, max_length=latent_dim)]
+    Row = Annotated[list[Real], Field(min_length=latent_dim, max_length=latent_dim)]
 
     class DecodeRequest(BaseModel):
         """Decode the given latents ``z`` ``[n, latent_dim]``."""
@@ -44,7 +54,7 @@ def request_models(latent_dim: int, max_batch_size: int) -> tuple[type[BaseModel
         z: list[Row] = Field(min_length=1, max_length=max_batch_size,
                              description=f"1 to {max_batch_size} rows of {latent_dim} numbers")
         format: ImageFormat = "json"
-        ncols: Ncols = None
+        ncols: integer(1, max_batch_size) | None = _ncols()
 
     return GenerateRequest, DecodeRequest
 
@@ -54,8 +64,8 @@ def encoder_request_models(image_shape: tuple[int, int, int], max_batch_size: in
                            unit_interval: bool) -> tuple[type[BaseModel], ...]:
     """The bodies of ``POST /v1/encode``, ``/v1/reconstruct`` and ``/v1/score`` for one model."""
     h, w, c = image_shape
-    bounds = {"ge": 0.0, "le": 1.0} if unit_interval else {}
-    pixel = Annotated[float, Field(strict=True, **bounds)]
+    pixel = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0.0, le=1.0)] if (
+        unit_interval) else Real
     images_field = Field(min_length=1, max_length=max_batch_size,
                          description=f"1 to {max_batch_size} images, each [{h}][{w}][{c}] nested lists"
                                      + (" of pixel values in [0, 1]" if unit_interval else ""))
@@ -75,17 +85,80 @@ def encoder_request_models(image_shape: tuple[int, int, int], max_batch_size: in
         model_config = ConfigDict(extra="forbid")
         images: Images = images_field
         format: ImageFormat = "json"
-        ncols: Ncols = None
+        ncols: integer(1, max_batch_size) | None = _ncols()
 
     class ScoreRequest(BaseModel):
         """Importance-sampled log p(x) of each image, from the encoder and the decoder."""
 
         model_config = ConfigDict(extra="forbid")
         images: Images = images_field
-        num_samples: StrictInt | None = Field(
-            None, ge=1, le=max_score_samples,
+        num_samples: integer(1, max_score_samples) | None = Field(
+            None,
             description="importance samples K per image (default: the K of the decoder's "
                         "anomaly threshold, else 100)")
-        seed: StrictInt = Field(0, ge=0, lt=2**63, description="noise seed")
+        seed: Seed = Field(0, description="seed of the importance samples' noise")
 
     return EncodeRequest, ReconstructRequest, ScoreRequest
+
+
+class ImagesJSON(BaseModel):
+    """Images as JSON (``format: json``): pixel means, float32 values."""
+
+    shape: list[int] = Field(min_length=4, max_length=4, description="[n, H, W, C]")
+    images: list[list[list[list[float]]]] = Field(description="n images, each [H][W][C] nested lists")
+
+
+class EncodeResponse(BaseModel):
+    """q(z|x) = N(z_mean, exp(z_log_var)) of each image: ``[n, latent_dim]`` each."""
+
+    z_mean: list[list[float]]
+    z_log_var: list[list[float]]
+
+
+class ScoreResponse(BaseModel):
+    """Importance-sampled log p(x) of each image, in nats; the images' order kept.
+
+    ``nll`` (= −log p(x)) and ``bits_per_dim`` when ``measure`` is ``"nll"``; ``cross_entropy``
+    in their place for grey images under a Bernoulli decoder, whose number is not a likelihood.
+    """
+
+    measure: Literal["nll", "cross_entropy"]
+    num_samples: int = Field(description="importance samples K per image")
+    seed: int
+    log_px: list[float] = Field(description="log p(x) per image, nats")
+    nll: list[float] | None = Field(None, description="−log p(x) per image, nats")
+    cross_entropy: list[float] | None = Field(None, description="per image, nats")
+    bits_per_dim: list[float] | None = Field(None, description="nll / (pixels · ln 2) per image")
+    elbo: list[float] | None = Field(None, description="the K-sample ELBO per image, nats")
+    recon_mse: list[float] | None = Field(
+        None, description="per image: mean squared error per pixel of the reconstruction "
+                          "from the posterior mean")
+    anomalous: list[bool] | None = Field(
+        None, description="per image, when the served decoder holds an anomaly threshold")
+    anomaly_threshold: dict[str, Any] | None = Field(
+        None, description="the threshold that decided `anomalous`: score, value, num_samples, fpr, "
+                          "achieved_fpr, data, count, seed (keras_vae.core.anomaly.AnomalyThreshold)")
+
+
+def _json_route(model: type[BaseModel]) -> dict[str, Any]:
+    # response_model=None: the handler's dict goes out as it is; the model documents it.
+    return {"response_model": None,
+            "responses": {200: {"model": model}, **error_responses(*MODEL_WORK_ERRORS)}}
+
+
+_IMAGES_ROUTE = {"response_class": Response, "responses": {
+    **binary_responses("The images: a PNG grid (`format: png`), float32 `[n, H, W, C]` `.npy` "
+                       "bytes (`npy`) or JSON (`json`)", "image/png", "application/octet-stream",
+                       model=ImagesJSON),
+    **error_responses(*MODEL_WORK_ERRORS)}}
+
+#: The keywords of each /v1 route's registration that document its answers.
+ROUTE_DOCS: dict[str, dict[str, Any]] = {
+    "/metrics": {"response_class": PlainTextResponse,
+                 "description": "Prometheus text exposition format."},
+    "/v1/generate": _IMAGES_ROUTE,
+    "/v1/decode": _IMAGES_ROUTE,
+    "/v1/reconstruct": _IMAGES_ROUTE,
+    "/v1/encode": _json_route(EncodeResponse),
+    "/v1/score": _json_route(ScoreResponse),
+}

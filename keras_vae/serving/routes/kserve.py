@@ -6,7 +6,9 @@ health, server and model metadata, and ``infer`` with JSON tensors (flat or
 nested ``data``) and the binary tensor data extension
 (``Inference-Header-Content-Length``), so ``tritonclient.http`` works with or
 without ``binary_data``. Errors are ``{"error": "..."}``, as the protocol says.
-The wire format is parsed by ``keras_vae.serving.kserve_protocol``.
+The wire format is parsed by ``keras_vae.serving.kserve_protocol``. The routes read
+``{name}`` and ``{version}`` from the path themselves: any string is accepted, an unknown
+one is a 404 (never a 422), and the OpenAPI document lists them as path parameters.
 """
 
 from __future__ import annotations
@@ -20,8 +22,11 @@ from fastapi.responses import JSONResponse
 
 from keras_vae.serving.batching import encode_off_loop
 from keras_vae.serving.errors import APIError
-from keras_vae.serving.kserve_protocol import (MODEL_VERSION, PLATFORM, SERVER_NAME, infer_request_schema,
-                                               input_tensor, parse_request, split_body, wants_binary)
+from keras_vae.serving.kserve_protocol import (MODEL_VERSION, PLATFORM, SERVER_NAME, InferResponse,
+                                               ModelMetadata, ModelReady, ServerLive, ServerMetadata,
+                                               ServerReady, infer_request_schema, input_tensor,
+                                               parse_request, split_body, wants_binary)
+from keras_vae.serving.openapi import binary_responses, error_responses, path_parameters
 from keras_vae.serving.state import ServingState, get_state
 
 __all__ = ["kserve_router"]
@@ -29,9 +34,9 @@ __all__ = ["kserve_router"]
 State = Annotated[ServingState, Depends(get_state)]
 
 
-def _served(request: Request, state: ServingState, name: str) -> ServingState:
-    """``state`` if ``name`` (and the optional version) is the served model, else a 404."""
-    version = request.path_params.get("version")
+def _served(request: Request, state: ServingState) -> ServingState:
+    """``state`` if the path's ``{name}`` (and ``{version}``) is the served model, else a 404."""
+    name, version = request.path_params["name"], request.path_params.get("version")
     if name != state.model_name:
         raise APIError(404, f"unknown model {name!r}; this server serves {state.model_name!r}")
     if version not in (None, MODEL_VERSION):
@@ -53,8 +58,8 @@ async def server_ready(state: State) -> JSONResponse:
     return JSONResponse({"ready": state.ready}, status_code=200 if state.ready else 503)
 
 
-async def model_metadata(request: Request, name: str, state: State) -> dict:
-    state = _served(request, state, name)
+async def model_metadata(request: Request, state: State) -> dict:
+    state = _served(request, state)
     sampler = state.sampler
     return {
         "name": state.model_name,
@@ -67,8 +72,8 @@ async def model_metadata(request: Request, name: str, state: State) -> dict:
     }
 
 
-async def model_ready(request: Request, name: str, state: State) -> JSONResponse:
-    state = _served(request, state, name)
+async def model_ready(request: Request, state: State) -> JSONResponse:
+    state = _served(request, state)
     return JSONResponse({"name": state.model_name, "ready": state.ready},
                         status_code=200 if state.ready else 503)
 
@@ -79,9 +84,14 @@ def _json_response(result: dict[str, Any], x: np.ndarray) -> JSONResponse:
     return JSONResponse(result)
 
 
-async def infer(request: Request, name: str, state: State) -> Response:
-    """Decode the ``z`` input tensor into ``x_mean``."""
-    state = _served(request, state, name)
+async def infer(request: Request, state: State) -> Response:
+    """Decode the ``z`` input tensor into ``x_mean``.
+
+    The answer is JSON, or with the binary tensor data extension (``binary_data`` asked for)
+    the JSON header followed by the raw little-endian float32 values of ``x_mean``;
+    ``Inference-Header-Content-Length`` gives the header's length in bytes.
+    """
+    state = _served(request, state)
     sampler = state.sampler
     header, binary = split_body(request, await request.body())
     req = parse_request(header)
@@ -107,26 +117,43 @@ async def infer(request: Request, name: str, state: State) -> Response:
                     headers={"Inference-Header-Content-Length": str(len(head))})
 
 
+_NAME = "the model's name (this server serves one)"
+_VERSION = f"the model's version (this server has one: {MODEL_VERSION!r})"
+_MODEL = error_responses(404)
+_READY = {503: {"model": ModelReady, "description": "Not ready: starting or shutting down"}}
+_INFER = {**binary_responses("The output tensor: JSON, or a JSON header and binary tensor data",
+                             "application/octet-stream", model=InferResponse),
+          **error_responses(400, 404, 413, 415, 503)}
+
+
 def kserve_router() -> APIRouter:
     """The protocol's routes, with and without ``/versions/{version}``."""
     router = APIRouter(tags=["Open Inference Protocol (KServe v2)"])
     model = "/v2/models/{name}"
     versioned = "/v2/models/{name}/versions/{version}"
+    # (method, path, endpoint, answer model, other answers)
     routes = [
-        ("GET", "/v2", server_metadata),
-        ("GET", "/v2/health/live", server_live),
-        ("GET", "/v2/health/ready", server_ready),
-        ("GET", model, model_metadata),
-        ("GET", versioned, model_metadata),
-        ("GET", model + "/ready", model_ready),
-        ("GET", versioned + "/ready", model_ready),
-        ("POST", model + "/infer", infer),
-        ("POST", versioned + "/infer", infer),
+        ("GET", "/v2", server_metadata, ServerMetadata, {}),
+        ("GET", "/v2/health/live", server_live, ServerLive, {}),
+        ("GET", "/v2/health/ready", server_ready, ServerReady,
+         {503: {"model": ServerReady, "description": "Not ready: starting or shutting down"}}),
+        ("GET", model, model_metadata, ModelMetadata, _MODEL),
+        ("GET", versioned, model_metadata, ModelMetadata, _MODEL),
+        ("GET", model + "/ready", model_ready, ModelReady, {**_MODEL, **_READY}),
+        ("GET", versioned + "/ready", model_ready, ModelReady, {**_MODEL, **_READY}),
+        ("POST", model + "/infer", infer, None, _INFER),
+        ("POST", versioned + "/infer", infer, None, _INFER),
     ]
     # infer reads its body itself (JSON, or JSON plus binary tensors); the schema
     # documents the JSON form, so that clients and schema-driven tests see it.
     infer_body = infer_request_schema()
-    for method, path, endpoint in routes:
-        router.add_api_route(path, endpoint, methods=[method],
-                             openapi_extra=infer_body if endpoint is infer else None)
+    for method, path, endpoint, answer, others in routes:
+        extra = path_parameters(**{"name": _NAME, **({"version": _VERSION} if "{version}" in path
+                                                      else {})}) if "{name}" in path else {}
+        if endpoint is infer:
+            extra.update(infer_body)
+        responses = others if answer is None else {200: {"model": answer}, **others}
+        router.add_api_route(path, endpoint, methods=[method], response_model=None,
+                             response_class=Response if endpoint is infer else JSONResponse,
+                             responses=responses, openapi_extra=extra or None)
     return router

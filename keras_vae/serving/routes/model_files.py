@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 from fastapi.responses import FileResponse, Response
 
+from keras_vae.serving.openapi import binary_responses
 from keras_vae.serving.state import ServingState, get_state
 
 __all__ = ["model_files_router"]
@@ -16,15 +17,16 @@ State = Annotated[ServingState, Depends(get_state)]
 
 def model_files_router(with_encoder: bool) -> APIRouter:
     """``GET /models/decoder.onnx``, and ``/models/encoder.onnx`` when an encoder is served."""
-    router = APIRouter(tags=["models"])
+    router = APIRouter(tags=["models"], default_response_class=Response,
+                       responses=binary_responses("The ONNX file, byte for byte",
+                                                  "application/octet-stream"))
 
-    @router.get("/models/decoder.onnx", summary="The served decoder.onnx", response_class=Response)
+    @router.get("/models/decoder.onnx", summary="The served decoder.onnx")
     async def decoder_file(state: State) -> Response:
         return _send(state.sampler.model_path)
 
     if with_encoder:
-        @router.get("/models/encoder.onnx", summary="The served encoder.onnx",
-                    response_class=Response)
+        @router.get("/models/encoder.onnx", summary="The served encoder.onnx")
         async def encoder_file(state: State) -> Response:
             return _send(state.encoder.model_path)
 

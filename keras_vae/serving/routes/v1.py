@@ -17,7 +17,7 @@ from keras_vae.core.images import encode_png, image_grid
 from keras_vae.core.likelihood import is_likelihood
 from keras_vae.serving.batching import encode_off_loop
 from keras_vae.serving.errors import APIError
-from keras_vae.serving.schemas import encoder_request_models, request_models
+from keras_vae.serving.schemas import ROUTE_DOCS, encoder_request_models, request_models
 from keras_vae.serving.scoring import onnx_scores, resolve_score_request, threshold_summary
 from keras_vae.serving.state import ServingState, get_state
 
@@ -71,7 +71,7 @@ def v1_router(latent_dim: int, max_batch_size: int) -> APIRouter:
             "anomaly_threshold": threshold_summary(state.sampler)}
         return info
 
-    @router.get("/metrics", tags=["health"])
+    @router.get("/metrics", tags=["health"], **ROUTE_DOCS["/metrics"])
     async def metrics(state: State) -> Response:
         body, content_type = state.metrics.render()
         return Response(body, media_type=content_type)
@@ -95,8 +95,8 @@ def v1_router(latent_dim: int, max_batch_size: int) -> APIRouter:
     # (string, postponed) annotations that FastAPI would look up among the module's names.
     generate.__annotations__["body"] = GenerateRequest
     decode.__annotations__["body"] = DecodeRequest
-    router.post("/v1/generate", tags=["v1"])(generate)
-    router.post("/v1/decode", tags=["v1"])(decode)
+    router.post("/v1/generate", tags=["v1"], **ROUTE_DOCS["/v1/generate"])(generate)
+    router.post("/v1/decode", tags=["v1"], **ROUTE_DOCS["/v1/decode"])(decode)
     return router
 
 
@@ -154,7 +154,7 @@ def encoder_router(image_shape: tuple[int, int, int], max_batch_size: int, max_s
     for function, model in ((encode, EncodeRequest), (reconstruct, ReconstructRequest),
                             (score, ScoreRequest)):
         function.__annotations__["body"] = model
-    router.post("/v1/encode")(encode)
-    router.post("/v1/reconstruct")(reconstruct)
-    router.post("/v1/score")(score)
+    router.post("/v1/encode", **ROUTE_DOCS["/v1/encode"])(encode)
+    router.post("/v1/reconstruct", **ROUTE_DOCS["/v1/reconstruct"])(reconstruct)
+    router.post("/v1/score", **ROUTE_DOCS["/v1/score"])(score)
     return router
