@@ -198,3 +198,36 @@ def test_a_folder_four_times_the_memory_budget_streams_within_it(tmp_path):
     assert seen == 2 * len(scan(str(tmp_path), "train"))
     assert growth < budget_mb * 1e6, f"peak memory grew by {growth / 1e6:.0f} MB"
     print(f"decoded {decoded_bytes / 1e6:.0f} MB, peak memory grew by {growth / 1e6:.1f} MB")
+
+
+def test_coloured_mnist_is_a_seeded_labelled_folder_of_tinted_digits(tmp_path):
+    from keras_vae.coloured_mnist import build_coloured_mnist
+
+    digits = np.zeros((6, 28, 28), np.uint8)
+    digits[3:] = 255  # a solid 28x28 block: all foreground
+    labels = np.array([0, 1, 2, 0, 1, 2])
+    np.savez(tmp_path / "mnist.npz", x_train=digits, y_train=labels, x_test=digits[:2],
+             y_test=labels[:2])
+    counts = build_coloured_mnist(str(tmp_path / "mnist.npz"), str(tmp_path / "cm"), seed=3)
+    assert counts == {"train": 6, "test": 2}
+    train = scan(str(tmp_path / "cm"), "train")
+    assert train.class_names == ("0", "1", "2") and train.image_shape == (32, 32, 3)
+    np.testing.assert_array_equal(train.labels, [0, 0, 1, 1, 2, 2])
+    images = np.rint(train.read() * 255).astype(int)
+    for path, image in zip(train.paths, images):
+        index = int(os.path.basename(path)[:-4])
+        if index < 3:
+            background = image[0, 0]  # a blank digit: the background everywhere, each channel in [0, 127]
+            assert (image == background).all() and background.max() <= 127
+            continue
+        foreground = image[(image >= 128).all(axis=-1)]
+        assert len(foreground) == 28 * 28 and (foreground == foreground[0]).all()
+        rows, cols = np.nonzero((image >= 128).all(axis=-1))
+        assert rows.max() - rows.min() == 27 and cols.max() - cols.min() == 27
+        assert 0 <= rows.min() <= 4 and 0 <= cols.min() <= 4
+    with pytest.raises(FileExistsError):
+        build_coloured_mnist(str(tmp_path / "mnist.npz"), str(tmp_path / "cm"))
+    build_coloured_mnist(str(tmp_path / "mnist.npz"), str(tmp_path / "again"), seed=3)
+    for path in train.paths:
+        twin = path.replace(str(tmp_path / "cm"), str(tmp_path / "again"))
+        assert open(path, "rb").read() == open(twin, "rb").read()
