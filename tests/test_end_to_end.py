@@ -225,6 +225,10 @@ def test_int8_export_measures_its_nll_cost_and_serves_like_any_decoder(runs, tmp
     report = json.loads(metadata["quantization"])
     assert report["images"] == 360 and report["num_samples"] == 200 and "static QDQ" in report["method"]
     assert report["cost"] <= 0.1 and report["max_output_difference"] <= 0.15
+    assert metadata["quantization_recipe"] == "u8s7" and "7 bits" in report["method"]
+    machine = json.loads(metadata["int8_measured_on"])
+    assert machine["onnxruntime"] == onnxruntime.__version__ and machine["cpu"]
+    assert f"recipe u8s7, measured on {machine['cpu']} (avx2 " in result.stdout
     # The check's fp32 NLL is Keras' own estimate on the same images, K and noise.
     vae = load_vae(runs["torch"])
     expected = -vae.log_likelihood(test_images(vae, "digits")[0], num_samples=200, seed=0).mean()
@@ -237,7 +241,9 @@ def test_int8_export_measures_its_nll_cost_and_serves_like_any_decoder(runs, tmp
     difference = np.abs(session.run(["x_mean"], {"z": z})[0] - fp32.run(["x_mean"], {"z": z})[0])
     assert 0 < difference.max() <= 0.15
     with TestClient(create_app(str(int8_path))) as client:
-        assert client.get("/v1/model").json()["precision"] == "int8"
+        info = client.get("/v1/model").json()
+        assert info["precision"] == "int8" and info["metadata"]["quantization_recipe"] == "u8s7"
+        assert json.loads(info["metadata"]["int8_measured_on"]) == machine
         r = client.post("/v1/generate", json={"n": 4, "seed": 1, "format": "npy"})
         assert r.status_code == 200
     run_python(["-m", "keras_vae", "generate", str(int8_path), "-n", "16", "--out", str(tmp_path / "s.png")])
