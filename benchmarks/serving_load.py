@@ -29,6 +29,8 @@ Examples:
     python benchmarks/serving_load.py decoder.onnx --url http://127.0.0.1:8000
     python benchmarks/serving_load.py decoder.onnx --int8 decoder.int8.onnx --batch-sizes 1,16,256
     python benchmarks/serving_load.py decoder.onnx --encoder encoder.onnx --overload --clients 8,48
+    git archive v0.1.0 keras_vae | tar -x -C /tmp/before    # then, to compare with that version:
+    python benchmarks/serving_load.py decoder.onnx --encoder encoder.onnx --overload --before /tmp/before
 """
 
 from __future__ import annotations
@@ -91,7 +93,8 @@ def _peak_rss_mib(pid: int) -> float | None:
 class LocalServer:
     """``keras-vae serve`` (``python -m keras_vae.serving.server``) in a subprocess on a free loopback port."""
 
-    def __init__(self, model: str, micro_batching: bool, extra: list[str]) -> None:
+    def __init__(self, model: str, micro_batching: bool, extra: list[str],
+                 source: Path = REPO) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         cmd = [sys.executable, "-m", "keras_vae.serving.server", model, "--host", "127.0.0.1",
@@ -99,7 +102,8 @@ class LocalServer:
         if not micro_batching:
             cmd.append("--no-micro-batching")
         self._log = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT)
+        # python -m finds keras_vae in the working directory first: ``source``'s copy.
+        self.proc = subprocess.Popen(cmd, cwd=source, stdout=self._log, stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
@@ -377,16 +381,19 @@ def run_overload(args: argparse.Namespace) -> int:
         if args.url is not None:
             targets = {"as running": (args.url.rstrip("/"), None)}
         else:
-            extra = ["--batch-wait-ms", str(args.batch_wait_ms)]
-            extra += ["--encoder", args.encoder] if args.encoder else []
+            model, encoder = (str(Path(f).resolve()) if f else None for f in (args.model, args.encoder))
+            extra = ["--batch-wait-ms", str(args.batch_wait_ms)] + (["--encoder", encoder] if encoder else [])
             if args.intra_op_threads is not None:
                 extra += ["--intra-op-threads", str(args.intra_op_threads)]
-            servers = [LocalServer(args.model, True, extra + ["--max-queue-ms", bound])
+            servers = [LocalServer(model, True, extra + ["--max-queue-ms", bound])
                        for bound in ("inf", str(args.max_queue_ms))]
+            labels = ["off", "on"]
+            if args.before:
+                servers.append(LocalServer(model, True, extra, source=Path(args.before)))
+                labels.append("before")
             for server in servers:
                 server.wait_ready()
-            targets = {label: (server.url, server.proc.pid)
-                       for label, server in zip(("off", "on"), servers)}
+            targets = {label: (server.url, server.proc.pid) for label, server in zip(labels, servers)}
         for count in clients:
             for label, (url, pid) in targets.items():
                 info = httpx.get(url + "/v1/model", timeout=30).json()
@@ -439,6 +446,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --overload: seconds of load per table row (default 20)")
     p.add_argument("--max-queue-ms", type=float, default=500.0,
                    help="with --overload: the shedding server's --max-queue-ms (default 500)")
+    p.add_argument("--before", metavar="DIR", default=None,
+                   help="with --overload: also measure the server of another source tree (the "
+                        "folder holding its keras_vae/, e.g. from git archive), as 'before'")
     return p
 
 

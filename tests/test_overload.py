@@ -216,3 +216,24 @@ def test_an_overloaded_server_sheds_score_work_and_keeps_answering(server):
     # Memory stays bounded: admitted work is bounded, and shed bodies are dropped.
     peak_rss = _rss_kib(pid, "VmHWM")
     assert peak_rss - rss_before < 300 * 1024, (rss_before, peak_rss, seen["rss"][-5:])
+
+
+@pytest.mark.slow
+def test_overload_benchmark_compares_shedding_on_and_off(tmp_path):
+    decoder = make_decoder_onnx(tmp_path / "decoder.onnx")
+    encoder = make_encoder_onnx(tmp_path / "encoder.onnx")
+    result = subprocess.run(
+        [sys.executable, "benchmarks/serving_load.py", str(decoder), "--encoder", str(encoder),
+         "--overload", "--clients", "4", "--duration", "2", "--max-queue-ms", "100"],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line.split("|")[1:-1] for line in result.stdout.splitlines()
+            if line.startswith("| o")]
+    assert [row[0].strip() for row in rows] == ["off", "on"]
+    assert "unexpected statuses" not in result.stdout
+    for row in rows:
+        cells = [cell.strip().replace(",", "") for cell in row]
+        assert float(cells[2]) > 0 and float(cells[4]) > 0  # score and generate goodput
+        assert float(cells[10]) > 0 and float(cells[13]) > 10  # healthz p99, peak RSS MiB
+    off = [cell.strip() for cell in rows[0]]
+    assert off[6] == "0" and off[9] == "0"  # without a bound nothing is refused
