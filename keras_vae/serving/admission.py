@@ -23,8 +23,6 @@ shed requests cost the event loop almost nothing.
 from __future__ import annotations
 
 import asyncio
-import math
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -39,9 +37,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from keras_vae.core.likelihood import onnx_log_likelihood
 from keras_vae.serving.encoder import Encoder
-from keras_vae.serving.errors import APIError, error_response
+from keras_vae.serving.errors import error_response
 from keras_vae.serving.metrics import Metrics, route_template
 from keras_vae.serving.sampler import Sampler
+from keras_vae.serving.work_queues import CostModel, Overloaded, WorkQueue
 
 __all__ = ["Admission", "AdmissionMiddleware", "Overloaded", "WORK_CLASSES", "work_class_of",
            "overloaded_response", "install_overload_handler"]
@@ -52,7 +51,6 @@ WORK_CLASSES = ("sample", "score")
 #: path -> (work class, route template) for the routes that queue model work
 _ROUTES = {"/v1/generate": "sample", "/v1/decode": "sample", "/v1/score": "score",
            "/v1/encode": "score", "/v1/reconstruct": "score"}
-_SMOOTHING = 0.3  # weight of the newest measurement in the running averages
 
 
 def work_class_of(path: str) -> tuple[str, str] | None:
@@ -66,91 +64,9 @@ def work_class_of(path: str) -> tuple[str, str] | None:
     return None
 
 
-class Overloaded(APIError):
-    """A work class's queue is full: answered with 503, ``Retry-After`` and ``{"error"}``."""
-
-    def __init__(self, work_class: str, queued_ms: float, limit_ms: float) -> None:
-        self.work_class = work_class
-        self.retry_after_s = max(1, math.ceil(queued_ms / 1000))
-        super().__init__(503, f"server overloaded: the {work_class} queue holds {queued_ms:.0f} ms "
-                              f"of work (limit {limit_ms:g} ms); retry after "
-                              f"{self.retry_after_s} s")
-
-
 def overloaded_response(exc: Overloaded) -> JSONResponse:
     """The 503 answer: ``{"error": ...}`` with ``Retry-After`` in whole seconds."""
     return error_response(503, exc.message, headers={"Retry-After": str(exc.retry_after_s)})
-
-
-class _CostModel:
-    """Running averages of measured milliseconds and rows per call, per kind of work."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._averages: dict[str, tuple[float, float]] = {}  # kind -> (ms per call, rows per call)
-
-    def record(self, kind: str, rows: int, seconds: float) -> None:
-        ms = seconds * 1000
-        with self._lock:
-            old = self._averages.get(kind)
-            self._averages[kind] = (ms, rows) if old is None else (
-                old[0] + _SMOOTHING * (ms - old[0]), old[1] + _SMOOTHING * (rows - old[1]))
-
-    def ms_per_row(self, kind: str) -> float:
-        """The average for ``kind``, else that of ``decode`` (the warm-up measures it), else 0."""
-        average = self._averages.get(kind) or self._averages.get("decode")
-        return average[0] / max(average[1], 1e-9) if average else 0.0
-
-
-class _Queue:
-    """One work class: the expected milliseconds admitted and not finished, and their bound.
-
-    ``pending`` counts requests let in by ``AdmissionMiddleware`` whose bodies are still
-    being parsed; each is expected to cost ``typical_ms`` (a running average of admitted
-    costs), so that a burst is refused before parsing rather than after it.
-    """
-
-    def __init__(self, name: str, max_queue_ms: float, metrics: Metrics) -> None:
-        self.name = name
-        self.max_queue_ms = max_queue_ms
-        self.queued_ms = 0.0
-        self.peak_ms = 0.0
-        self.pending = 0
-        self.typical_ms = 0.0
-        self._depth = metrics.queue_ms.labels(name)
-        self._peak = metrics.queue_peak_ms.labels(name)
-        metrics.queue_limit_ms.labels(name).set(max_queue_ms)
-
-    def expected_ms(self) -> float:
-        """Admitted work plus the expected cost of the requests still being parsed."""
-        return self.queued_ms + self.pending * self.typical_ms
-
-    def full(self) -> bool:
-        return (self.queued_ms > 0 or self.pending > 0) and self.expected_ms() >= self.max_queue_ms
-
-    def refusal(self) -> Overloaded:
-        return Overloaded(self.name, self.expected_ms(), self.max_queue_ms)
-
-    def add(self, cost_ms: float) -> float:
-        """Admit ``cost_ms`` of work, or raise ``Overloaded``; returns the milliseconds counted.
-
-        A request larger than the whole bound enters only an empty queue, and counts
-        as filling it, so the depth never passes the bound.
-        """
-        if self.queued_ms > 0 and self.queued_ms + cost_ms > self.max_queue_ms:
-            raise self.refusal()
-        cost_ms = min(cost_ms, self.max_queue_ms)
-        self.typical_ms += _SMOOTHING * (cost_ms - self.typical_ms) if self.typical_ms else cost_ms
-        self.queued_ms += cost_ms
-        self._depth.set(self.queued_ms)
-        if self.queued_ms > self.peak_ms:
-            self.peak_ms = self.queued_ms
-            self._peak.set(self.peak_ms)
-        return cost_ms
-
-    def remove(self, cost_ms: float) -> None:
-        self.queued_ms = max(0.0, self.queued_ms - cost_ms)
-        self._depth.set(self.queued_ms)
 
 
 class Admission:
@@ -165,8 +81,8 @@ class Admission:
 
     def __init__(self, max_queue_ms: float, score_concurrency: int, metrics: Metrics) -> None:
         self.metrics = metrics
-        self.costs = _CostModel()
-        self.queues = {name: _Queue(name, max_queue_ms, metrics) for name in WORK_CLASSES}
+        self.costs = CostModel()
+        self.queues = {name: WorkQueue(name, max_queue_ms, metrics) for name in WORK_CLASSES}
         self._score_pool = ThreadPoolExecutor(score_concurrency, thread_name_prefix="vae-score")
 
     def timed(self, kind: str, fn: Callable[..., T]) -> Callable[..., T]:
@@ -231,8 +147,8 @@ class Admission:
 class _Ticket:
     """A request let in by ``AdmissionMiddleware``, pending in ``queue`` until admitted or done."""
 
-    def __init__(self, queue: _Queue) -> None:
-        self.queue: _Queue | None = queue
+    def __init__(self, queue: WorkQueue) -> None:
+        self.queue: WorkQueue | None = queue
         queue.pending += 1
 
     def resolve(self) -> None:
