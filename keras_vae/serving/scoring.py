@@ -154,7 +154,9 @@ def resolve_score_request(decoder: Sampler, num_samples: int | None,
     if threshold is not None:
         check_num_samples(threshold, num_samples)
     if num_samples > max_score_samples:
-        raise ValueError(f"num_samples = {num_samples} is more than this server allows "
+        why = (f"the anomaly threshold was set with K = {num_samples}, and " if threshold is not None
+               and threshold.num_samples == num_samples else "")
+        raise ValueError(f"{why}num_samples = {num_samples} is more than this server allows "
                          f"({max_score_samples}; keras-vae serve --max-score-samples)")
     return threshold, num_samples
 
