@@ -54,7 +54,13 @@ def _latents(seed, n, temperature=1.0):
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    return make_decoder_onnx(tmp_path_factory.mktemp("model") / "decoder.onnx")
+    from keras_vae.core.anomaly import AnomalyThreshold
+    from keras_vae.serving.scoring import write_threshold
+
+    path = make_decoder_onnx(tmp_path_factory.mktemp("model") / "decoder.onnx")
+    # an anomaly threshold (NLL above 45 nats at K = 20), which /v1/score applies in the replicas
+    write_threshold(path, AnomalyThreshold("log_px", 45.0, 20, 0.1, 0.1, "fixture", 10))
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -256,6 +262,9 @@ def test_encode_and_score_run_in_the_replicas(client, encoder_model):
     np.testing.assert_allclose(r.json()["z_mean"], reference_encode(encoder_model, x)[0], **TOL)
     r = client.post("/v1/score", json={"images": x.tolist(), "num_samples": 20})
     assert r.status_code == 200 and r.json()["measure"] == "nll" and len(r.json()["log_px"]) == 2
+    assert r.json()["anomalous"] == [nll > 45.0 for nll in r.json()["nll"]]
+    r = client.post("/v1/score", json={"images": x.tolist(), "num_samples": 21})
+    assert r.status_code == 422 and "K = 20" in r.json()["error"]
 
 
 def test_no_request_from_the_openapi_schema_gets_a_server_error(url):
