@@ -267,9 +267,9 @@ def test_encode_and_score_run_in_the_replicas(client, encoder_model):
     assert r.status_code == 422 and "K = 20" in r.json()["error"]
 
 
-def test_no_request_from_the_openapi_schema_gets_a_server_error(url):
-    from api_fuzz import fuzz
+def test_every_schemathesis_check_passes_on_the_openapi_document(url):
+    from api_fuzz import fuzz  # raises AssertionError listing any failure or error
 
-    statuses = fuzz(url, seconds=20, known_path_parameters={"name": "vae_decoder", "version": "1"})
+    statuses = fuzz(url, seconds=60, known_path_parameters={"name": "vae_decoder", "version": "1"})
     print(f"\n{sum(statuses.values())} fuzzed requests, statuses {dict(sorted(statuses.items()))}")
     assert sum(statuses.values()) > 100 and not any(code >= 500 for code in statuses)

@@ -608,10 +608,10 @@ def test_tritonclient_round_trip(live_server, model):
 
 
 @pytest.mark.slow
-def test_no_request_from_the_openapi_schema_gets_a_server_error(live_server):
-    from api_fuzz import fuzz
+def test_every_schemathesis_check_passes_on_the_openapi_document(live_server):
+    from api_fuzz import fuzz  # raises AssertionError listing any failure or error
 
-    statuses = fuzz(f"http://{live_server}", seconds=40,
+    statuses = fuzz(f"http://{live_server}", seconds=60,
                     known_path_parameters={"name": "vae_decoder", "version": "1"})
     print(f"\n{sum(statuses.values())} fuzzed requests, statuses {dict(sorted(statuses.items()))}")
     assert sum(statuses.values()) > 500 and not any(code >= 500 for code in statuses)
