@@ -735,3 +735,26 @@ def test_browser_benchmark_prints_its_tables(browser, models):
         assert parts[4] >= parts[3]  # unpacked
     for row in accuracy:
         assert all(float(cell) <= DECODE_TOLERANCE for cell in row[1:])
+
+
+def test_the_page_shows_the_decision_of_the_decoders_anomaly_threshold(page, models, tmp_path):
+    import shutil
+
+    from keras_vae.core.anomaly import AnomalyThreshold
+    from keras_vae.serving.scoring import write_threshold
+
+    decoder, encoder = models
+    flagged = tmp_path / "decoder.onnx"
+    shutil.copy(decoder, flagged)
+    # every image has an NLL above 0 nats: each one is anomalous, at K = 30
+    write_threshold(flagged, AnomalyThreshold("log_px", 0.0, 30, 0.01, 0.01, "fixture", 100))
+    with serve_app(make_app(flagged, encoder)) as url:
+        open_page(page, url + "/")
+        assert page.evaluate("explorer.config.anomaly_threshold.num_samples") == 30
+        draw_stroke(page)
+        page.wait_for_function("explorer.last !== null && explorer.last.score !== null")
+        score = page.evaluate("explorer.last.score")
+        assert score["by"] == "server" and score["num_samples"] == 30 and score["anomalous"] is True
+        assert "ANOMALOUS" in page.inner_text("#score")
+        assert "anomalous" in page.get_attribute("#score", "class")
+        assert_quiet_and_local(page)

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from keras_vae.core import contract, likelihood
+from keras_vae.serving.scoring import threshold_summary
 
 __all__ = ["explorer_config", "prior_directions", "SLIDERS", "SCORE_SAMPLES", "SCORE_SEED"]
 
@@ -101,10 +102,19 @@ def explorer_config(sampler, *, encoder: bool, ort: bool, server: bool,
         server: True when served by ``keras-vae serve`` (the page may then
             call ``/v1/...``), False in a static export.
         max_batch: most rows the server decodes per request.
-        score_samples: importance samples K for the score of a drawn image.
+        score_samples: importance samples K for the score of a drawn image; the
+            K of the decoder's anomaly threshold when it holds one with a K.
+
+    ``anomaly_threshold`` is the decoder's threshold (``keras_vae.core.anomaly``:
+    score, value, num_samples, fpr, ...), or None without one (or a malformed one).
     """
     prior = sampler.prior
     metadata = sampler.metadata
+    threshold = threshold_summary(sampler)
+    if threshold is not None and "error" in threshold:
+        threshold = None
+    if threshold is not None and threshold["num_samples"]:
+        score_samples = threshold["num_samples"]  # a threshold holds only at its own K
     return {
         "latent_dim": int(sampler.latent_dim),
         "image_shape": [int(d) for d in sampler.image_shape],
@@ -122,6 +132,7 @@ def explorer_config(sampler, *, encoder: bool, ort: bool, server: bool,
         "max_temperature": contract.MAX_TEMPERATURE,
         "score_samples": int(score_samples),
         "score_seed": SCORE_SEED,
+        "anomaly_threshold": threshold,
         "probability_floor": likelihood.PROBABILITY_FLOOR,
         "encoder": bool(encoder),
         "ort": bool(ort),

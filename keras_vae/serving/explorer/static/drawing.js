@@ -4,7 +4,7 @@
 import { $, fail } from './dom.js';
 import { decodeFlat, encodeFlat } from './models.js';
 import { drawSingle } from './pictures.js';
-import { describeScore, scoreImage } from './score.js';
+import { describeDecision, describeScore, scoreImage } from './score.js';
 
 function clearDrawing() {
   const canvas = $('draw');
@@ -174,5 +174,7 @@ async function encodeDrawing(state, setZ) {
   setZ(state, zMean);
   $('score').textContent = 'scoring…';
   last.score = await scoreImage(state, x, zMean, zLogVar);
-  $('score').textContent = describeScore(last.score);
+  $('score').textContent = describeScore(last.score) +
+    describeDecision(last.score, state.config.anomaly_threshold);
+  $('score').classList.toggle('anomalous', last.score.anomalous === true);
 }

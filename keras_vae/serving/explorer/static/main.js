@@ -63,6 +63,8 @@ function describeModel(state) {
     `latent ${D}`, `images ${H}×${W}×${C}`, config.likelihood,
     config.prior ? `prior: mixture of ${config.prior.components} Gaussians` : 'prior: N(0, I)',
     m.source_backend ? `trained on ${m.source_backend}` : null,
+    config.anomaly_threshold ? `anomaly threshold: ${config.anomaly_threshold.score}, FPR ` +
+      `${config.anomaly_threshold.fpr}` : null,
   ];
   return parts.filter(Boolean).join(' · ');
 }

@@ -2,6 +2,9 @@
 // dimension), by the server's /v1/score when the page is served by keras_vae.serving,
 // else in the browser (likelihood.js); both use config.score_samples importance samples
 // and the noise seed config.score_seed, so they estimate with the same z_k.
+// When the decoder holds an anomaly threshold (config.anomaly_threshold, set by keras-vae
+// export --anomaly-fpr or keras-vae score --write-threshold), the score comes with the
+// decision: anomalous when the image's score is above the threshold, at the threshold's K.
 
 import { isLikelihood, logLikelihood } from './likelihood.js';
 import { decodeFlat, nestImages, postJSON } from './models.js';
@@ -14,6 +17,8 @@ import { decodeFlat, nestImages, postJSON } from './models.js';
  * @property {number} log_px log p(x), nats per image.
  * @property {?number} bits_per_dim −log p(x) / (P·ln 2), for a likelihood.
  * @property {number} num_samples K.
+ * @property {?boolean} anomalous the threshold's decision; null without a threshold (or, in
+ *     the browser, for an elbo or recon threshold, which only the server computes).
  */
 
 /**
@@ -32,13 +37,30 @@ export async function scoreImage(state, x, zMean, zLogVar) {
     const m = reply.measure || measure;
     return { by: 'server', measure: m, value: reply[m][0], log_px: reply.log_px[0],
              bits_per_dim: reply.bits_per_dim ? reply.bits_per_dim[0] : null,
-             num_samples: reply.num_samples || config.score_samples };
+             num_samples: reply.num_samples || config.score_samples,
+             anomalous: reply.anomalous ? reply.anomalous[0] : null };
   }
   const logPx = await logLikelihood({
     x, zMean, zLogVar, config, decode: (z, n) => decodeFlat(state, z, n),
     numSamples: config.score_samples, seed: config.score_seed, index: 0 });
+  const threshold = config.anomaly_threshold;
   return { by: 'browser', measure, value: -logPx, log_px: logPx, num_samples: config.score_samples,
-           bits_per_dim: measure === 'nll' ? -logPx / (state.dims.P * Math.LN2) : null };
+           bits_per_dim: measure === 'nll' ? -logPx / (state.dims.P * Math.LN2) : null,
+           anomalous: threshold && threshold.score === 'log_px' ? -logPx > threshold.value : null };
+}
+
+/**
+ * The threshold's decision as the page shows it ('' without one).
+ * @param {Score} score
+ * @param {?object} threshold config.anomaly_threshold.
+ * @returns {string}
+ */
+export function describeDecision(score, threshold) {
+  if (!threshold) return '';
+  const rule = `${threshold.score} score above ${Number(threshold.value).toPrecision(5)}, set ` +
+    `for a false-positive rate of ${threshold.fpr} on ${threshold.count} images`;
+  if (score.anomalous == null) return ` Anomaly threshold: ${rule}; only the server decides on it.`;
+  return score.anomalous ? ` ANOMALOUS (${rule}).` : ` Normal (${rule}).`;
 }
 
 /**
