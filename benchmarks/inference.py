@@ -5,11 +5,16 @@ z -> x_mean at batch 1, 16 and 256: `predict_on_batch` of the Keras decoder (sig
 under each backend in its own process, and `InferenceSession.run` of the ONNX graph (CPU
 provider, as `keras_vae/serving/` uses it). Latency is the median of repeated calls after warm-up.
 
-It also quantizes the decoder to int8 (`keras_vae.quantization`, as `keras-vae export
---precision int8` does) and times it beside fp32, with the arithmetic each achieves (the
+It also quantizes the decoder to int8 with each recipe of `keras_vae.quantization` (u8s7, the
+default of `keras-vae export --precision int8`; u8s8; u8u8) and times them beside fp32, with
+the arithmetic each achieves (the
 decoder's multiply-adds × 2 per image) against this machine's peak, measured in the same run
 as the best of a few plain matrix products in onnxruntime (MatMul in fp32, MatMulInteger in
 int8).
+Last, for each recipe, the largest |int8 − fp32| output on the same z: as onnxruntime computes
+it on this CPU, and as a CPU without VNNI (AVX2, AVX-512 without VNNI) computes it, whose
+kernel adds pairs of uint8 × int8 products into int16 with saturation (VPMADDUBSW); the second
+comes from the NumPy evaluation of the quantized graph in tests/int8_reference.py, run here.
 Prints Markdown tables with the ratios measured in this run.
 
 examples:
@@ -31,6 +36,7 @@ from common import machine_line
 from common import markdown_table
 from common import median_latency
 from common import run_worker
+from keras_vae.quantization import RECIPES  # NumPy only: no framework in this process
 
 BATCH_SIZES = (1, 16, 256)
 
@@ -52,9 +58,11 @@ def prepare_worker(args):
     fp32_path = os.path.join(args.workdir, "decoder.onnx")
     export_decoder(vae, fp32_path)
     with open(fp32_path, "rb") as f:
-        int8 = quantize_decoder(f.read(), vae.latent_dim, vae.prior_parameters())
-    with open(os.path.join(args.workdir, "decoder.int8.onnx"), "wb") as f:
-        f.write(int8)
+        fp32 = f.read()
+    for recipe in RECIPES:
+        int8 = quantize_decoder(fp32, vae.latent_dim, vae.prior_parameters(), recipe=recipe)
+        with open(os.path.join(args.workdir, f"decoder.{recipe}.onnx"), "wb") as f:
+            f.write(int8)
     print(json.dumps({"latent_dim": vae.latent_dim, "hidden_units": list(vae.hidden_units),
                       "architecture": vae.architecture,
                       "flops_per_image": decoder_flops(vae.decoder)}))
@@ -149,6 +157,36 @@ def onnxruntime_latency(paths, latent_dim, rounds=3):
             for name, by_batch in samples.items()}
 
 
+def recipe_errors(paths, latent_dim, batch_size=256):
+    """{recipe: (max |int8 − fp32| in onnxruntime, the same with VPMADDUBSW sums, max |onnxruntime −
+    exact integer sums|)} on z ~ N(0, I), as float32 pixel-mean differences."""
+    import onnx
+    import onnxruntime
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                    "tests"))
+    import int8_reference
+
+    z = {"z": np.random.default_rng(1).standard_normal((batch_size, latent_dim)).astype("float32")}
+
+    def run(path):
+        session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+        return session.run(["x_mean"], z)[0]
+
+    fp32 = run(paths["fp32"])
+    errors = {}
+    for name, path in paths.items():
+        if name == "fp32":
+            continue
+        model = onnx.load(path)
+        here = run(path)
+        exact, pairs = (int8_reference.evaluate(model, z, how)["x_mean"]
+                        for how in ("exact", "vpmaddubsw"))
+        errors[name.split()[1]] = (float(np.abs(here - fp32).max()), float(np.abs(pairs - fp32).max()),
+                                   float(np.abs(here - exact).max()))
+    return errors
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -173,11 +211,14 @@ def main():
             keras_latency[backend] = run_worker(__file__, ["--worker", "keras", "--workdir", workdir],
                                                 backend)
         print("timing onnxruntime, fp32 and int8 ...", file=sys.stderr, flush=True)
-        latency = onnxruntime_latency({"fp32": os.path.join(workdir, "decoder.onnx"),
-                                       "int8": os.path.join(workdir, "decoder.int8.onnx")},
-                                      info["latent_dim"])
+        paths = {"fp32": os.path.join(workdir, "decoder.onnx")}
+        paths.update({f"int8 {recipe}": os.path.join(workdir, f"decoder.{recipe}.onnx")
+                      for recipe in RECIPES})
+        latency = onnxruntime_latency(paths, info["latent_dim"])
         print("measuring the matrix-product peak ...", file=sys.stderr, flush=True)
         peak = peak_matmul()
+        print("int8 outputs with exact and with saturating sums ...", file=sys.stderr, flush=True)
+        errors = recipe_errors(paths, info["latent_dim"])
 
     ort_latency = latency["fp32"]
     rows = []
@@ -198,20 +239,29 @@ def main():
     flops = info["flops_per_image"]
     shapes = ", ".join("×".join(map(str, shape)) for shape in PEAK_SHAPES)
     print(f"\nint8 against fp32 in onnxruntime, the same decoder ({flops / 1e6:.2f} MFLOP per "
-          f"image). Measured peak in this run, the best of plain matrix products in onnxruntime "
-          f"({shapes}): fp32 {peak['fp32']:.0f} GFLOP/s, int8 {peak['int8']:.0f} GOP/s "
+          f"image), per int8 recipe (activations × weights; u8s7 is the default). Measured peak "
+          f"in this run, the best of plain matrix products in onnxruntime ({shapes}; int8 as "
+          f"uint8 × int8): fp32 {peak['fp32']:.0f} GFLOP/s, int8 {peak['int8']:.0f} GOP/s "
           f"({peak['int8'] / peak['fp32']:.1f}×).\n")
     rows = []
     for batch_size in map(str, BATCH_SIZES):
-        for precision in ("fp32", "int8"):
+        for precision in latency:
             seconds = latency[precision][batch_size]
             achieved = int(batch_size) * flops / seconds / 1e9
             rows.append([batch_size, precision, f"{seconds * 1e3:.4f}",
                          f"{int(batch_size) / seconds:,.0f}", f"{achieved:.0f}",
-                         f"{100 * achieved / peak[precision]:.0f} %",
+                         f"{100 * achieved / peak[precision.split()[0]]:.0f} %",
                          f"{latency['fp32'][batch_size] / seconds:.2f}×"])
     print(markdown_table(["batch", "precision", "ms", "img/s", "achieved G(FL)OP/s",
                           "of measured peak", "throughput vs fp32"], rows))
+
+    print("\nint8 recipes: the largest |int8 − fp32| pixel mean on 256 z ~ N(0, I), in onnxruntime "
+          "on this CPU and as a CPU without VNNI sums the products (VPMADDUBSW, int16 pairs with "
+          "saturation), and onnxruntime's largest difference from exact integer sums.\n")
+    rows = [[recipe, RECIPES[recipe]["weights"], *(f"{value:.3g}" for value in errors[recipe])]
+            for recipe in RECIPES]
+    print(markdown_table(["recipe", "weights", "|int8 − fp32| here", "|int8 − fp32| without VNNI",
+                          "|onnxruntime − exact sums| here"], rows))
 
 
 if __name__ == "__main__":

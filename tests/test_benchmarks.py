@@ -38,7 +38,7 @@ def test_training_benchmark_compares_fit_with_built_in_and_a_plain_torch_loop(tm
 
 def test_inference_benchmark_times_onnxruntime_against_keras_and_int8_against_fp32():
     result = run_python(["benchmarks/inference.py", "--backends", "jax"])
-    keras_table, int8_table = markdown_tables(result.stdout)
+    keras_table, int8_table, recipe_table = markdown_tables(result.stdout)
     assert [row[0] for row in keras_table] == ["1", "16", "256"]
     for batch, ort_ms, ort_images_per_s, keras_ms, speed_up in keras_table:
         assert number(ort_images_per_s) == pytest.approx(int(batch) / number(ort_ms) * 1e3,
@@ -51,7 +51,7 @@ def test_inference_benchmark_times_onnxruntime_against_keras_and_int8_against_fp
     found = re.search(r"fp32 ([\d.]+) GFLOP/s, int8 ([\d.]+) GOP/s", result.stdout)
     peaks = {"fp32": float(found[1]), "int8": float(found[2])}
     assert [(row[0], row[1]) for row in int8_table] == [
-        (b, p) for b in ("1", "16", "256") for p in ("fp32", "int8")]
+        (b, p) for b in ("1", "16", "256") for p in ("fp32", "int8 u8s7", "int8 u8s8", "int8 u8u8")]
     fp32_ms = {row[0]: number(row[2]) for row in int8_table if row[1] == "fp32"}
     for batch, precision, ms, images_per_s, achieved, of_peak, ratio in int8_table:
         rounding = 0.01 + 0.00005 / number(ms)  # ms is printed to 4 decimals
@@ -59,9 +59,14 @@ def test_inference_benchmark_times_onnxruntime_against_keras_and_int8_against_fp
         assert number(achieved) == pytest.approx(int(batch) * flops / number(ms) / 1e6,
                                                  rel=rounding, abs=1)
         assert number(of_peak.rstrip(" %")) == pytest.approx(
-            100 * number(achieved) / peaks[precision], rel=0.05, abs=1)
+            100 * number(achieved) / peaks[precision.split()[0]], rel=0.05, abs=1)
         assert number(ratio) == pytest.approx(fp32_ms[batch] / number(ms), rel=0.03 + 2 * rounding,
                                               abs=0.02)
+    assert [row[0] for row in recipe_table] == ["u8s7", "u8s8", "u8u8"]
+    for recipe, _, here, without_vnni, from_exact in recipe_table:
+        if recipe != "u8s8":  # sums that cannot saturate: the same numbers on every CPU
+            assert number(from_exact) < 1e-4
+            assert number(without_vnni) == pytest.approx(number(here), rel=0.01, abs=1e-4)
 
 
 def test_serving_benchmark_loads_the_server_with_and_without_micro_batching(tmp_path):
