@@ -231,3 +231,96 @@ def test_coloured_mnist_is_a_seeded_labelled_folder_of_tinted_digits(tmp_path):
     for path in train.paths:
         twin = path.replace(str(tmp_path / "cm"), str(tmp_path / "again"))
         assert open(path, "rb").read() == open(twin, "rb").read()
+
+
+def labelled_folder(root, channels, per_class=20, size=16):
+    """Three classes of blurry blobs (grey or coloured) in class subfolders: a learnable folder."""
+    rng = np.random.default_rng(channels)
+    grid = np.linspace(-1, 1, size)
+    for label, centre in enumerate((-0.5, 0.0, 0.5)):
+        os.makedirs(os.path.join(root, f"class_{label}"), exist_ok=True)
+        for i in range(per_class):
+            blob = np.exp(-((grid[:, None] - centre) ** 2 + (grid[None, :] - rng.normal(0, 0.3)) ** 2) * 4)
+            colour = rng.uniform(0.3, 1.0, size=channels)
+            pixels = np.rint(255 * blob[..., None] * colour).astype(np.uint8)
+            Image.fromarray(pixels[..., 0] if channels == 1 else pixels).save(
+                os.path.join(root, f"class_{label}", f"{i:02d}.png"))
+    return str(root)
+
+
+def test_an_interrupted_streamed_grey_folder_run_resumes_and_evaluates(tmp_path):
+    import json
+
+    import keras
+
+    from keras_vae.evaluation import evaluate_run
+    from keras_vae.training import TrainConfig
+    from keras_vae.training import train
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 0:
+                raise KeyboardInterrupt
+
+    folder = labelled_folder(tmp_path / "blobs", channels=1)
+    config = TrainConfig(dataset=folder, memory_budget_mb=0, out=str(tmp_path / "run"), epochs=2,
+                         batch_size=16, latent_dim=2, architecture="conv", conv_filters=(4, 8),
+                         dynamic_binarization=True, verbose=0)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, extra_callbacks=[Interrupt()])
+    vae = train(config)  # the same command again
+    with open(os.path.join(config.out, "history.csv")) as f:
+        assert [line.split(",")[0] for line in f.read().split()[1:]] == ["0", "1"]
+    assert vae.image_shape == (16, 16, 1)
+    # 54 training images (60 less the 6 of the test split), 5 held out: 4 batches of 16 per epoch.
+    assert int(keras.ops.convert_to_numpy(vae.optimizer.iterations)) == 2 * 4
+    metrics = evaluate_run(config.out, num_samples=5, verbose=False)
+    with open(os.path.join(config.out, "config.json")) as f:
+        assert json.load(f)["image_shape"] == [16, 16, 1]
+    assert metrics["num_images"] == 6 and metrics["test_binarized"]
+    assert metrics["bits_per_dim"] == pytest.approx(metrics["nll"] / (16 * 16 * np.log(2)))
+
+
+@pytest.mark.slow
+def test_an_rgb_folder_trains_evaluates_in_bits_per_dim_exports_and_serves(tmp_path):
+    import json
+
+    from conftest import run_python
+
+    from keras_vae.core.likelihood import onnx_log_likelihood
+    from keras_vae.serving.encoder import Encoder
+    from keras_vae.serving.explorer.page import explorer_config
+    from keras_vae.serving.sampler import Sampler
+
+    folder = labelled_folder(tmp_path / "blobs", channels=3)
+    run = str(tmp_path / "run")
+    run_python(["-m", "keras_vae", "train", "--dataset", folder, "--architecture", "conv",
+                "--conv-filters", "8", "16", "--latent-dim", "4", "--epochs", "2",
+                "--batch-size", "16", "--quiet", "--out", run,
+                "--likelihood", "discretized_logistic"], "jax")
+    evaluated = run_python(["-m", "keras_vae", "evaluate", run, "--num-samples", "20"], "jax")
+    with open(os.path.join(run, "metrics.json")) as f:
+        metrics = json.load(f)
+    assert metrics["num_images"] == 6 and "bits/dim" in evaluated.stdout
+    assert metrics["bits_per_dim"] == pytest.approx(metrics["nll"] / (16 * 16 * 3 * np.log(2)))
+    for picture in ("test_reconstructions.png", "test_samples.png", "latent_space.png",
+                    "interpolation.png"):
+        assert os.path.exists(os.path.join(run, picture)), picture
+
+    decoder_path, encoder_path = os.path.join(run, "decoder.onnx"), os.path.join(run, "encoder.onnx")
+    run_python(["-m", "keras_vae", "export", run, "--out", decoder_path, "--encoder-out",
+                encoder_path])
+    sampler, encoder = Sampler(decoder_path, provider="cpu"), Encoder(encoder_path, provider="cpu")
+    assert sampler.likelihood == "discretized_logistic"
+    images = sampler.sample(5, seed=0)
+    assert images.shape == (5, 16, 16, 3) and 0 <= images.min() and images.max() <= 1
+    # The exported files score the test split as Keras did: the same estimator and noise.
+    test = load_dataset(folder, "test").images
+    nll = -onnx_log_likelihood(encoder, sampler, test, num_samples=20, seed=0).mean()
+    assert nll == pytest.approx(metrics["nll"], rel=1e-3)
+    assert explorer_config(sampler, encoder=True, ort=False, server=False)["image_shape"] == [16, 16, 3]
+
+    int8 = run_python(["-m", "keras_vae", "export", run, "--precision", "int8", "--out",
+                       os.path.join(run, "decoder.int8.onnx")], check=False)
+    assert int8.returncode != 0 and "int8 export is for Bernoulli and Gaussian" in int8.stderr
+    assert "Traceback" not in int8.stderr
