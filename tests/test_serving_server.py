@@ -311,7 +311,7 @@ BAD_REQUESTS = [
     (GEN, {"content": b'{"n": 1' + b"0" * 400 + b"}", "headers": JSON}, 422, "n:"),
     (GEN, {"json": {"seed": 2**53}}, 422, "seed: Input should be less than or equal to 9007199254740991"),
     (GEN, {"json": {"seed": 2**64}}, 422, "seed:"),
-    (DEC, {"json": {"z": [[1e308, 0, 0, 0]]}}, 422, "z.0.0: Input should be less than or equal to 3402823"),
+    (DEC, {"json": {"z": [[1e308, 0, 0, 0]]}}, 422, "z.0.0: Input should be less than or equal to 1000000"),
     (DEC, {"content": b'{"z": [[1' + b"0" * 400 + b', 0, 0, 0]]}', "headers": JSON}, 422, "z.0.0:"),
     (DEC, {"json": {"z": [["0", 0, 0, 0]]}}, 422, "z.0.0:"),
     (DEC, {"json": {"z": [[None, 0, 0, 0]]}}, 422, "z.0.0:"),
@@ -338,7 +338,8 @@ BAD_REQUESTS = [
     (DEC, {"json": {"z": [[None, 1, 2, 3]]}}, 422, "valid number"),
     (DEC, {"content": b'{"z": [[0, 1, 2, NaN]]}', "headers": JSON}, 422, "z.0.3: Input should be a finite number"),
     (DEC, {"content": b'{"z": [[0, 1, 2, -Infinity]]}', "headers": JSON}, 422, "z.0.3: Input should be a finite"),
-    (DEC, {"json": {"z": [[0, 1, 2, 1e39]]}}, 422, "z.0.3: Input should be less than or equal to 3402823"),
+    (DEC, {"json": {"z": [[0, 1, 2, 1e39]]}}, 422, "z.0.3: Input should be less than or equal to 1000000"),
+    (DEC, {"json": {"z": [[0, 1, 2, -1e6 - 1]]}}, 422, "z.0.3: Input should be greater than or equal to -1000000"),
     (DEC, {"json": {"z": []}}, 422, "z: List should have at least 1 item"),
     (DEC, {"json": {"z": [[0, 0, 0, 0]] * 33}}, 422, "z: List should have at most 32 items"),
     (DEC, {"json": {"z": "zeros"}}, 422, "z:"),
@@ -397,7 +398,7 @@ def test_extreme_but_valid_generate_requests_succeed(client, model, body):
 
 
 def test_tiny_and_large_finite_latents_decode(client, model):
-    z = [[1e-320, -1e-38, 3e38, 0.0]]
+    z = [[1e-320, -1e-38, 1e6, -1e6]]  # 1e6: the largest magnitude the schema allows
     r = client.post(DEC, json={"z": z})
     assert r.status_code == 200, r.text
     np.testing.assert_allclose(r.json()["images"], reference_decode(model, np.array(z, "float32")), **TOL)

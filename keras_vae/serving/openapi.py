@@ -11,8 +11,8 @@ so ``/openapi.json`` lists every status and content type the server answers with
   (``openapi-python-client``) returns the raw bytes of any answer rather than failing to
   parse a PNG as JSON;
 * integers stay within JSON's safe range, ``|n| <= 2**53 - 1``, which JavaScript and other
-  clients that read every JSON number as a double hold exactly; real numbers stay within
-  float32, the models' input type.
+  clients that read every JSON number as a double hold exactly; real numbers (latents,
+  pixels) stay within ``±REAL_LIMIT``, so that the models' float32 arithmetic stays finite.
 """
 
 from __future__ import annotations
@@ -21,13 +21,15 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt
 
-__all__ = ["Error", "integer", "MAX_SAFE_INTEGER", "FLOAT32_MAX", "BINARY", "error_responses",
+__all__ = ["Error", "integer", "MAX_SAFE_INTEGER", "REAL_LIMIT", "BINARY", "error_responses",
            "binary_responses", "path_parameters", "BODY_ERRORS", "MODEL_WORK_ERRORS"]
 
 #: The largest integer that every JSON reader holds exactly (``Number.MAX_SAFE_INTEGER``).
 MAX_SAFE_INTEGER = 2**53 - 1
-#: The largest finite float32, ``numpy.finfo(numpy.float32).max``.
-FLOAT32_MAX = 3.4028234663852886e38
+#: The largest magnitude of a latent or pixel value in a request. The models compute in
+#: float32, whose arithmetic overflows to inf and NaN for inputs near its largest value
+#: (3.4e38); a million is a million standard deviations of the prior, and far from overflow.
+REAL_LIMIT = 1e6
 
 
 

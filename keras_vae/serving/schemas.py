@@ -1,7 +1,7 @@
 """The request bodies of the /v1 routes, made for one served model's sizes.
 
 Their limits (``n`` up to ``max_batch_size``, rows of ``latent_dim`` numbers, images of
-the model's shape, integers within JSON's safe range, reals within float32) are in the
+the model's shape, integers within JSON's safe range, reals within ±1e6) are in the
 OpenAPI schema, so ``/docs`` and schema-driven clients see them; a request that fits the
 schema is accepted. The answers' models are here too.
 """
@@ -14,7 +14,7 @@ from fastapi.responses import PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from keras_vae.core import contract
-from keras_vae.serving.openapi import (FLOAT32_MAX, MAX_SAFE_INTEGER, MODEL_WORK_ERRORS, integer,
+from keras_vae.serving.openapi import (MAX_SAFE_INTEGER, MODEL_WORK_ERRORS, REAL_LIMIT, integer,
                                        binary_responses, error_responses)
 
 __all__ = ["ImageFormat", "request_models", "encoder_request_models", "ImagesJSON",
@@ -22,8 +22,8 @@ __all__ = ["ImageFormat", "request_models", "encoder_request_models", "ImagesJSO
 
 ImageFormat = Literal["png", "npy", "json"]
 Seed = integer(0, MAX_SAFE_INTEGER)
-#: A real number that float32 holds (the models' input type): finite, |x| <= FLOAT32_MAX.
-Real = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=-FLOAT32_MAX, le=FLOAT32_MAX)]
+#: A latent or pixel value: finite, |x| <= REAL_LIMIT (the models compute in float32).
+Real = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=-REAL_LIMIT, le=REAL_LIMIT)]
 
 
 def _ncols() -> Any:

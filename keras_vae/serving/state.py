@@ -75,11 +75,17 @@ class ServingState:
 
         Raises ``ValueError`` for invalid ``z`` (before any queueing, so one
         bad request never spoils a batch), ``Overloaded`` (503) when the sample
-        queue is full, and a 503 while shutting down.
+        queue is full, and a 503 while shutting down. Also ``ValueError`` when the
+        decoder's output is not finite (latents so large that its float32 arithmetic
+        overflows), which no answer format but ``.npy`` could carry.
         """
         z = self.sampler.validate_latents(z)
         async with self.admission.admit("sample", "decode", len(z)):
-            return await self._decode(z)
+            x = await self._decode(z)
+        if not np.isfinite(x).all():
+            raise ValueError("the decoder's output is not finite (NaN or inf) for these latents: "
+                             "they are too large for this model's float32 arithmetic")
+        return x
 
     async def _decode(self, z: np.ndarray) -> np.ndarray:
         if self.decode_fn is not None:
