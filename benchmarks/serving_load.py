@@ -29,7 +29,7 @@ Examples:
     python benchmarks/serving_load.py decoder.onnx --url http://127.0.0.1:8000
     python benchmarks/serving_load.py decoder.onnx --int8 decoder.int8.onnx --batch-sizes 1,16,256
     python benchmarks/serving_load.py decoder.onnx --encoder encoder.onnx --overload --clients 8,48
-    git archive v0.1.0 keras_vae | tar -x -C /tmp/before    # then, to compare with that version:
+    git archive COMMIT keras_vae | tar -x -C /tmp/before    # then, to compare with that commit:
     python benchmarks/serving_load.py decoder.onnx --encoder encoder.onnx --overload --before /tmp/before
 """
 
