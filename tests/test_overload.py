@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -119,32 +121,42 @@ def _samples(text: str, name: str) -> dict[str, float]:
     return found
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("overload")
+def _serve(folder: Path, module: str, *flags: str, timeout: float = 60):
+    """Start ``python -m module`` on the fixture models and a free port; yield (url, process)."""
     decoder = make_decoder_onnx(folder / "decoder.onnx")
     encoder = make_encoder_onnx(folder / "encoder.onnx")
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "keras_vae.serving.server", str(decoder), "--encoder", str(encoder),
-         "--port", str(port), "--log-level", "warning", "--max-queue-ms", str(MAX_QUEUE_MS)],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        [sys.executable, "-m", module, str(decoder), "--encoder", str(encoder), "--port", str(port),
+         *flags], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + timeout
         while True:
             assert proc.poll() is None, proc.stdout.read().decode()
             try:
-                if httpx.get(url + "/v2/health/ready", timeout=1).status_code == 200:
+                if httpx.get(url + "/v1/model", timeout=1).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
             assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.1)
-        yield url, proc.pid
+            time.sleep(0.2)
+        yield url, proc
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        proc.send_signal(signal.SIGINT)  # both servers stop cleanly on Ctrl-C
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    for url, proc in _serve(tmp_path_factory.mktemp("overload"), "keras_vae.serving.server",
+                            "--log-level", "warning", "--max-queue-ms", str(MAX_QUEUE_MS)):
+        yield url, proc.pid
 
 
 async def _flood(url: str, pid: int) -> dict:
@@ -237,3 +249,33 @@ def test_overload_benchmark_compares_shedding_on_and_off(tmp_path):
         assert float(cells[10]) > 0 and float(cells[13]) > 10  # healthz p99, peak RSS MiB
     off = [cell.strip() for cell in rows[0]]
     assert off[6] == "0" and off[9] == "0"  # without a bound nothing is refused
+
+
+@pytest.mark.slow
+def test_ray_replicas_shed_with_the_same_answer_and_ray_bounds_its_own_queue(tmp_path):
+    """The replica's 503 is the app's; beyond max_queued_requests Ray answers by itself."""
+    pytest.importorskip("ray")
+    body = json.dumps({"images": np.random.default_rng(0).random((64, 8, 8, 1)).round(3).tolist(),
+                       "num_samples": 1000}).encode()
+    for url, _ in _serve(tmp_path, "keras_vae.serving.ray_app", "--num-replicas", "1",
+                         "--max-queue-ms", "50", "--max-ongoing-requests", "4",
+                         "--max-queued-requests", "2", timeout=180):
+
+        async def burst():
+            async with httpx.AsyncClient(base_url=url, timeout=60,
+                                         limits=httpx.Limits(max_connections=64)) as client:
+                return await asyncio.gather(*(client.post("/v1/score", content=body, headers=JSON)
+                                              for _ in range(40)))
+
+        answers = asyncio.run(burst())
+        metrics = httpx.get(url + "/metrics", timeout=10).text
+    assert {r.status_code for r in answers} <= {200, 503} and any(r.status_code == 200 for r in answers)
+    refused = [r for r in answers if r.status_code == 503]
+    by_app = [r for r in refused if r.headers["content-type"] == "application/json"]
+    by_ray = [r for r in refused if r not in by_app]
+    assert by_app and by_ray
+    assert all("overloaded" in r.json()["error"] and int(r.headers["retry-after"]) >= 1
+               for r in by_app)
+    assert all("backpressure" in r.text and r.headers["retry-after"] == "1" for r in by_ray)
+    assert _samples(metrics, "vae_shed_requests_total") == {
+        '{route="/v1/score",work_class="score"}': len(by_app)}
