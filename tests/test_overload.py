@@ -89,6 +89,34 @@ def test_no_bound_refuses_nothing():
     asyncio.run(scenario())
 
 
+def test_a_full_sample_queue_refuses_generate_and_kserve_infer_but_not_health(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from keras_vae.serving.app import create_app
+
+    app = create_app(str(make_decoder_onnx(tmp_path / "decoder.onnx")), max_queue_ms=100,
+                     encoder=str(make_encoder_onnx(tmp_path / "encoder.onnx")))
+    infer = {"inputs": [{"name": "z", "shape": [1, 4], "datatype": "FP32", "data": [0, 0, 0, 0]}]}
+    for _ in range(2):  # a second start-up works as the first
+        with TestClient(app) as client:
+            sample = app.state.serving.admission.queues["sample"]
+            held = sample.add(1e9)  # a lone request larger than the bound fills the queue
+            assert held == 100
+            refused = [client.post("/v1/generate", json={"n": 1}),
+                       client.post("/v2/models/vae_decoder/infer", json=infer)]
+            for r in refused:
+                assert r.status_code == 503 and r.headers["retry-after"] == "1"
+                assert "sample queue" in r.json()["error"]
+            assert client.get("/healthz").status_code == 200
+            score = client.post("/v1/score", json={"images": [[[[0.5]] * 8] * 8], "num_samples": 5})
+            assert score.status_code == 200  # scoring has its own queue
+            sample.remove(held)
+            assert client.post("/v1/generate", json={"n": 1}).status_code == 200
+            shed = _samples(client.get("/metrics").text, "vae_shed_requests_total")
+    assert shed == {'{route="/v1/generate",work_class="sample"}': 2,  # one per start-up
+                    '{route="/v2/models/{name}/infer",work_class="sample"}': 2}
+
+
 # ----------------------------------------------------------------- end to end
 
 MAX_QUEUE_MS = 600

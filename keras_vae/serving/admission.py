@@ -83,7 +83,8 @@ class Admission:
         self.metrics = metrics
         self.costs = CostModel()
         self.queues = {name: WorkQueue(name, max_queue_ms, metrics) for name in WORK_CLASSES}
-        self._score_pool = ThreadPoolExecutor(score_concurrency, thread_name_prefix="vae-score")
+        self.score_concurrency = score_concurrency
+        self._score_pool: ThreadPoolExecutor | None = None  # made on first use, after close too
 
     def timed(self, kind: str, fn: Callable[..., T]) -> Callable[..., T]:
         """``fn(x, ...)`` that records its duration per row of ``x`` under ``kind``."""
@@ -135,13 +136,19 @@ class Admission:
         The measured time, divided by ``rows``, updates ``kind``'s cost per row.
         """
         async with self.admit("score", kind, rows):
+            if self._score_pool is None:
+                self._score_pool = ThreadPoolExecutor(self.score_concurrency,
+                                                      thread_name_prefix="vae-score")
             start = time.perf_counter()
             result = await asyncio.get_running_loop().run_in_executor(self._score_pool, fn, *args)
             self.costs.record(kind, rows, time.perf_counter() - start)
             return result
 
     def close(self) -> None:
-        self._score_pool.shutdown(wait=False, cancel_futures=True)
+        """Stop the score threads (at the app's shut-down)."""
+        if self._score_pool is not None:
+            self._score_pool.shutdown(wait=False, cancel_futures=True)
+            self._score_pool = None
 
 
 class _Ticket:

@@ -23,6 +23,7 @@ EPILOG = """\
 examples:
   keras-vae serve decoder.onnx --host 127.0.0.1 --port 8000
   keras-vae serve decoder.onnx --encoder encoder.onnx    # adds encode, reconstruct, score
+  keras-vae serve decoder.onnx --max-queue-ms 250        # refuse (503) beyond 250 ms of queued work
   curl -s localhost:8000/v1/generate -H 'Content-Type: application/json' \\
        -d '{"n": 16, "seed": 0}' -o samples.png
   curl -s localhost:8000/v2/models/vae_decoder     # KServe v2 / Triton metadata
@@ -57,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"serving {state.sampler.model_path}"
           + (f" with encoder {state.encoder.model_path}" if state.encoder is not None else "")
           + f" as {options.model_name!r} on {state.sampler.provider} "
-          f"(micro-batching {'on' if options.micro_batching else 'off'}) "
+          f"(micro-batching {'on' if options.micro_batching else 'off'}, work queues bounded at "
+          f"{options.max_queue_ms:g} ms) "
           f"at http://{options.host}:{options.port}/", flush=True)
     uvicorn.run(app, host=options.host, port=options.port, log_level=options.log_level,
                 access_log=options.access_log)
