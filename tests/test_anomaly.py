@@ -319,3 +319,29 @@ def test_export_stores_a_threshold_set_on_the_test_split(keras_and_onnx, tmp_pat
     nll = [-float(r["log_px"]) for r in _read_csv(tmp_path / "s.csv")]
     assert threshold.value == pytest.approx(calibrate_threshold(np.asarray(nll), 0.25), abs=1e-9)
     assert threshold.achieved_fpr == 0.25
+
+
+@pytest.mark.slow
+def test_anomaly_benchmark_resumes_and_tables_every_score(tmp_path):
+    from conftest import markdown_tables, run_python
+
+    rng = np.random.default_rng(0)
+    labels = np.arange(300) % 10
+    # digit d: a bright square at a place of its own, so that the held-out digit is unusual
+    images = (rng.random((300, 28, 28)) < 0.05).astype(np.uint8) * 255
+    for i, d in enumerate(labels):
+        images[i, 2 * d : 2 * d + 8, 2 * d : 2 * d + 8] = 255
+    data = tmp_path / "tiny.npz"
+    np.savez(data, x_train=images[:200], y_train=labels[:200], x_test=images[200:], y_test=labels[200:])
+    args = ["benchmarks/anomaly.py", "--data", str(data), "--out", str(tmp_path / "out"),
+            "--digits", "3", "--epochs", "2", "--num-samples", "4", "--peer-epochs", "1",
+            "--hidden-units", "32"]
+    first = run_python(args, backend="jax", timeout=900)
+    assert (tmp_path / "out" / "digit_3.json").exists()
+    again = run_python(args, backend="jax", timeout=900)
+    assert "done already" in again.stderr
+    auroc = markdown_tables(first.stdout)[0]
+    assert auroc[0][0] == "3" and auroc[-1][0] == "**mean**"
+    values = [float(cell) for cell in auroc[0][1:7]]
+    assert all(0.0 <= v <= 1.0 for v in values) and len(set(values)) > 1
+    assert markdown_tables(again.stdout)[0] == auroc
