@@ -103,4 +103,7 @@ def _describe_failure(recorder, case_id, check):
     if case is not None and check.failure_info is not None:
         command = getattr(check.failure_info, "code_sample", "") or ""
     label = case.value.operation.label if case is not None else recorder.label
-    return f"{label}: {check.name}: {title}\n{message}\n{command}".rstrip()
+    interaction = recorder.interactions.get(case_id)
+    answer = "" if interaction is None or interaction.response is None else (
+        f"[{interaction.response.status_code}] {interaction.response.content[:300]!r}")
+    return f"{label}: {check.name}: {title}\n{message}\n{answer}\n{command}".rstrip()

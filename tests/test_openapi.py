@@ -264,3 +264,18 @@ def test_latents_that_overflow_the_decoder_get_a_4xx_not_a_5xx(tmp_path):
             assert r.status_code == 400 and "not finite" in r.json()["error"], r.text
         r = c.post("/v1/decode", json={"z": [z["data"]]})
         assert r.status_code == 422 and "less than or equal to 1000000" in r.json()["error"]
+
+
+def test_a_decoder_with_an_anomaly_threshold_documents_its_one_k(tmp_path, models):
+    from keras_vae.core.anomaly import AnomalyThreshold
+    from keras_vae.serving.scoring import write_threshold
+
+    decoder = make_decoder_onnx(tmp_path / "decoder.onnx")
+    write_threshold(decoder, AnomalyThreshold("log_px", 45.0, 20, 0.1, 0.1, "fixture", 10))
+    with TestClient(create_app(decoder, encoder=models[1], intra_op_threads=1)) as c:
+        document = c.get("/openapi.json").json()
+        k = document["components"]["schemas"]["ScoreRequest"]["properties"]["num_samples"]["anyOf"][0]
+        assert k["minimum"] == k["maximum"] == 20  # the threshold holds at its own K only
+        assert c.post("/v1/score", json={"images": IMAGE, "num_samples": 20}).status_code == 200
+        r = c.post("/v1/score", json={"images": IMAGE, "num_samples": 21})
+        assert r.status_code == 422 and "less than or equal to 20" in r.json()["error"], r.text

@@ -42,6 +42,7 @@ from keras_vae.serving.routes.kserve import kserve_router
 from keras_vae.serving.routes.model_files import model_files_router
 from keras_vae.serving.routes.v1 import encoder_router, v1_router
 from keras_vae.serving.sampler import Sampler
+from keras_vae.serving.schemas import score_samples_range
 from keras_vae.serving.state import DecodeFn, ServingState, version
 
 __all__ = ["create_app"]
@@ -145,7 +146,8 @@ def create_app(
     app.include_router(v1_router(sampler.latent_dim, max_batch_size))
     if encoder is not None:
         app.include_router(encoder_router(encoder.image_shape, max_batch_size, max_score_samples,
-                                          unit_interval=sampler.likelihood == "bernoulli"))
+                                          unit_interval=sampler.likelihood == "bernoulli",
+                                          score_samples=score_samples_range(sampler, max_score_samples)))
     app.include_router(model_files_router(with_encoder=encoder is not None))
     app.include_router(kserve_router())
     explorer.add_explorer_routes(app)  # the page at /, /docs and /redoc, all served locally

@@ -14,8 +14,11 @@ from fastapi.responses import PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from keras_vae.core import contract
+from keras_vae.core.anomaly import SAMPLED_SCORES
 from keras_vae.serving.openapi import (MAX_SAFE_INTEGER, MODEL_WORK_ERRORS, REAL_LIMIT, integer,
                                        binary_responses, error_responses)
+from keras_vae.serving.sampler import Sampler
+from keras_vae.serving.scoring import served_threshold
 
 __all__ = ["ImageFormat", "request_models", "encoder_request_models", "ImagesJSON",
            "EncodeResponse", "ScoreResponse", "ROUTE_DOCS"]
@@ -59,10 +62,24 @@ def request_models(latent_dim: int, max_batch_size: int) -> tuple[type[BaseModel
     return GenerateRequest, DecodeRequest
 
 
+def score_samples_range(decoder: Sampler, max_score_samples: int) -> tuple[int, int]:
+    """The importance samples K that ``/v1/score`` accepts: 1 to ``max_score_samples``, or only
+    the K of the decoder's anomaly threshold when it holds one on a sampled score
+    (``keras_vae.serving.scoring``), since it holds at that K only."""
+    try:
+        threshold = served_threshold(decoder)
+    except ValueError:  # a malformed threshold: scoring reports it
+        threshold = None
+    if threshold is not None and threshold.score in SAMPLED_SCORES and threshold.num_samples:
+        return threshold.num_samples, threshold.num_samples
+    return 1, max_score_samples
+
+
 def encoder_request_models(image_shape: tuple[int, int, int], max_batch_size: int,
-                           max_score_samples: int,
-                           unit_interval: bool) -> tuple[type[BaseModel], ...]:
-    """The bodies of ``POST /v1/encode``, ``/v1/reconstruct`` and ``/v1/score`` for one model."""
+                           max_score_samples: int, unit_interval: bool,
+                           score_samples: tuple[int, int] | None = None) -> tuple[type[BaseModel], ...]:
+    """The bodies of ``POST /v1/encode``, ``/v1/reconstruct`` and ``/v1/score`` for one model;
+    ``score_samples``: the range of K (``score_samples_range``, default 1 to ``max_score_samples``)."""
     h, w, c = image_shape
     pixel = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0.0, le=1.0)] if (
         unit_interval) else Real
@@ -92,7 +109,7 @@ def encoder_request_models(image_shape: tuple[int, int, int], max_batch_size: in
 
         model_config = ConfigDict(extra="forbid")
         images: Images = images_field
-        num_samples: integer(1, max_score_samples) | None = Field(
+        num_samples: integer(*(score_samples or (1, max_score_samples))) | None = Field(
             None,
             description="importance samples K per image (default: the K of the decoder's "
                         "anomaly threshold, else 100)")

@@ -101,10 +101,12 @@ def v1_router(latent_dim: int, max_batch_size: int) -> APIRouter:
 
 
 def encoder_router(image_shape: tuple[int, int, int], max_batch_size: int, max_score_samples: int,
-                   unit_interval: bool) -> APIRouter:
+                   unit_interval: bool,
+                   score_samples: tuple[int, int] | None = None) -> APIRouter:
     """``/v1/encode``, ``/v1/reconstruct`` and ``/v1/score``, for an app that serves an encoder."""
     EncodeRequest, ReconstructRequest, ScoreRequest = encoder_request_models(
-        image_shape, max_batch_size, max_score_samples, unit_interval=unit_interval)
+        image_shape, max_batch_size, max_score_samples, unit_interval=unit_interval,
+        score_samples=score_samples)
     router = APIRouter(tags=["v1"])
 
     async def encode(body, state: State) -> dict:
