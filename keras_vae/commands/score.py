@@ -69,6 +69,8 @@ def parse_args(argv=None):
                          help="with --grid: how many of the most anomalous images to show")
     ranking.add_argument("--grid", help="PNG grid of the --top most anomalous images, most first")
     ranking.add_argument("--typical-grid", help="PNG grid of the --top least anomalous images")
+    ranking.add_argument("--grid-scale", type=int, default=1,
+                         help="enlarge the grids this many times (default: 1)")
     calibration = ranking.add_mutually_exclusive_group()
     calibration.add_argument("--calibrate-fpr", type=float,
                              help="set a threshold flagging this fraction of these (normal) images")
@@ -84,6 +86,8 @@ def parse_args(argv=None):
         parser.error("--max-images must be at least 1")
     if (args.grid or args.typical_grid) and args.top < 1:
         parser.error("--grid and --typical-grid need --top N (N >= 1)")
+    if args.grid_scale < 1:
+        parser.error("--grid-scale must be at least 1")
     if args.calibrate_percentile is not None:
         if not 0 < args.calibrate_percentile <= 100:
             parser.error("--calibrate-percentile must be in (0, 100]")
@@ -153,7 +157,11 @@ def run(args):
     from keras_vae.anomaly import load_images
     from keras_vae.core.anomaly import scores_csv, threshold_from_scores
     from keras_vae.core.files import write_text_atomic
-    from keras_vae.core.images import save_png
+    from keras_vae.core.files import write_bytes_atomic
+    from keras_vae.core.images import encode_png, image_grid
+
+    def save_grid(images, path, scale):
+        write_bytes_atomic(path, encode_png(image_grid(images, scale=scale)))
 
     for path in filter(None, (args.out, args.grid, args.typical_grid)):
         directory = os.path.dirname(os.path.abspath(path))
@@ -188,11 +196,11 @@ def run(args):
         lines.append(f"anomalous: {int(flagged.sum())} of {len(scores)} ({threshold.describe()})")
     order = scores.anomaly(args.score).argsort(kind="stable")[::-1]  # most anomalous first
     if args.grid:
-        save_png(data.images[order[: args.top]], args.grid)
+        save_grid(data.images[order[: args.top]], args.grid, args.grid_scale)
         lines.append(f"Wrote {args.grid}: the {min(args.top, len(order))} most anomalous by "
                      f"{args.score}, row by row")
     if args.typical_grid:
-        save_png(data.images[order[::-1][: args.top]], args.typical_grid)
+        save_grid(data.images[order[::-1][: args.top]], args.typical_grid, args.grid_scale)
         lines.append(f"Wrote {args.typical_grid}: the {min(args.top, len(order))} least anomalous")
     if args.write_threshold:
         from keras_vae.serving.scoring import write_threshold
