@@ -93,8 +93,11 @@ def spread_subset(images, count=None):
     return images[np.linspace(0, len(images) - 1, count).round().astype(int)]
 
 
-def measure(vae, images, num_samples=1000, batch_size=100, seed=0, verbose=True):
+def measure(vae, images, num_samples=1000, batch_size=100, seed=0, verbose=True, labels=None):
     """ELBO and NLL on `images`, in nats per example (and NLL in bits per dimension).
+
+    A class-conditional model needs the images' `labels`: its ELBO and NLL are those of
+    log p(x|y), and the metrics say so ("likelihood": "p(x|y)").
 
     The ELBO is −(reconstruction_loss + kl_loss) from `vae.evaluate` with the
     model's own K; the NLL is −mean log p(x) from `vae.log_likelihood` with
@@ -105,9 +108,10 @@ def measure(vae, images, num_samples=1000, batch_size=100, seed=0, verbose=True)
     dimension.
     """
     started = time.perf_counter()
-    losses = vae.evaluate(images, batch_size=batch_size, return_dict=True, verbose=0)
+    labels = conditional_labels(vae, labels)
+    losses = vae.evaluate(images, labels, batch_size=batch_size, return_dict=True, verbose=0)
     elbo = -(losses["reconstruction_loss"] + losses["kl_loss"])
-    log_px = vae.log_likelihood(images, num_samples=num_samples, batch_size=batch_size,
+    log_px = vae.log_likelihood(images, labels, num_samples=num_samples, batch_size=batch_size,
                                 seed=seed, verbose=verbose)
     nll = float(-np.mean(log_px))
     name = "nll" if is_likelihood(vae.likelihood, images) else "cross_entropy"
@@ -123,7 +127,20 @@ def measure(vae, images, num_samples=1000, batch_size=100, seed=0, verbose=True)
     }
     if name == "nll":
         metrics["bits_per_dim"] = nll / (int(np.prod(vae.image_shape)) * math.log(2.0))
+    if vae.conditional:
+        metrics.update(likelihood="p(x|y)", class_names=list(vae.class_names))
     return metrics
+
+
+def conditional_labels(vae, labels):
+    """The labels a class-conditional model is measured with (None for an unconditional one);
+    ValueError when a conditional model's test split has none."""
+    if not vae.conditional:
+        return None
+    if labels is None:
+        raise ValueError("this model is class-conditional: its test split needs labels, "
+                         "and this dataset has none")
+    return labels
 
 
 def evaluate_run(model_path, out_dir=None, dataset=None, data_dir=None, num_samples=1000,
@@ -146,18 +163,22 @@ def evaluate_run(model_path, out_dir=None, dataset=None, data_dir=None, num_samp
     images, labels, binarized = test_images(vae, dataset, data_dir, seed=seed,
                                             binarized=config.get("binarize", False),
                                             max_images=max_images)
+    labels = conditional_labels(vae, labels) if vae.conditional else labels
     metrics = measure(vae, spread_subset(images, max_images), num_samples, batch_size,
-                      seed=seed, verbose=verbose)
+                      seed=seed, verbose=verbose,
+                      labels=None if not vae.conditional else spread_subset(labels, max_images))
     metrics.update(model=os.path.abspath(model_file), dataset=dataset, test_binarized=binarized,
                    backend=keras.backend.backend())
     write_json(metrics, os.path.join(out_dir, "metrics.json"))
 
-    save_reconstructions(vae, images, os.path.join(out_dir, "test_reconstructions.png"))
+    given = labels if vae.conditional else None
+    save_reconstructions(vae, images, os.path.join(out_dir, "test_reconstructions.png"), labels=given)
     save_samples(vae, os.path.join(out_dir, "test_samples.png"), seed=seed)
     save_latent_space(vae, images[:5000], None if labels is None else labels[:5000],
                       os.path.join(out_dir, "latent_space.png"))
     end = _index_of_other_label(labels)
-    save_interpolation(vae, images[0], images[end], os.path.join(out_dir, "interpolation.png"))
+    save_interpolation(vae, images[0], images[end], os.path.join(out_dir, "interpolation.png"),
+                       labels=None if given is None else given[[0, end]])
     return metrics
 
 

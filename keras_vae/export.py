@@ -9,7 +9,10 @@ most mature Keras→ONNX converter and handles dynamic batch axes cleanly.
 
 The decoder graph: input `z` float32 [batch, latent_dim] (symbolic batch)
 -> output `x_mean` float32 [batch, H, W, C] (probabilities for a Bernoulli
-decoder: the sigmoid is in the graph; the mean for a Gaussian one).
+decoder: the sigmoid is in the graph; the mean for a Gaussian one). A
+class-conditional model's decoder also takes `label` int64 [batch], and its
+encoder `x` and `label` (`keras_vae.core.contract.LABEL_INPUT`); their metadata
+lists the class names (`contract.CLASS_NAMES`).
 """
 
 import datetime
@@ -23,6 +26,7 @@ import numpy as np
 import keras
 
 import keras_vae
+from keras_vae import conditioning
 from keras_vae import quantization
 from keras_vae.core import contract
 from keras_vae.core.files import atomic_path
@@ -57,7 +61,8 @@ def export_decoder(vae, path, opset=DEFAULT_OPSET, metadata=None, tolerance=PARI
 
 def export_int8_decoder(vae, path, test_images, opset=DEFAULT_OPSET, metadata=None,
                         nll_samples=200, max_nll_cost=quantization.MAX_NLL_COST, force=False,
-                        calibration_temperature=1.0, recipe=quantization.DEFAULT_RECIPE):
+                        calibration_temperature=1.0, recipe=quantization.DEFAULT_RECIPE,
+                        test_labels=None):
     """Writes an int8 decoder (see `keras_vae.quantization`) at `path`, after measuring its cost.
 
     Before the file appears: the fp32 graph passes the checks of `export_decoder`;
@@ -68,7 +73,8 @@ def export_int8_decoder(vae, path, test_images, opset=DEFAULT_OPSET, metadata=No
     is reported in the summary's "warnings" and the file is written all the same.
     `recipe` names an entry of `quantization.RECIPES`. The file's metadata stores the
     recipe, the measurements and the machine they were made on (CPU model, its int8
-    instruction sets, onnxruntime's version).
+    instruction sets, onnxruntime's version). A conditional model needs `test_labels`,
+    and its cost is that of −log p(x|y).
 
     Returns:
         The summary of `export_decoder`, plus "precision" and "int8": the NLL of
@@ -85,10 +91,13 @@ def export_int8_decoder(vae, path, test_images, opset=DEFAULT_OPSET, metadata=No
     started = time.perf_counter()
     fp32, summary = _convert_decoder(vae, opset, metadata, PARITY_TOLERANCE)
     encoder, _ = _convert_encoder(vae, opset, metadata, PARITY_TOLERANCE)
+    test_labels = conditioning.labels_for(vae, test_labels, len(test_images))
     int8 = quantization.quantize_decoder(fp32, vae.latent_dim, vae.prior_parameters(),
-                                         calibration_temperature, recipe)
-    difference, output_range = quantization.max_output_difference(fp32, int8, vae.latent_dim)
-    report = quantization.nll_cost(fp32, int8, encoder, vae.check_images(test_images), nll_samples)
+                                         calibration_temperature, recipe, vae.num_classes)
+    difference, output_range = quantization.max_output_difference(
+        fp32, int8, vae.latent_dim, num_classes=vae.num_classes)
+    report = quantization.nll_cost(fp32, int8, encoder, vae.check_images(test_images), nll_samples,
+                                   labels=test_labels)
     report["max_output_difference"] = difference
     problems = []
     if difference > quantization.PIXEL_TOLERANCE * output_range:
@@ -116,20 +125,44 @@ def export_int8_decoder(vae, path, test_images, opset=DEFAULT_OPSET, metadata=No
 
 
 def _convert_decoder(vae, opset, metadata, tolerance):
-    """The fp32 decoder graph z -> x_mean as checked ONNX bytes, and its summary."""
+    """The fp32 decoder graph z (, label) -> x_mean as checked ONNX bytes, and its summary."""
     z = keras.Input(shape=(vae.latent_dim,), name=contract.DECODER_INPUT)
-    decoder = keras.Model(z, vae.decoder_output_to_mean(vae.decoder(z)), name="vae_decoder")
+    inputs, label = _with_label_input(vae, z)
+    decoder = keras.Model(inputs, vae.decoder_output_to_mean(vae.decoder(vae.with_labels(z, label))),
+                          name="vae_decoder")
 
-    def reference(z_batch):
-        return [vae.decode(z_batch)]
+    def reference(z_batch, labels=None):
+        return [vae.decode(z_batch, labels=labels)]
 
     def random_inputs(batch_size, rng):
-        return {contract.DECODER_INPUT:
-                rng.standard_normal((batch_size, vae.latent_dim)).astype("float32")}
+        return _with_random_labels(vae, rng, batch_size, {contract.DECODER_INPUT:
+                                   rng.standard_normal((batch_size, vae.latent_dim)).astype("float32")})
 
     props = dict(metadata or {}, **model_metadata(vae))
-    return _convert(decoder, {contract.DECODER_INPUT: (vae.latent_dim,)}, [contract.DECODER_OUTPUT],
-                    opset, props, random_inputs, reference, tolerance)
+    return _convert(decoder, _input_specs(vae, contract.DECODER_INPUT, (vae.latent_dim,)),
+                    [contract.DECODER_OUTPUT], opset, props, random_inputs, reference, tolerance)
+
+
+def _with_label_input(vae, first_input):
+    """(model inputs, int32 label tensor or None): a conditional graph's second input, int64 `label`."""
+    if not vae.conditional:
+        return first_input, None
+    label = keras.Input(shape=(), dtype="int64", name=contract.LABEL_INPUT)
+    return [first_input, label], keras.ops.cast(label, "int32")
+
+
+def _with_random_labels(vae, rng, batch_size, inputs):
+    if vae.conditional:
+        inputs[contract.LABEL_INPUT] = rng.integers(0, vae.num_classes, batch_size).astype("int64")
+    return inputs
+
+
+def _input_specs(vae, name, shape):
+    """{input name: (shape without batch, tf dtype name)} of a graph: the data, and a conditional label."""
+    specs = {name: (shape, "float32")}
+    if vae.conditional:
+        specs[contract.LABEL_INPUT] = ((), "int64")
+    return specs
 
 
 def export_encoder(vae, path, opset=DEFAULT_OPSET, metadata=None, tolerance=PARITY_TOLERANCE):
@@ -140,14 +173,20 @@ def export_encoder(vae, path, opset=DEFAULT_OPSET, metadata=None, tolerance=PARI
 
 
 def _convert_encoder(vae, opset, metadata, tolerance):
-    def reference(x_batch):
-        return list(vae.encode(x_batch))
+    def reference(x_batch, labels=None):
+        return list(vae.encode(x_batch, labels=labels))
 
     def random_inputs(batch_size, rng):
-        return {contract.ENCODER_INPUT: rng.random((batch_size,) + vae.image_shape).astype("float32")}
+        return _with_random_labels(vae, rng, batch_size, {contract.ENCODER_INPUT:
+                                   rng.random((batch_size,) + vae.image_shape).astype("float32")})
 
+    encoder = vae.encoder
+    if vae.conditional:
+        x = keras.Input(shape=vae.image_shape, name=contract.ENCODER_INPUT)
+        inputs, label = _with_label_input(vae, x)
+        encoder = keras.Model(inputs, vae.encoder([x, label]), name="encoder")
     props = dict(metadata or {}, **model_metadata(vae))
-    return _convert(vae.encoder, {contract.ENCODER_INPUT: vae.image_shape},
+    return _convert(encoder, _input_specs(vae, contract.ENCODER_INPUT, vae.image_shape),
                     list(contract.ENCODER_OUTPUTS), opset, props, random_inputs, reference,
                     tolerance)
 
@@ -180,16 +219,28 @@ def model_metadata(vae):
     prior = vae.prior_parameters()
     if prior is not None:
         metadata[contract.PRIOR] = contract.encode_prior(prior)
+    if vae.conditional:
+        metadata[contract.CLASS_NAMES] = json.dumps(list(vae.class_names))
     return metadata
 
 
 def write_triton_repository(onnx_path, repository, model_name, latent_dim, image_shape,
-                            max_batch_size=TRITON_MAX_BATCH_SIZE, precision="fp32"):
+                            max_batch_size=TRITON_MAX_BATCH_SIZE, precision="fp32",
+                            conditional=False):
     """Writes a Triton model repository: <repository>/<model_name>/{config.pbtxt, 1/model.onnx}.
 
     The inputs and outputs are float32 at any precision (an int8 graph quantizes
-    inside); the config names the graph's `precision` in its parameters.
+    inside); the config names the graph's `precision` in its parameters. A
+    `conditional` decoder has a second input, `label`: one int64 per row (dims [1],
+    reshaped to the graph's [batch]).
     """
+    label_input = f""",
+  {{
+    name: "{contract.LABEL_INPUT}"
+    data_type: TYPE_INT64
+    dims: [ 1 ]
+    reshape: {{ shape: [ ] }}
+  }}""" if conditional else ""
     model_dir = os.path.join(repository, model_name)
     os.makedirs(os.path.join(model_dir, "1"), exist_ok=True)
     config = f"""name: "{model_name}"
@@ -200,7 +251,7 @@ input [
     name: "{contract.DECODER_INPUT}"
     data_type: TYPE_FP32
     dims: [ {latent_dim} ]
-  }}
+  }}{label_input}
 ]
 output [
   {{
@@ -235,8 +286,12 @@ def _convert(model, input_shapes, output_names, opset, props, random_inputs, ref
             "there); use `keras-vae export`, which sets it."
         )
     started = time.perf_counter()
-    signature = [tf.TensorSpec((None,) + tuple(shape), tf.float32, name=name)
-                 for name, shape in input_shapes.items()]
+    # input_shapes: {name: shape}, float32, or {name: (shape, dtype name)}.
+    input_shapes = {name: spec if isinstance(spec, tuple) and len(spec) == 2
+                    and isinstance(spec[1], str) else (spec, "float32")
+                    for name, spec in input_shapes.items()}
+    signature = [tf.TensorSpec((None,) + tuple(shape), getattr(tf, dtype), name=name)
+                 for name, (shape, dtype) in input_shapes.items()]
 
     @tf.function(input_signature=signature)
     def forward(*inputs):
@@ -262,7 +317,7 @@ def _convert(model, input_shapes, output_names, opset, props, random_inputs, ref
         "precision": "fp32",
         "bytes": len(data),
         "opset": opset,
-        "inputs": {name: ["batch", *shape] for name, shape in input_shapes.items()},
+        "inputs": {name: ["batch", *shape] for name, (shape, _) in input_shapes.items()},
         "outputs": {node.name: [d.dim_param or d.dim_value
                                 for d in node.type.tensor_type.shape.dim]
                     for node in onnx_model.graph.output},

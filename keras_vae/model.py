@@ -9,6 +9,7 @@ import keras
 from keras import ops
 from keras import random
 
+from keras_vae import conditioning
 from keras_vae import distributions as dist
 from keras_vae.networks import build_decoder
 from keras_vae.networks import build_encoder
@@ -89,6 +90,12 @@ class VAE(BackendTrainer, keras.Model):
         source_backend: the Keras backend the model was last trained on. Set by
             `fit` and saved with the model, so that an exported graph can name
             it; leave it unset.
+        num_classes: None for an unconditional VAE; an integer C for a
+            class-conditional one (`keras_vae.conditioning`): the encoder is
+            q(z|x, y) and the decoder p(x|z, y), each given the label y in
+            0..C-1 as a one-hot vector, and `fit(x, y)` takes integer labels.
+            The prior stays p(z), shared by the classes.
+        class_names: with `num_classes`, a name for each class (default "0", "1", ...).
 
     Example:
 
@@ -122,6 +129,8 @@ class VAE(BackendTrainer, keras.Model):
         dynamic_binarization=ModelOptions.dynamic_binarization,
         seed=None,
         source_backend=None,
+        num_classes=None,
+        class_names=None,
         **kwargs,
     ):
         arguments = locals()
@@ -130,12 +139,14 @@ class VAE(BackendTrainer, keras.Model):
         options = ModelOptions(**{name: arguments[name] for name in OPTION_NAMES})
         input_shape = tuple(int(d) for d in input_shape)
         check_architecture(input_shape, options.architecture, options.conv_filters, options.gated)
+        num_classes, class_names = conditioning.check_classes(num_classes, class_names)
         super().__init__(**kwargs)
 
         # === Layers ===
         latent_dim = options.latent_dim
         networks = dict(architecture=options.architecture, hidden_units=options.hidden_units,
-                        conv_filters=options.conv_filters, gated=options.gated)
+                        conv_filters=options.conv_filters, gated=options.gated,
+                        num_classes=num_classes)
         self.encoder = build_encoder(input_shape, latent_dim, **networks)
         self.decoder = build_decoder(input_shape, latent_dim, **networks)
         if options.likelihood == "gaussian" and options.decoder_std == "learned":
@@ -188,6 +199,8 @@ class VAE(BackendTrainer, keras.Model):
             setattr(self, name, value)
         self.seed = seed
         self.source_backend = source_backend
+        self.num_classes = num_classes
+        self.class_names = class_names
 
     def get_config(self):
         """The constructor's arguments as JSON values (tuples as lists), with Keras' own."""
@@ -197,6 +210,9 @@ class VAE(BackendTrainer, keras.Model):
             value = getattr(self, name)
             config[name] = list(value) if isinstance(value, tuple) else value
         config.update(seed=self.seed, source_backend=self.source_backend)
+        # None for an unconditional model; a .keras file saved without these keys loads as one.
+        config.update(num_classes=self.num_classes,
+                      class_names=None if self.class_names is None else list(self.class_names))
         return config
 
     def compile_from_config(self, config):
@@ -214,15 +230,32 @@ class VAE(BackendTrainer, keras.Model):
     def metrics(self):
         return [self.loss_tracker, self.reconstruction_loss_tracker, self.kl_loss_tracker]
 
+    @property
+    def conditional(self):
+        """True for a class-conditional VAE (`num_classes` set)."""
+        return self.num_classes is not None
+
+    def with_labels(self, inputs, labels):
+        """The input of the encoder or decoder: `inputs`, or [inputs, labels] when conditional."""
+        return [inputs, labels] if self.conditional else inputs
+
     def call(self, x, training=False):
-        """Reconstruction from the posterior mean: (B, H, W, C) pixel means."""
-        z_mean, _ = self.encoder(x, training=training)
-        return self.decoder_output_to_mean(self.decoder(z_mean, training=training))
+        """Reconstruction from the posterior mean: (B, H, W, C) pixel means.
+
+        A conditional model takes `[x, labels]`.
+        """
+        x, labels = conditioning.split_inputs(self, x)
+        z_mean, _ = self.encoder(self.with_labels(x, labels), training=training)
+        return self.decoder_output_to_mean(
+            self.decoder(self.with_labels(z_mean, labels), training=training))
 
     # === The objective, shared by train_step and test_step on every backend ===
 
-    def compute_losses(self, x, training=False):
+    def compute_losses(self, x, training=False, labels=None):
         """Per-example losses in nats for a batch of images x (B, H, W, C).
+
+        A conditional model needs `labels` (B,) ints: the losses are then those of
+        log p(x|y) (the encoder and decoder see y; the prior is p(z)).
 
         Returns a dict of (B,) tensors:
             "loss": the objective, −ELBO (or −IWAE bound) with the current β;
@@ -234,6 +267,7 @@ class VAE(BackendTrainer, keras.Model):
         β follows the warm-up, and the warm-up step counter advances.
         """
         self.check_image_shape(x)
+        labels = conditioning.check_batch_labels(self, labels)
         x = ops.cast(x, "float32")
         if training and self.dynamic_binarization:
             x = ops.cast(random.uniform(ops.shape(x), seed=self.seed_generator) < x, "float32")
@@ -241,9 +275,9 @@ class VAE(BackendTrainer, keras.Model):
         if training:
             self.steps_seen.assign_add(1.0)
 
-        z_mean, z_log_var = self.encoder(x, training=training)
+        z_mean, z_log_var = self.encoder(self.with_labels(x, labels), training=training)
         z = dist.reparameterize(z_mean, z_log_var, self.seed_generator, self.num_samples)
-        log_px_z = self.log_px_given_z(x, z, training=training)  # (K, B)
+        log_px_z = self.log_px_given_z(x, z, training=training, labels=labels)  # (K, B)
         reconstruction = -ops.mean(log_px_z, axis=0)  # (B,)
         # (K, B): log p(z) − log q(z|x), needed unless the loss is the closed-form ELBO.
         log_prior_ratio = None
@@ -297,9 +331,12 @@ class VAE(BackendTrainer, keras.Model):
         )
         return contract.MixturePrior(weights / weights.sum(), means, log_vars)
 
-    def log_px_given_z(self, x, z, training=False):
-        """log p(x|z) in nats: x (B, H, W, C), z (K, B, D) -> (K, B)."""
-        params = self.decoder(ops.reshape(z, (-1, self.latent_dim)), training=training)
+    def log_px_given_z(self, x, z, training=False, labels=None):
+        """log p(x|z) (or log p(x|z, y), labels (B,)) in nats: x (B, H, W, C), z (K, B, D) -> (K, B)."""
+        flat_z = ops.reshape(z, (-1, self.latent_dim))  # row k·B + b is z[k, b]
+        if self.conditional:
+            labels = ops.tile(ops.reshape(labels, (-1,)), (ops.shape(z)[0],))
+        params = self.decoder(self.with_labels(flat_z, labels), training=training)
         params = ops.reshape(params, (ops.shape(z)[0], -1) + self.image_shape)
         if self.likelihood == "bernoulli":
             return dist.bernoulli_log_prob_from_logits(x, params, IMAGE_EVENT_AXES)
@@ -355,11 +392,16 @@ class VAE(BackendTrainer, keras.Model):
         return x
 
     def fit(self, x=None, y=None, *args, validation_data=None, **kwargs):
+        """`keras.Model.fit`; a conditional model takes the class labels as y: fit(x, y)."""
         self.source_backend = keras.backend.backend()
         if _is_array(x):
             x = self.check_images(x)
+            y = conditioning.check_fit_labels(self, y, len(x))
         if isinstance(validation_data, (tuple, list)) and _is_array(validation_data[0]):
-            validation_data = (self.check_images(validation_data[0]),) + tuple(validation_data[1:])
+            val_x = self.check_images(validation_data[0])
+            val_y = validation_data[1] if len(validation_data) > 1 else None
+            val_y = conditioning.check_fit_labels(self, val_y, len(val_x), "validation_data")
+            validation_data = (val_x,) if val_y is None else (val_x, val_y)
         return super().fit(x, y, *args, validation_data=validation_data, **kwargs)
 
     def save(self, filepath, overwrite=True, **kwargs):
@@ -380,22 +422,32 @@ class VAE(BackendTrainer, keras.Model):
     def evaluate(self, x=None, y=None, *args, **kwargs):
         if _is_array(x):
             x = self.check_images(x)
+            y = conditioning.check_fit_labels(self, y, len(x))
         return super().evaluate(x, y, *args, **kwargs)
 
     # === User methods (numpy in, numpy out) ===
 
-    def encode(self, x, batch_size=256):
-        """Parameters of q(z|x): returns (z_mean, z_log_var), each (N, D) numpy."""
+    def encode(self, x, batch_size=256, labels=None):
+        """Parameters of q(z|x) (q(z|x, y) with labels): returns (z_mean, z_log_var), each (N, D) numpy.
+
+        `labels`: a conditional model's classes, an int or (N,) ints in 0..num_classes-1.
+        """
         x = self.check_images(x)
-        z_mean, z_log_var = self.encoder.predict(x, batch_size=batch_size, verbose=0)
+        labels = conditioning.labels_for(self, labels, len(x))
+        z_mean, z_log_var = self.encoder.predict(self.with_labels(x, labels), batch_size=batch_size,
+                                                 verbose=0)
         return z_mean, z_log_var
 
-    def decode(self, z, batch_size=256):
-        """Pixel means of p(x|z) for z (N, D): (N, H, W, C) numpy (probabilities for Bernoulli)."""
+    def decode(self, z, batch_size=256, labels=None):
+        """Pixel means of p(x|z) (p(x|z, y) with labels) for z (N, D): (N, H, W, C) numpy.
+
+        `labels`: a conditional model's classes, an int or (N,) ints in 0..num_classes-1.
+        """
         z = np.asarray(z, dtype="float32")
         if z.ndim != 2 or z.shape[1] != self.latent_dim:
             raise ValueError(f"Expected z of shape (batch, {self.latent_dim}), got {z.shape}.")
-        params = self.decoder.predict(z, batch_size=batch_size, verbose=0)
+        labels = conditioning.labels_for(self, labels, len(z))
+        params = self.decoder.predict(self.with_labels(z, labels), batch_size=batch_size, verbose=0)
         return ops.convert_to_numpy(self.decoder_output_to_mean(params))
 
     def sample_latents(self, n, seed=None, temperature=1.0):
@@ -407,18 +459,22 @@ class VAE(BackendTrainer, keras.Model):
         """
         return contract.draw_latents(n, self.latent_dim, self.prior_parameters(), seed, temperature)
 
-    def sample(self, n, seed=None, temperature=1.0):
-        """n images from the model: z from the prior (`sample_latents`), decoded to pixel means."""
-        return self.decode(self.sample_latents(n, seed, temperature))
+    def sample(self, n, seed=None, temperature=1.0, labels=None):
+        """n images from the model: z from the prior (`sample_latents`), decoded to pixel means.
 
-    def reconstruct(self, x):
+        A conditional model needs `labels`: one class (int) for all n images, or (n,) ints;
+        the same seed gives the same z whatever the labels.
+        """
+        return self.decode(self.sample_latents(n, seed, temperature), labels=labels)
+
+    def reconstruct(self, x, labels=None):
         """Decodes the posterior mean of each image: (N, H, W, C) -> (N, H, W, C) numpy."""
-        z_mean, _ = self.encode(x)
-        return self.decode(z_mean)
+        z_mean, _ = self.encode(x, labels=labels)
+        return self.decode(z_mean, labels=labels)
 
-    def log_likelihood(self, x, num_samples=1000, batch_size=100, samples_per_chunk=None,
+    def log_likelihood(self, x, y=None, num_samples=1000, batch_size=100, samples_per_chunk=None,
                        seed=0, verbose=False):
-        """Importance-sampled estimate of log p(x), per example, in nats.
+        """Importance-sampled estimate of log p(x), per example, in nats (log p(x|y) given labels y).
 
         log p(x) ≈ log (1/K) Σ_k p(x|z_k) p(z_k) / q(z_k|x), z_k ~ q(z|x)
         (the IWAE bound with K = num_samples; it tightens as K grows). Images
@@ -432,21 +488,28 @@ class VAE(BackendTrainer, keras.Model):
             (N,) float64 numpy array.
         """
         x = self.check_images(x)
+        y = conditioning.labels_for(self, y, len(x))
         progress = keras.utils.Progbar(len(x), unit_name="image") if verbose else None
 
-        def encode(x_batch):
-            z_mean, z_log_var = self.encoder(ops.convert_to_tensor(x_batch), training=False)
+        def encode(x_batch, y_batch=None):
+            z_mean, z_log_var = self.encoder(
+                self.with_labels(ops.convert_to_tensor(x_batch), _tensor_or_none(y_batch)), training=False)
             return ops.convert_to_numpy(z_mean), ops.convert_to_numpy(z_log_var)
 
-        def log_px_given_z(x_batch, z):
-            log_px = self.log_px_given_z(ops.convert_to_tensor(x_batch), ops.convert_to_tensor(z))
+        def log_px_given_z(x_batch, z, y_batch=None):
+            log_px = self.log_px_given_z(ops.convert_to_tensor(x_batch), ops.convert_to_tensor(z),
+                                         labels=_tensor_or_none(y_batch))
             return ops.convert_to_numpy(log_px)
 
         return likelihood.log_likelihood(
             x, encode, log_px_given_z, self.prior_parameters(), num_samples=num_samples,
             batch_size=batch_size, samples_per_chunk=samples_per_chunk, seed=seed,
-            progress=None if progress is None else progress.add,
+            progress=None if progress is None else progress.add, labels=y,
         )
+
+
+def _tensor_or_none(values):
+    return None if values is None else ops.convert_to_tensor(values)
 
 
 def _is_array(x):

@@ -29,11 +29,19 @@ def hidden_layer(h, units, gated, name):
     return layers.Multiply(name=f"{name}_gated")([layers.Dense(units, name=name)(h), gate])
 
 
-def build_encoder(input_shape, latent_dim, architecture, hidden_units, conv_filters, gated=False):
-    """Returns `keras.Model(x -> [z_mean, z_log_var])`, named "encoder"."""
+def build_encoder(input_shape, latent_dim, architecture, hidden_units, conv_filters, gated=False,
+                  num_classes=None):
+    """Returns `keras.Model(x -> [z_mean, z_log_var])`, named "encoder".
+
+    With `num_classes`, the model takes `[x, label]` (label: int32 (B,)) and the label's
+    one-hot vector joins the flattened image features before the hidden layers: q(z|x, y).
+    """
     x = keras.Input(shape=input_shape, name="x")
+    label = None if num_classes is None else keras.Input(shape=(), dtype="int32", name="label")
     if architecture == "mlp":
         h = layers.Flatten(name="flatten")(x)
+        if label is not None:
+            h = with_one_hot(h, label, num_classes)
         for i, units in enumerate(hidden_units):
             h = hidden_layer(h, units, gated, name=f"dense_{i}")
     else:
@@ -43,18 +51,27 @@ def build_encoder(input_shape, latent_dim, architecture, hidden_units, conv_filt
                 filters, 3, strides=2, padding="same", activation="relu", name=f"conv_{i}"
             )(h)
         h = layers.Flatten(name="flatten")(h)
+    if label is not None and architecture == "conv":
+        h = with_one_hot(h, label, num_classes)
     z_mean = layers.Dense(latent_dim, name="z_mean")(h)
     z_log_var = layers.Dense(latent_dim, name="z_log_var_raw")(h)
     z_log_var = layers.Identity(name="z_log_var")(keras.ops.clip(z_log_var, *Z_LOG_VAR_RANGE))
-    return keras.Model(x, [z_mean, z_log_var], name="encoder")
+    inputs = x if label is None else [x, label]
+    return keras.Model(inputs, [z_mean, z_log_var], name="encoder")
 
 
-def build_decoder(output_shape, latent_dim, architecture, hidden_units, conv_filters, gated=False):
-    """Returns `keras.Model(z -> decoder output (B, H, W, C))`, named "decoder"."""
+def build_decoder(output_shape, latent_dim, architecture, hidden_units, conv_filters, gated=False,
+                  num_classes=None):
+    """Returns `keras.Model(z -> decoder output (B, H, W, C))`, named "decoder".
+
+    With `num_classes`, the model takes `[z, label]` (label: int32 (B,)) and the label's
+    one-hot vector joins z before the first layer: p(x|z, y).
+    """
     z = keras.Input(shape=(latent_dim,), name="z")
+    label = None if num_classes is None else keras.Input(shape=(), dtype="int32", name="label")
     height, width, channels = output_shape
+    h = z if label is None else with_one_hot(z, label, num_classes)
     if architecture == "mlp":
-        h = z
         for i, units in enumerate(reversed(hidden_units)):
             h = hidden_layer(h, units, gated, name=f"dense_{i}")
         h = layers.Dense(math.prod(output_shape), name="pixels")(h)
@@ -64,14 +81,21 @@ def build_decoder(output_shape, latent_dim, architecture, hidden_units, conv_fil
         filters = list(reversed(conv_filters))
         h = layers.Dense(
             (height // scale) * (width // scale) * filters[0], activation="relu", name="dense"
-        )(z)
+        )(h)
         h = layers.Reshape((height // scale, width // scale, filters[0]), name="reshape")(h)
         for i, f in enumerate(filters):
             h = layers.Conv2DTranspose(
                 f, 3, strides=2, padding="same", activation="relu", name=f"deconv_{i}"
             )(h)
         out = layers.Conv2D(channels, 3, padding="same", name="x_params")(h)
-    return keras.Model(z, out, name="decoder")
+    return keras.Model(z if label is None else [z, label], out, name="decoder")
+
+
+def with_one_hot(features, label, num_classes):
+    """features (B, F) and int labels (B,) -> (B, F + num_classes): the label one-hot, appended."""
+    one_hot = layers.Lambda(lambda y: keras.ops.one_hot(y, num_classes), name="label_one_hot",
+                            output_shape=(num_classes,))(label)
+    return layers.Concatenate(name="with_label")([features, one_hot])
 
 
 def check_architecture(input_shape, architecture, conv_filters, gated=False):

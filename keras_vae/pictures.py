@@ -21,26 +21,44 @@ def save_grid(images, path, ncols=None):
 
 
 def save_samples(vae, path, n=64, seed=0):
-    """A grid of n images decoded from z ~ N(0, I)."""
+    """A grid of n images decoded from z ~ N(0, I); for a class-conditional model, one row
+    per class (`save_class_grid`)."""
+    if getattr(vae, "conditional", False):
+        return save_class_grid(vae, path, seed=seed)
     save_grid(vae.sample(n, seed=seed), path)
 
 
-def save_reconstructions(vae, images, path, n=32):
+def save_class_grid(vae, path, per_class=10, seed=0, temperature=1.0):
+    """A class-conditional model's samples, one row per class, the same z in each column:
+    row y holds the means of p(x|z_j, y), j = 1..per_class."""
+    from keras_vae.conditioning import class_grid_inputs
+
+    z, labels = class_grid_inputs(vae, per_class, seed, temperature)
+    save_grid(vae.decode(z, labels=labels), path, ncols=per_class)
+
+
+def save_reconstructions(vae, images, path, n=32, labels=None):
     """Originals (odd rows) above their reconstructions (even rows), 8 per row."""
     images = images[:n]
-    reconstructions = vae.reconstruct(images)
+    reconstructions = vae.reconstruct(images, labels=None if labels is None else labels[:n])
     rows = []
     for start in range(0, len(images), 8):
         rows += [images[start : start + 8], reconstructions[start : start + 8]]
     save_grid(np.concatenate(rows), path, ncols=8)
 
 
-def save_interpolation(vae, start_image, end_image, path, steps=10):
-    """Decodes z_mean linearly interpolated between two images' posteriors, one row."""
-    z_mean, _ = vae.encode(np.stack([start_image, end_image]))
+def save_interpolation(vae, start_image, end_image, path, steps=10, labels=None):
+    """Decodes z_mean linearly interpolated between two images' posteriors, one row.
+
+    A class-conditional model takes the two images' `labels`; the row decodes with the
+    first image's label, so it shows the change of style within that class.
+    """
+    pair = None if labels is None else np.asarray(labels)[:2]
+    z_mean, _ = vae.encode(np.stack([start_image, end_image]), labels=pair)
     weights = np.linspace(0.0, 1.0, steps)[:, None]
     z = (1.0 - weights) * z_mean[0] + weights * z_mean[1]
-    row = np.concatenate([start_image[None], vae.decode(z), end_image[None]])
+    row_labels = None if pair is None else np.full(steps, pair[0])
+    row = np.concatenate([start_image[None], vae.decode(z, labels=row_labels), end_image[None]])
     save_grid(row, path, ncols=len(row))
 
 
@@ -51,7 +69,8 @@ def save_latent_space(vae, images, labels, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    z_mean, _ = vae.encode(images)
+    # A class-conditional model's posterior q(z|x, y) is given each image's label.
+    z_mean, _ = vae.encode(images, labels=labels if getattr(vae, "conditional", False) else None)
     if z_mean.shape[1] > 2:
         centered = z_mean - z_mean.mean(axis=0)
         _, _, components = np.linalg.svd(centered, full_matrices=False)

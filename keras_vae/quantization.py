@@ -89,11 +89,13 @@ def measuring_machine():
 
 
 class _PriorSamples:
-    """Calibration inputs: z drawn from the model's prior, in batches of 100."""
+    """Calibration inputs: z drawn from the model's prior, in batches of 100 (with
+    `num_classes`, a conditional decoder's labels too, every class in turn)."""
 
-    def __init__(self, latent_dim, prior, count=CALIBRATION_SIZE, seed=1, temperature=1.0):
+    def __init__(self, latent_dim, prior, count=CALIBRATION_SIZE, seed=1, temperature=1.0,
+                 num_classes=None):
         z = contract.draw_latents(count, latent_dim, prior, seed=seed, temperature=temperature)
-        self.batches = [{contract.DECODER_INPUT: z[i : i + 100]} for i in range(0, count, 100)]
+        self.batches = [_decoder_inputs(z[i : i + 100], num_classes) for i in range(0, count, 100)]
         self.position = 0
 
     def get_next(self):
@@ -106,8 +108,16 @@ class _PriorSamples:
         self.position = 0
 
 
+def _decoder_inputs(z, num_classes=None):
+    """A decoder's feed for z (n, D): a conditional one's labels cycle through the classes."""
+    feed = {contract.DECODER_INPUT: z}
+    if num_classes is not None:
+        feed[contract.LABEL_INPUT] = np.arange(len(z), dtype=np.int64) % num_classes
+    return feed
+
+
 def quantize_decoder(fp32_bytes, latent_dim, prior=None, calibration_temperature=1.0,
-                     recipe=DEFAULT_RECIPE):
+                     recipe=DEFAULT_RECIPE, num_classes=None):
     """The int8 decoder for an fp32 decoder graph: serialized ONNX bytes in, bytes out.
 
     `calibration_temperature` scales the calibration z's spread (1.0: the prior itself);
@@ -136,7 +146,7 @@ def quantize_decoder(fp32_bytes, latent_dim, prior=None, calibration_temperature
         quant_pre_process(source, prepared)
         quantize_static(
             prepared, quantized,
-            Reader(latent_dim, prior, temperature=calibration_temperature),
+            Reader(latent_dim, prior, temperature=calibration_temperature, num_classes=num_classes),
             quant_format=QuantFormat.QDQ,
             op_types_to_quantize=list(QUANTIZED_OPS),
             per_channel=True,
@@ -158,7 +168,8 @@ def quantize_decoder(fp32_bytes, latent_dim, prior=None, calibration_temperature
     return model.SerializeToString()
 
 
-def max_output_difference(fp32_bytes, int8_bytes, latent_dim, batch_sizes=(1, 7, 64), seed=0):
+def max_output_difference(fp32_bytes, int8_bytes, latent_dim, batch_sizes=(1, 7, 64), seed=0,
+                          num_classes=None):
     """Largest |int8 − fp32| decoder output on random z ~ N(0, I), and the fp32 outputs' range."""
     import onnxruntime
 
@@ -168,14 +179,16 @@ def max_output_difference(fp32_bytes, int8_bytes, latent_dim, batch_sizes=(1, 7,
     difference, low, high = 0.0, np.inf, -np.inf
     for batch_size in batch_sizes:
         z = rng.standard_normal((batch_size, latent_dim)).astype("float32")
-        fp32, int8 = (s.run([contract.DECODER_OUTPUT], {contract.DECODER_INPUT: z})[0] for s in sessions)
+        feed = _decoder_inputs(z, num_classes)
+        fp32, int8 = (s.run([contract.DECODER_OUTPUT], feed)[0] for s in sessions)
         difference = max(difference, float(np.max(np.abs(int8 - fp32))))
         low, high = min(low, float(fp32.min())), max(high, float(fp32.max()))
     return difference, high - low
 
 
-def nll_cost(fp32_bytes, int8_bytes, encoder_bytes, images, num_samples=200, seed=0):
-    """Test NLL of both decoders with the same encoder, images and noise, in onnxruntime.
+def nll_cost(fp32_bytes, int8_bytes, encoder_bytes, images, num_samples=200, seed=0, labels=None):
+    """Test NLL of both decoders with the same encoder, images and noise, in onnxruntime
+    (−log p(x|y) of a conditional model, given the images' labels).
 
     Returns {"images", "num_samples", "nll_fp32", "nll_int8", "cost", "cost_standard_error"}
     in nats per example; "cost" is NLL(int8) − NLL(fp32), its standard error from the
@@ -193,7 +206,7 @@ def nll_cost(fp32_bytes, int8_bytes, encoder_bytes, images, num_samples=200, see
                 f.write(data)
         encoder = Encoder(paths["encoder"], provider="cpu")
         log_px = {name: onnx_log_likelihood(encoder, Sampler(paths[name], provider="cpu"), images,
-                                            num_samples=num_samples, seed=seed)
+                                            num_samples=num_samples, seed=seed, labels=labels)
                   for name in ("fp32", "int8")}
     per_image = log_px["fp32"] - log_px["int8"]
     return {

@@ -28,6 +28,7 @@ import numpy as np
 import keras
 
 import keras_vae
+from keras_vae import conditioning
 from keras_vae import resume
 from keras_vae.data import binarize
 from keras_vae.data import image_folder_split
@@ -65,6 +66,7 @@ class TrainConfig(ImageOptions, ModelOptions):
     out: str = "runs/digits"
     overwrite: bool = False
     verbose: int | str = "auto"
+    conditional: bool = False  # a class-conditional VAE on the dataset's labels (keras_vae.conditioning)
 
     def __post_init__(self):
         ModelOptions.__post_init__(self)
@@ -94,8 +96,11 @@ class ElapsedTime(keras.callbacks.Callback):
             logs["elapsed_seconds"] = self.previous_seconds + time.perf_counter() - self.started
 
 
-def load_training_data(config, drop_last=False):
+def load_training_data(config, drop_last=False, with_labels=False):
     """Train and validation images for a config: (x_train, x_val).
+
+    With `with_labels` (a class-conditional run): ((x_train, y_train), (x_val, y_val),
+    class_names), the labels int32 (N,), split with their images; in memory only.
 
     Each is float32 (N, H, W, C) in memory, or, for an image folder whose decoded
     images exceed `config.memory_budget_mb`, a `keras_vae.image_folder.ImageFolderBatches`
@@ -106,23 +111,33 @@ def load_training_data(config, drop_last=False):
     """
     if not 0.0 <= config.val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {config.val_fraction}")
+    class_names = ()
     if is_image_folder(config.dataset):
         files = image_folder_split(config.dataset, "train", config.image_size or None,
                                    config.color_mode)
+        class_names = files.class_names
         if files.decoded_bytes > config.memory_budget_mb * 1e6:
+            if with_labels:
+                raise ValueError("--conditional holds the images in memory; this folder is larger "
+                                 "than --memory-budget-mb: raise it, or use fewer images")
             return stream_image_folder(config, files, drop_last)
-    images = load_dataset(config.dataset, "train", config.data_dir, config.download,
-                          **config.image_kwargs()).images
+    data = load_dataset(config.dataset, "train", config.data_dir, config.download,
+                        **config.image_kwargs())
+    images = data.images
+    if with_labels:
+        labels, class_names = conditioning.training_labels(config.dataset, data.labels, class_names)
     if config.binarize:
         images = binarize(images, seed=config.seed)
     if config.val_fraction == 0.0:
-        return images, None
+        return ((images, labels), None, class_names) if with_labels else (images, None)
     order = np.random.default_rng(config.seed).permutation(len(images))
     num_val = max(1, int(round(config.val_fraction * len(images))))
     x_train, x_val = images[order[num_val:]], images[order[:num_val]]
     if config.dynamic_binarization:
         # Training sees fresh Bernoulli draws; validate on one fixed draw, as the test set is.
         x_val = binarize(x_val, seed=config.seed)
+    if with_labels:
+        return (x_train, labels[order[num_val:]]), (x_val, labels[order[:num_val]]), class_names
     return x_train, x_val
 
 
@@ -151,10 +166,12 @@ def stream_image_folder(config, files, drop_last=False):
     return x_train, x_val
 
 
-def build_model(config, input_shape, learning_rate=None):
+def build_model(config, input_shape, learning_rate=None, class_names=None):
     """A VAE for the config's model options and seed, on images of `input_shape` (H, W, C),
-    compiled with Adam (learning_rate defaults to config.lr)."""
-    vae = keras_vae.VAE(input_shape=input_shape, **config.model_kwargs(), seed=config.seed)
+    compiled with Adam (learning_rate defaults to config.lr); class-conditional on
+    `class_names` when given."""
+    classes = {} if not class_names else dict(num_classes=len(class_names), class_names=class_names)
+    vae = keras_vae.VAE(input_shape=input_shape, **config.model_kwargs(), seed=config.seed, **classes)
     vae.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate or config.lr),
                 steps_per_execution=config.steps_per_execution)
     return vae
@@ -204,21 +221,29 @@ def _train(config, extra_callbacks):
         os.makedirs(backup.backup_dir)  # marks the run unfinished until everything is written
 
     devices = use_all_devices(config.batch_size) if config.data_parallel else None
-    x_train, x_val = load_training_data(config, drop_last=bool(devices))
+    y_train = y_val = class_names = None
+    if config.conditional:
+        (x_train, y_train), val, class_names = load_training_data(config, with_labels=True)
+        x_val, y_val = val if val is not None else (None, None)
+    else:
+        x_train, x_val = load_training_data(config, drop_last=bool(devices))
     validating = x_val is not None
     streaming = not isinstance(x_train, np.ndarray)
     if devices and not streaming:
         # Every batch, the last one included, must split evenly across the devices.
         x_train = x_train[: len(x_train) - len(x_train) % len(devices)]
+        y_train = None if y_train is None else y_train[: len(x_train)]
         if validating:
             x_val = x_val[: len(x_val) - len(x_val) % len(devices)]
+            y_val = None if y_val is None else y_val[: len(x_val)]
     image_shape = x_train.image_shape if streaming else x_train.shape[1:]
     if not os.path.exists(config_path):
         write_json(run_record(config, image_shape, devices), config_path)
     resume.keep_history_before(history_path, backup.saved_epoch())
 
     steps_per_epoch = len(x_train) if streaming else math.ceil(len(x_train) / config.batch_size)
-    vae = build_model(config, image_shape, learning_rate_schedule(config, steps_per_epoch))
+    vae = build_model(config, image_shape, learning_rate_schedule(config, steps_per_epoch),
+                      class_names)
     # At each epoch's end Keras calls these in order; the backup commits the epoch last.
     callbacks = [
         ElapsedTime(last_logged_value(history_path, "elapsed_seconds") or 0.0),
@@ -231,11 +256,13 @@ def _train(config, extra_callbacks):
         *extra_callbacks,
         backup,
     ]
+    val_data = (x_val,) if y_val is None else (x_val, y_val)
     history = vae.fit(
         x_train,
+        y_train,
         epochs=config.epochs,
         batch_size=None if streaming else config.batch_size,
-        validation_data=(x_val if streaming else (x_val,)) if validating else None,
+        validation_data=(x_val if streaming else val_data) if validating else None,
         callbacks=callbacks,
         verbose=config.verbose,
     )
@@ -250,7 +277,8 @@ def _train(config, extra_callbacks):
     shown = x_val if validating else x_train
     if streaming:
         shown = shown[0][0]  # the first batch
-    save_reconstructions(vae, shown, os.path.join(run_dir, "reconstructions.png"))
+    shown_labels = (y_val if validating else y_train) if config.conditional else None
+    save_reconstructions(vae, shown, os.path.join(run_dir, "reconstructions.png"), labels=shown_labels)
     resume.discard_backup(run_dir)  # the run is finished
     return vae
 

@@ -142,15 +142,16 @@ def main(argv=None):
             if not dataset:
                 raise ValueError("--precision int8 measures the NLL cost on test images: pass "
                                  "--dataset (this model has no run directory naming one)")
-            images = test_images(vae, dataset, args.data_dir or config.get("data_dir"),
-                                 binarized=config.get("binarize", False))[0]
+            images, labels, _ = test_images(vae, dataset, args.data_dir or config.get("data_dir"),
+                                            binarized=config.get("binarize", False))
+            labels = spread_subset(labels, args.nll_images) if vae.conditional else None
             print(f"int8: quantizing, then measuring the test NLL of both decoders on "
                   f"{min(args.nll_images, len(images))} images (K = {args.nll_samples}) ...",
                   flush=True)
             decoder = export_int8_decoder(vae, args.out, spread_subset(images, args.nll_images),
                                           args.opset, metadata, args.nll_samples,
                                           args.max_nll_cost, args.force,
-                                          recipe=args.int8_recipe)
+                                          recipe=args.int8_recipe, test_labels=labels)
         else:
             decoder = export_decoder(vae, args.out, args.opset, metadata)
         summaries = [decoder]
@@ -159,7 +160,8 @@ def main(argv=None):
         if args.triton_repo:
             model_dir = write_triton_repository(args.out, args.triton_repo, args.model_name,
                                                 vae.latent_dim, vae.image_shape,
-                                                precision=args.precision)
+                                                precision=args.precision,
+                                                conditional=vae.conditional)
             print(f"Triton model repository: {os.path.abspath(model_dir)}")
     except (ValueError, FileNotFoundError, OSError, ExportError) as error:
         sys.exit(f"error: {error}")

@@ -38,6 +38,9 @@ examples:
   keras-vae train --dataset photos/ --image-size 32 32 --color-mode rgb \\
       --architecture conv --likelihood discretized_logistic --out runs/photos
 
+  # class-conditional: p(x|y) on the labels; then keras-vae generate decoder.onnx --label 7
+  keras-vae train --dataset data/mnist.npz --conditional --dynamic-binarization --out runs/cvae
+
   # or a .npz with x_train, x_test (uint8 0-255 or float 0-1)
   keras-vae train --dataset my_images.npz --architecture conv --out runs/mine
 
@@ -65,6 +68,10 @@ def parse_args(argv=None):
     data.add_argument("--download", action="store_true", help="let TFDS download the dataset")
     data.add_argument("--binarize", action="store_true",
                       help="binarize the training data once (seeded); see --dynamic-binarization")
+    data.add_argument("--conditional", action="store_true",
+                      help="a class-conditional VAE, p(x|y) for the dataset's labels y (digits, "
+                           "a .npz with y_train, class subfolders, a labelled TFDS dataset); "
+                           "sample a class with keras-vae generate --label")
     data.add_argument("--val-fraction", type=float, default=0.1,
                       help="fraction of the training split held out for validation; 0 trains "
                            "on all of it and keeps the last epoch as model.keras (default: 0.1)")

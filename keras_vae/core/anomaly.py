@@ -129,8 +129,12 @@ def check_num_samples(threshold: AnomalyThreshold, num_samples: int) -> None:
 def score_images(x: np.ndarray, encode: Encode, log_px_given_z: LogPxGivenZ,
                  decode_mean: DecodeMean, prior: MixturePrior | None = None,
                  num_samples: int = 100, batch_size: int = 100, seed: int = 0,
-                 progress: Callable[[int], None] | None = None) -> ImageScores:
+                 progress: Callable[[int], None] | None = None,
+                 labels: np.ndarray | None = None) -> ImageScores:
     """log p(x), the ELBO and the reconstruction error of images x (N, H, W, C).
+
+    With a class-conditional model's `labels` (N,), these are log p(x|y) and its ELBO;
+    ``encode``, ``log_px_given_z`` and ``decode_mean`` then take each batch's labels last.
 
     Args:
         x: (N, H, W, C) float32 images, already checked by the caller.
@@ -144,11 +148,12 @@ def score_images(x: np.ndarray, encode: Encode, log_px_given_z: LogPxGivenZ,
     """
     log_px, elbo, recon = [], [], []
     for start, z_mean, log_weights in importance_log_weights(
-            x, encode, log_px_given_z, prior, num_samples, batch_size, None, seed):
+            x, encode, log_px_given_z, prior, num_samples, batch_size, None, seed, labels):
         x_batch = np.asarray(x[start : start + log_weights.shape[1]], np.float64)
         log_px.append(log_mean_exp(log_weights, axis=0))
         elbo.append(np.mean(log_weights, axis=0))
-        means = np.asarray(decode_mean(z_mean), np.float64)
+        given = () if labels is None else (labels[start : start + log_weights.shape[1]],)
+        means = np.asarray(decode_mean(z_mean, *given), np.float64)
         recon.append(np.mean(np.square(means - x_batch), axis=(1, 2, 3)))
         if progress is not None:
             progress(log_weights.shape[1])

@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,7 +27,8 @@ import numpy as np
 __all__ = [
     "DECODER_INPUT", "DECODER_OUTPUT", "ENCODER_INPUT", "ENCODER_OUTPUTS", "MAX_TEMPERATURE",
     "MixturePrior", "check_temperature", "decode_prior", "draw_latents", "encode_prior",
-    "encode_decoder_log_var", "decode_decoder_log_var",
+    "encode_decoder_log_var", "decode_decoder_log_var", "LABEL_INPUT", "CLASS_NAMES",
+    "check_labels", "decode_class_names", "describe_classes",
 ]
 
 # === Tensor names ===
@@ -34,6 +36,9 @@ DECODER_INPUT = "z"  # float32 [batch, D]
 DECODER_OUTPUT = "x_mean"  # float32 [batch, H, W, C]: probabilities (Bernoulli) or means (Gaussian)
 ENCODER_INPUT = "x"  # float32 [batch, H, W, C]
 ENCODER_OUTPUTS = ("z_mean", "z_log_var")  # float32 [batch, D] each: q(z|x) = N(z_mean, exp(z_log_var))
+# Class-conditional exports only: the second input of both graphs, the class y of each row,
+# so that the decoder is p(x|z, y) and the encoder q(z|x, y). Unconditional graphs have no such input.
+LABEL_INPUT = "label"  # int64 [batch], 0 .. number of classes − 1
 
 # === Metadata keys (every value is a string) ===
 LATENT_DIM = "latent_dim"  # "16"
@@ -55,6 +60,8 @@ DECODER_LOG_VAR = "decoder_log_var"  # Gaussian decoders: log σ², see encode_d
 # encoded as encode_decoder_log_var encodes an (H, W, C) array.
 DECODER_LOG_SCALE = "decoder_log_scale"
 ANOMALY_THRESHOLD = "anomaly_threshold"  # JSON, see keras_vae.core.anomaly.AnomalyThreshold
+# Class-conditional exports only: JSON list of the class names, label k naming class_names[k].
+CLASS_NAMES = "class_names"
 
 #: Largest temperature a sampler accepts: z = μ + T·σ·ε stays far inside float32.
 MAX_TEMPERATURE = 10.0
@@ -188,3 +195,58 @@ def draw_latents(n: int, latent_dim: int, prior: MixturePrior | None = None, see
     component = rng.choice(prior.components, size=int(n), p=prior.weights)
     std = np.exp(0.5 * prior.log_vars[component])
     return (prior.means[component] + t * std * epsilon).astype(np.float32)
+
+
+def decode_class_names(value: str | None) -> tuple[str, ...] | None:
+    """The class names from a ``class_names`` metadata value; None (no value): unconditional.
+
+    Raises ValueError unless the value is a JSON list of at least two distinct strings.
+    """
+    if value is None:
+        return None
+    try:
+        names = json.loads(value)
+    except ValueError as exc:
+        raise ValueError(f"malformed class_names metadata: {exc}") from None
+    if (not isinstance(names, list) or len(names) < 2 or not all(isinstance(n, str) for n in names)
+            or len(set(names)) != len(names)):
+        raise ValueError("malformed class_names metadata: expected a JSON list of at least two "
+                         f"distinct strings, got {value[:200]!r}")
+    return tuple(names)
+
+
+def describe_classes(class_names) -> str:
+    """The valid labels in words, for error messages: ``0..9 (names "0", "1", ..., "9")``."""
+    shown = list(class_names) if len(class_names) <= 20 else [*class_names[:10], "...", *class_names[-3:]]
+    return f"0..{len(class_names) - 1} (names {', '.join(json.dumps(n) for n in shown)})"
+
+
+def check_labels(labels, n: int, class_names) -> np.ndarray:
+    """Labels for n rows as int64 (n,), each in 0..len(class_names) − 1.
+
+    ``labels`` is one class for every row, or a sequence of n classes; a class is
+    its index (an integer, 7.0 read as 7) or its name (a string in ``class_names``).
+    Raises ValueError naming the valid classes for anything else.
+    """
+    classes = len(class_names)
+    valid = f"labels must be classes {describe_classes(class_names)}"
+    values = np.asarray(labels, dtype=object) if not isinstance(labels, np.ndarray) else labels
+    if values.ndim == 0:
+        values = np.full(int(n), values.item() if isinstance(values, np.ndarray) else labels, dtype=object)
+    if values.ndim != 1 or len(values) != n:
+        raise ValueError(f"{valid}: one for all {n} images or one per image; got "
+                         f"{'shape ' + str(list(values.shape)) if values.ndim != 1 else len(values)}")
+    names = {name: index for index, name in enumerate(class_names)}
+    result = np.empty(len(values), np.int64)
+    for i, value in enumerate(values.tolist()):
+        if isinstance(value, str):
+            if value not in names:
+                raise ValueError(f"{valid}; got {value!r}")
+            result[i] = names[value]
+            continue
+        whole = (isinstance(value, (int, float)) and not isinstance(value, bool)
+                 and math.isfinite(value) and value == int(value))
+        if not whole or not 0 <= int(value) < classes:
+            raise ValueError(f"{valid}; got {value!r}")
+        result[i] = int(value)
+    return result

@@ -124,8 +124,9 @@ def log_likelihood(x: np.ndarray, encode: Encode, log_px_given_z: LogPxGivenZ,
                    prior: MixturePrior | None = None, num_samples: int = 1000,
                    batch_size: int = 100, samples_per_chunk: int | None = None,
                    seed: int | None = 0,
-                   progress: Callable[[int], None] | None = None) -> np.ndarray:
-    """Importance-sampled log p(x) per image, in nats per example.
+                   progress: Callable[[int], None] | None = None,
+                   labels: np.ndarray | None = None) -> np.ndarray:
+    """Importance-sampled log p(x) per image (log p(x|y) with labels), in nats per example.
 
     Args:
         x: (N, H, W, C) images.
@@ -138,13 +139,15 @@ def log_likelihood(x: np.ndarray, encode: Encode, log_px_given_z: LogPxGivenZ,
             default: about 20,000 decoded images per call.
         seed: the noise seed (None: fresh randomness).
         progress: called with the number of images done after each batch.
+        labels: a class-conditional model's labels y, (N,) ints; ``encode`` and
+            ``log_px_given_z`` then take each batch's labels as a last argument.
 
     Returns:
         (N,) float64.
     """
     results = []
     for _, _, log_weights in importance_log_weights(x, encode, log_px_given_z, prior, num_samples,
-                                                    batch_size, samples_per_chunk, seed):
+                                                    batch_size, samples_per_chunk, seed, labels):
         results.append(log_mean_exp(log_weights, axis=0))
         if progress is not None:
             progress(log_weights.shape[1])
@@ -154,7 +157,8 @@ def log_likelihood(x: np.ndarray, encode: Encode, log_px_given_z: LogPxGivenZ,
 def importance_log_weights(x: np.ndarray, encode: Encode, log_px_given_z: LogPxGivenZ,
                            prior: MixturePrior | None = None, num_samples: int = 1000,
                            batch_size: int = 100, samples_per_chunk: int | None = None,
-                           seed: int | None = 0) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+                           seed: int | None = 0, labels: np.ndarray | None = None,
+                           ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """The log importance weights log p(x, z_k) − log q(z_k|x), one batch of images at a time.
 
     Arguments as `log_likelihood`, whose noise this is. Yields, per batch of B
@@ -170,7 +174,8 @@ def importance_log_weights(x: np.ndarray, encode: Encode, log_px_given_z: LogPxG
         seed = int(np.random.SeedSequence().entropy)
     for start in range(0, len(x), batch_size):
         x_batch = x[start : start + batch_size]
-        z_mean, z_log_var = (np.asarray(a, np.float32) for a in encode(x_batch))  # (B, D)
+        given = () if labels is None else (labels[start : start + batch_size],)
+        z_mean, z_log_var = (np.asarray(a, np.float32) for a in encode(x_batch, *given))  # (B, D)
         std = np.exp(0.5 * z_log_var)
         streams = [np.random.default_rng([seed, start + i]) for i in range(len(x_batch))]
         log_weights = []
@@ -181,15 +186,16 @@ def importance_log_weights(x: np.ndarray, encode: Encode, log_px_given_z: LogPxG
             z = z_mean + std * epsilon
             log_q = -0.5 * np.sum(LOG_2PI + z_log_var.astype(np.float64)
                                   + np.square(epsilon, dtype=np.float64), axis=-1)  # (k, B)
-            log_p = np.asarray(log_px_given_z(x_batch, z), np.float64) + prior_log_prob(z, prior)
+            log_p = np.asarray(log_px_given_z(x_batch, z, *given), np.float64) + prior_log_prob(z, prior)
             log_weights.append(log_p - log_q)
         yield start, z_mean, np.concatenate(log_weights)
 
 
 def onnx_log_likelihood(encoder, decoder, x: np.ndarray, num_samples: int = 1000,
                         batch_size: int = 100, samples_per_chunk: int | None = None,
-                        seed: int | None = 0) -> np.ndarray:
-    """`log_likelihood` of images x (N, H, W, C) from the exported files alone, in nats.
+                        seed: int | None = 0, labels: np.ndarray | None = None) -> np.ndarray:
+    """`log_likelihood` of images x (N, H, W, C) from the exported files alone, in nats
+    (log p(x|y) of a class-conditional export, given labels (N,)).
 
     ``encoder`` is a `keras_vae.serving.encoder.Encoder`, ``decoder`` a `keras_vae.serving.sampler.Sampler`;
     the prior, the likelihood and (Gaussian) the decoder's variance come from the
@@ -199,7 +205,7 @@ def onnx_log_likelihood(encoder, decoder, x: np.ndarray, num_samples: int = 1000
         (N,) float64.
     """
     return log_likelihood(x, encoder.encode, onnx_log_px_given_z(decoder), decoder.prior,
-                          num_samples, batch_size, samples_per_chunk, seed)
+                          num_samples, batch_size, samples_per_chunk, seed, labels=labels)
 
 
 def onnx_log_px_given_z(decoder) -> LogPxGivenZ:
@@ -233,8 +239,9 @@ def onnx_log_px_given_z(decoder) -> LogPxGivenZ:
     else:
         raise ValueError(f"cannot score a decoder whose likelihood is {decoder.likelihood!r}")
 
-    def log_px_given_z(x_batch, z):  # z (k, B, D) -> (k, B)
-        means = decoder.decode(z.reshape(-1, z.shape[-1]), batch_size=4096)
+    def log_px_given_z(x_batch, z, y_batch=None):  # z (k, B, D), y (B,) -> (k, B)
+        given = {} if y_batch is None else {"labels": np.tile(np.asarray(y_batch), z.shape[0])}
+        means = decoder.decode(z.reshape(-1, z.shape[-1]), batch_size=4096, **given)
         return pixels_log_prob(x_batch, means.reshape(z.shape[:2] + means.shape[1:]))
 
     return log_px_given_z

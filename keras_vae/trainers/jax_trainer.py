@@ -12,12 +12,13 @@ from keras import ops
 
 
 class JaxTrainer:
-    def stateless_compute_losses(self, trainable_variables, non_trainable_variables, x, training):
+    def stateless_compute_losses(self, trainable_variables, non_trainable_variables, x, training,
+                                 labels=None):
         """`compute_losses` on the given variable values; returns (losses, new non-trainables)."""
         mapping = list(zip(self.trainable_variables, trainable_variables))
         mapping += list(zip(self.non_trainable_variables, non_trainable_variables))
         with keras.StatelessScope(state_mapping=mapping) as scope:
-            losses = self.compute_losses(x, training=training)
+            losses = self.compute_losses(x, training=training, labels=labels)
         non_trainable_variables = [scope.get_current_value(v) for v in self.non_trainable_variables]
         return losses, non_trainable_variables
 
@@ -33,11 +34,11 @@ class JaxTrainer:
 
     def train_step(self, state, data):
         trainable_variables, non_trainable_variables, optimizer_variables, metrics_variables = state
-        x = keras.utils.unpack_x_y_sample_weight(data)[0]
+        x, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
 
         def mean_loss(trainable_variables, non_trainable_variables):
             losses, non_trainable_variables = self.stateless_compute_losses(
-                trainable_variables, non_trainable_variables, x, training=True
+                trainable_variables, non_trainable_variables, x, training=True, labels=labels
             )
             return ops.mean(losses["loss"]), (losses, non_trainable_variables)
 
@@ -53,9 +54,9 @@ class JaxTrainer:
 
     def test_step(self, state, data):
         trainable_variables, non_trainable_variables, metrics_variables = state
-        x = keras.utils.unpack_x_y_sample_weight(data)[0]
+        x, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
         losses, non_trainable_variables = self.stateless_compute_losses(
-            trainable_variables, non_trainable_variables, x, training=False
+            trainable_variables, non_trainable_variables, x, training=False, labels=labels
         )
         logs, metrics_variables = self.stateless_update_loss_trackers(metrics_variables, losses)
         return logs, (trainable_variables, non_trainable_variables, metrics_variables)

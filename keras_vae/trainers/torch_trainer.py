@@ -8,9 +8,9 @@ from keras import ops
 
 class TorchTrainer:
     def train_step(self, data):
-        x = keras.utils.unpack_x_y_sample_weight(data)[0]
+        x, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
         self.zero_grad()
-        losses = self.compute_losses(x, training=True)
+        losses = self.compute_losses(x, training=True, labels=labels)
         ops.mean(losses["loss"]).backward()
         variables = self.trainable_weights
         gradients = [v.value.grad for v in variables]
@@ -19,5 +19,5 @@ class TorchTrainer:
         return self.update_loss_trackers(losses)
 
     def test_step(self, data):
-        x = keras.utils.unpack_x_y_sample_weight(data)[0]
-        return self.update_loss_trackers(self.compute_losses(x, training=False))
+        x, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
+        return self.update_loss_trackers(self.compute_losses(x, training=False, labels=labels))
