@@ -65,7 +65,7 @@ def test_inference_benchmark_times_onnxruntime_against_keras_and_int8_against_fp
     assert [row[0] for row in recipe_table] == ["u8s7", "u8s8", "u8u8"]
     for recipe, _, here, without_vnni, from_exact in recipe_table:
         if recipe != "u8s8":  # sums that cannot saturate: the same numbers on every CPU
-            assert number(from_exact) < 1e-4
+            assert number(from_exact) <= 1e-2  # at most a rounding tie (tests/test_int8.py)
             assert number(without_vnni) == pytest.approx(number(here), rel=0.01, abs=1e-4)
 
 

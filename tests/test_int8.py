@@ -23,9 +23,21 @@ from keras_vae import quantization
 from keras_vae.core import contract
 
 LATENT_DIM = 4
-#: |onnxruntime − NumPy| allowed: float rounding of the scales only. A saturated sum
-#: moves an output by more than 1e-2 (test_8_bit_weights_saturate_on_cpus_without_vnni).
+#: |onnxruntime − NumPy| of a row computed alike: float rounding of the scales only.
 TOLERANCE = 1e-4
+#: A hidden unit whose value lies within float32 rounding of a .5 tie may land on the
+#: neighbouring uint8 level in onnxruntime's fused kernel (it rescales in another order):
+#: a rare row then moves by up to this much. Saturated sums move many rows by more.
+TIE_TOLERANCE = 1e-2
+MOST_ROWS_WITH_A_TIE = 0.02
+
+
+def assert_same_numbers(got, expected):
+    """got and expected, (N, ...) outputs, agree as two exact evaluations of one int8 graph do."""
+    assert got.shape == expected.shape
+    per_row = np.abs(got - expected).reshape(len(got), -1).max(axis=1)
+    assert per_row.max() <= TIE_TOLERANCE, per_row.max()
+    assert np.mean(per_row > TOLERANCE) <= MOST_ROWS_WITH_A_TIE, np.sort(per_row)[-10:]
 
 TRAIN_AND_EXPORT = """
 import sys
@@ -83,15 +95,16 @@ def test_onnxruntime_computes_the_int8_graph_exactly(fp32_decoders, int8_decoder
     model = onnx.load_from_string(data)
     session, fp32 = (onnxruntime.InferenceSession(d, providers=["CPUExecutionProvider"])
                      for d in (data, fp32_decoders[network]))
-    fp32_difference = 0.0
+    outputs = {"onnxruntime": [], "reference": [], "fp32": []}
     for z in latents():
-        got, fp32_output = (s.run([contract.DECODER_OUTPUT], {contract.DECODER_INPUT: z})[0]
-                            for s in (session, fp32))
-        expected = int8_reference.evaluate(model, {contract.DECODER_INPUT: z})[contract.DECODER_OUTPUT]
-        assert got.shape == expected.shape == (len(z), 8, 8, 1)
-        np.testing.assert_allclose(got, expected, rtol=0, atol=TOLERANCE)
-        fp32_difference = max(fp32_difference, float(np.abs(expected - fp32_output).max()))
-    assert fp32_difference > 10 * TOLERANCE  # the reference computes int8, not fp32
+        feeds = {contract.DECODER_INPUT: z}
+        outputs["onnxruntime"].append(session.run([contract.DECODER_OUTPUT], feeds)[0])
+        outputs["fp32"].append(fp32.run([contract.DECODER_OUTPUT], feeds)[0])
+        outputs["reference"].append(int8_reference.evaluate(model, feeds)[contract.DECODER_OUTPUT])
+        assert outputs["reference"][-1].shape == (len(z), 8, 8, 1)
+    got, expected, fp32_output = (np.concatenate(outputs[k]) for k in ("onnxruntime", "reference", "fp32"))
+    assert_same_numbers(got, expected)
+    assert np.abs(expected - fp32_output).max() > 10 * TOLERANCE  # the reference computes int8
 
 
 def weight_integers(model):
@@ -122,10 +135,11 @@ def test_the_default_recipe_cannot_saturate(int8_decoders, network):
 def test_8_bit_weights_saturate_on_cpus_without_vnni(int8_decoders):
     model = onnx.load_from_string(int8_decoders["mlp", "u8s8"])
     assert max(int(np.abs(w.astype(int)).max()) for w in weight_integers(model)) > 64
-    z = latents()[-1]
+    z = np.concatenate(latents())
     exact, summed_in_pairs = (int8_reference.evaluate(model, {contract.DECODER_INPUT: z}, how)
                               [contract.DECODER_OUTPUT] for how in ("exact", "vpmaddubsw"))
-    assert np.abs(summed_in_pairs - exact).max() > 1e-2
+    with pytest.raises(AssertionError):  # what the exactness test would see on such a CPU
+        assert_same_numbers(summed_in_pairs, exact)
 
 
 def test_vpmaddubsw_sums_pairs_of_products_into_int16_with_saturation():
