@@ -242,7 +242,7 @@ def test_an_overloaded_server_sheds_score_work_and_keeps_answering(server):
     # Scoring cannot starve sampling: its own queue, its own threads.
     assert set(seen["probe"]) == {200} and seen["probe"]
     assert {s for s, _, _ in seen["generate"]} == {200}
-    assert set(seen["healthz"]) == {200} and len(seen["healthz"]) >= 5, seen["healthz_s"]
+    assert set(seen["healthz"]) == {200} and len(seen["healthz"]) >= 3, seen["healthz_s"]
 
     # The shed counter counts exactly the 503s the clients saw, by class and route.
     shed_counts = _samples(seen["metrics"], "vae_shed_requests_total")
