@@ -7,7 +7,7 @@ likelihood, keras_vae_version, source_backend, dataset, created).
 
 --precision int8 writes a quantized decoder (onnxruntime.quantization, static,
 calibrated on z from the model's prior, 7-bit weights so that it computes the
-same numbers on every CPU) for about 2.5x the fp32 throughput at batch 256 on a
+same numbers on every CPU) for about 3x the fp32 throughput at batch 256 on a
 CPU with VNNI int8 instructions. Its cost is measured as test NLL, with the same
 images and noise for both decoders, and the file is refused when int8 costs
 more than --max-nll-cost nats (unless --force). The file's metadata names the
