@@ -57,9 +57,6 @@ def method(recipe=DEFAULT_RECIPE):
             "in fp32")
 
 
-METHOD = method()
-
-
 def measuring_machine():
     """What the int8 checks ran on: {"cpu", "avx2", "avx512_vnni", "avx_vnni", "onnxruntime"}.
 
