@@ -16,6 +16,7 @@ import keras
 from keras import layers
 
 from keras_vae.options import ARCHITECTURES
+from keras_vae.options import CONV_UPSAMPLINGS
 
 # log σ² of q(z|x) is clipped to this range so that exp() stays finite.
 Z_LOG_VAR_RANGE = (-20.0, 10.0)
@@ -60,7 +61,8 @@ def build_encoder(input_shape, latent_dim, architecture, hidden_units, conv_filt
     return keras.Model(inputs, [z_mean, z_log_var], name="encoder")
 
 
-def build_decoder(output_shape, latent_dim, architecture, hidden_units, conv_filters, gated=False,
+def build_decoder(output_shape, latent_dim, architecture, hidden_units, conv_filters,
+                  conv_upsampling="transpose", gated=False,
                   num_classes=None):
     """Returns `keras.Model(z -> decoder output (B, H, W, C))`, named "decoder".
 
@@ -84,9 +86,7 @@ def build_decoder(output_shape, latent_dim, architecture, hidden_units, conv_fil
         )(h)
         h = layers.Reshape((height // scale, width // scale, filters[0]), name="reshape")(h)
         for i, f in enumerate(filters):
-            h = layers.Conv2DTranspose(
-                f, 3, strides=2, padding="same", activation="relu", name=f"deconv_{i}"
-            )(h)
+            h = upsample(h, f, conv_upsampling, name=f"deconv_{i}")
         out = layers.Conv2D(channels, 3, padding="same", name="x_params")(h)
     return keras.Model(z if label is None else [z, label], out, name="decoder")
 
@@ -96,6 +96,54 @@ def with_one_hot(features, label, num_classes):
     one_hot = layers.Lambda(lambda y: keras.ops.one_hot(y, num_classes), name="label_one_hot",
                             output_shape=(num_classes,))(label)
     return layers.Concatenate(name="with_label")([features, one_hot])
+
+
+def upsample(h, filters, kind, name):
+    """Doubles height and width: a stride-2 3×3 transposed convolution, or a sub-pixel one.
+
+    "subpixel" (Shi et al. 2016) is a 3×3 convolution to 4·filters channels at the low
+    resolution, then `DepthToSpace` (each pixel's 4·filters channels become a 2×2 block of
+    `filters`): the same kind of layer, with 4× the weights, but made of a plain convolution,
+    which XLA and PyTorch run on CPU several times faster than a transposed one's gradient
+    (docs/images.md).
+    """
+    if kind == "transpose":
+        return layers.Conv2DTranspose(filters, 3, strides=2, padding="same", activation="relu",
+                                      name=name)(h)
+    if kind != "subpixel":
+        raise ValueError(f"conv_upsampling must be one of {CONV_UPSAMPLINGS}, got {kind!r}")
+    h = layers.Conv2D(4 * filters, 3, padding="same", activation="relu", name=name)(h)
+    return DepthToSpace(2, name=f"{name}_depth_to_space")(h)
+
+
+@keras.saving.register_keras_serializable(package="keras_vae")
+class DepthToSpace(layers.Layer):
+    """(B, H, W, s²·C) -> (B, s·H, s·W, C): each pixel's channels laid out as an s×s block.
+
+    The channel index c' = (i·s + j)·C + c goes to row s·h + i, column s·w + j, channel c
+    (TensorFlow's depth_to_space and ONNX's DepthToSpace in "DCR" order), written with
+    reshape and transpose so that every backend and tf2onnx run it.
+    """
+
+    def __init__(self, block_size=2, **kwargs):
+        super().__init__(**kwargs)
+        self.block_size = int(block_size)
+
+    def call(self, x):
+        s = self.block_size
+        height, width, depth = x.shape[1], x.shape[2], x.shape[3]
+        channels = depth // (s * s)
+        x = keras.ops.reshape(x, (-1, height, width, s, s, channels))
+        x = keras.ops.transpose(x, (0, 1, 3, 2, 4, 5))
+        return keras.ops.reshape(x, (-1, height * s, width * s, channels))
+
+    def compute_output_shape(self, input_shape):
+        batch, height, width, depth = input_shape
+        s = self.block_size
+        return (batch, height * s, width * s, depth // (s * s))
+
+    def get_config(self):
+        return dict(super().get_config(), block_size=self.block_size)
 
 
 def check_architecture(input_shape, architecture, conv_filters, gated=False):

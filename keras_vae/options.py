@@ -22,6 +22,7 @@ before it chooses a Keras backend.
 import dataclasses
 
 ARCHITECTURES = ("mlp", "conv")
+CONV_UPSAMPLINGS = ("transpose", "subpixel")
 LIKELIHOODS = ("bernoulli", "gaussian", "discretized_logistic")
 COLOR_MODES = ("auto", "grayscale", "rgb")
 OBJECTIVES = ("elbo", "iwae")
@@ -75,6 +76,10 @@ class ModelOptions:
         False, "MLP: gated dense hidden layers, (Wh + b) * sigmoid(Vh + c), in place of ReLU ones")
     conv_filters: tuple[int, ...] = option(
         (32, 64), "conv encoder filters, one stride-2 layer each", minimum=1)
+    conv_upsampling: str = option(
+        "transpose", "conv decoder's upsampling: stride-2 transposed convolutions, or sub-pixel "
+                     "ones (a convolution, then depth-to-space; much faster on JAX and torch CPUs)",
+        choices=CONV_UPSAMPLINGS)
     likelihood: str = option(
         "bernoulli", "p(x|z): Bernoulli (pixels in [0, 1]), Gaussian, or discretized logistic "
                      "(8-bit images: a probability for each of the 256 levels)",

@@ -52,7 +52,7 @@ for name, gated in (("mlp", False), ("gated", True)):
     vae = keras_vae.VAE(input_shape=(8, 8, 1), latent_dim={latent_dim}, hidden_units=(64, 64),
                         gated=gated)
     vae.compile(optimizer="adam")
-    vae.fit(x, epochs=5, batch_size=64, verbose=0)
+    vae.fit(x, epochs=3, batch_size=64, verbose=0)
     export_decoder(vae, f"{{sys.argv[1]}}/{{name}}.onnx")
 """
 
@@ -198,3 +198,13 @@ def test_export_errors_are_not_buried_in_framework_log_lines(tmp_path):
     assert result.stderr.splitlines() == [
         f"error: No such model file or run directory: {tmp_path / 'missing'}"]
     assert result.stdout == ""
+
+
+@pytest.mark.parametrize("command, arguments", [
+    ("train", []), ("evaluate", ["runs/x"]), ("export", ["runs/x", "--out", "d.onnx"])])
+def test_the_library_commands_show_framework_log_lines_with_verbose(command, arguments):
+    import importlib
+
+    parse_args = importlib.import_module(f"keras_vae.commands.{command}").parse_args
+    assert parse_args([*arguments, "--verbose"]).verbose is True
+    assert parse_args(arguments).verbose is False
