@@ -413,3 +413,30 @@ def test_exported_gaussian_files_score_like_keras(tmp_path, digits, decoder_std)
     from_files = onnx_log_likelihood(Encoder(tmp_path / "encoder.onnx"), Sampler(tmp_path / "decoder.onnx"),
                                      x, num_samples=100, seed=4)
     np.testing.assert_allclose(from_files, vae.log_likelihood(x, num_samples=100, seed=4), atol=1e-3)
+
+
+def test_depth_to_space_lays_each_pixels_channels_out_as_a_block():
+    from keras_vae.networks import DepthToSpace
+
+    x = np.random.default_rng(0).standard_normal((2, 3, 4, 12)).astype("float32")
+    out = keras.ops.convert_to_numpy(DepthToSpace(2)(keras.ops.convert_to_tensor(x)))
+    assert out.shape == (2, 6, 8, 3)
+    for i in range(2):  # channel (i·2 + j)·C + c of pixel (h, w) -> pixel (2h + i, 2w + j), channel c
+        for j in range(2):
+            np.testing.assert_array_equal(out[:, i::2, j::2, :], x[..., (i * 2 + j) * 3 : (i * 2 + j + 1) * 3])
+
+
+def test_a_subpixel_conv_decoder_trains_saves_and_loads(tmp_path):
+    import keras_vae
+
+    x = np.random.default_rng(0).random((32, 8, 8, 3)).astype("float32")
+    vae = keras_vae.VAE(input_shape=(8, 8, 3), latent_dim=2, architecture="conv",
+                        conv_filters=(4, 8), conv_upsampling="subpixel", seed=0)
+    vae.compile(optimizer="adam")
+    vae.fit(x, epochs=1, batch_size=16, verbose=0)
+    names = [layer.name for layer in vae.decoder.layers]
+    assert "deconv_0_depth_to_space" in names
+    vae.save(tmp_path / "vae.keras")
+    loaded = keras.models.load_model(tmp_path / "vae.keras")
+    z = np.random.default_rng(1).standard_normal((5, 2)).astype("float32")
+    np.testing.assert_allclose(loaded.decode(z), vae.decode(z), atol=1e-6)
