@@ -124,3 +124,26 @@ def training_labels(dataset, labels, class_names=()):
     if labels.size and labels.max() >= len(names):
         raise ValueError(f"{dataset!r}: label {int(labels.max())} has no class name ({len(names)} classes)")
     return labels.astype("int32"), names
+
+
+def class_fidelity(sample, classify, num_classes, per_class=1000, seed=0, temperature=1.0):
+    """How often a class-conditional model's samples are recognised as the class asked for.
+
+    Args:
+        sample: (n, label, seed, temperature) -> n pixel-mean images of class `label`,
+            e.g. `lambda n, y, s, t: sampler.sample(n, s, t, labels=y)` for an exported decoder.
+        classify: images (n, H, W, C) -> predicted classes (n,).
+        num_classes: C; per_class: samples per class; seed: class y draws with seed + y.
+
+    Returns:
+        {"per_class": [fraction of class y's samples classified as y, for y = 0..C-1],
+         "overall": the mean over all C · per_class samples, "confusion": C × C counts
+         (row: class asked for, column: class predicted)}.
+    """
+    confusion = np.zeros((num_classes, num_classes), np.int64)
+    for label in range(num_classes):
+        predicted = np.asarray(classify(sample(per_class, label, seed + label, temperature)))
+        confusion[label] += np.bincount(predicted.astype(np.int64), minlength=num_classes)[:num_classes]
+    per_class = np.diag(confusion) / confusion.sum(axis=1)
+    return {"per_class": per_class.tolist(), "overall": float(np.trace(confusion) / confusion.sum()),
+            "confusion": confusion.tolist()}

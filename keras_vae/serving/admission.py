@@ -103,11 +103,14 @@ class Admission:
         such small calls, so these first estimates err on the expensive side).
         """
         z = np.zeros((rows, sampler.latent_dim), np.float32)
-        work = [("decode", rows, sampler.decode, z)]
+        labels = None if sampler.class_names is None else np.zeros(rows, np.int64)
+        work = [("decode", rows, sampler.decode_rows, sampler.rows(z, labels))]
         if encoder is not None:
             x = np.zeros((1, *encoder.image_shape), np.float32)
-            work += [("encode", 1, encoder.encode, x),
-                     ("score", rows, onnx_log_likelihood, encoder, sampler, x, rows)]
+            label = None if labels is None else labels[:1]
+            work += [("encode", 1, encoder.encode, x, label),
+                     ("score", rows, onnx_log_likelihood, encoder, sampler, x, rows, 100, None, 0,
+                      label)]
         for kind, size, fn, *args in work:
             try:
                 fn(*args)

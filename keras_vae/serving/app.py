@@ -111,7 +111,7 @@ def create_app(
         encoder.check_pairs_with(sampler)
     metrics = Metrics()
     admission = Admission(max_queue_ms, score_concurrency, metrics)
-    batcher = MicroBatcher(admission.timed("decode", sampler.decode), max_batch=max_batch_size, wait_ms=batch_wait_ms,
+    batcher = MicroBatcher(admission.timed("decode", sampler.decode_rows), max_batch=max_batch_size, wait_ms=batch_wait_ms,
                            on_batch=metrics.observe_batch) if (
         micro_batching and decode_fn is None) else None
     state = ServingState(sampler, model_name, max_batch_size, metrics, batcher, decode_fn=decode_fn,
@@ -143,10 +143,11 @@ def create_app(
     app.state.serving = state
     install_error_handlers(app)
     install_overload_handler(app, metrics)
-    app.include_router(v1_router(sampler.latent_dim, max_batch_size))
+    app.include_router(v1_router(sampler.latent_dim, max_batch_size, sampler.class_names))
     if encoder is not None:
         app.include_router(encoder_router(encoder.image_shape, max_batch_size, max_score_samples,
                                           unit_interval=sampler.likelihood == "bernoulli",
+                                          class_names=sampler.class_names,
                                           score_samples=score_samples_range(sampler, max_score_samples)))
     app.include_router(model_files_router(with_encoder=encoder is not None))
     app.include_router(kserve_router())

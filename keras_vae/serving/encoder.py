@@ -10,6 +10,7 @@ import numpy as np
 from keras_vae.core import contract
 from keras_vae.serving.onnx_model import (ModelLoadError, OnnxModel, finite_float32_array,
                                           parse_shape, static_dims)
+from keras_vae.serving.labels import check_model_labels, read_label_input
 from keras_vae.serving.sampler import Sampler
 
 __all__ = ["Encoder"]
@@ -35,6 +36,7 @@ class Encoder(OnnxModel):
         path = self.model_path
         where = repr(str(path))
         inputs, outputs = session.get_inputs(), session.get_outputs()
+        inputs, self.label_name, self.class_names = read_label_input(inputs, self.metadata, where)
         names = [o.name for o in outputs]
         if len(inputs) != 1 or len(inputs[0].shape) != 4 or sorted(names) != sorted(contract.ENCODER_OUTPUTS):
             raise ModelLoadError(
@@ -46,11 +48,14 @@ class Encoder(OnnxModel):
         if shape is None:
             raise ModelLoadError(f"{where}: the image shape is neither in the graph nor in the metadata")
         self.image_shape: tuple[int, int, int] = shape  # type: ignore[assignment]
-        z_mean, _ = self._run(np.zeros((1, *shape), np.float32))
+        z_mean, _ = self._run(np.zeros((1, *shape), np.float32), np.zeros(1, np.int64))
         self.latent_dim: int = int(z_mean.shape[1])
 
-    def _run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        z_mean, z_log_var = self._session.run(list(contract.ENCODER_OUTPUTS), {self.input_name: x})
+    def _run(self, x: np.ndarray, labels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        feed = {self.input_name: x}
+        if self.label_name is not None:
+            feed[self.label_name] = labels
+        z_mean, z_log_var = self._session.run(list(contract.ENCODER_OUTPUTS), feed)
         return np.asarray(z_mean, np.float32), np.asarray(z_log_var, np.float32)
 
     def validate_images(self, x: Any) -> np.ndarray:
@@ -70,14 +75,24 @@ class Encoder(OnnxModel):
                              f"[{arr.min():g}, {arr.max():g}]")
         return arr
 
-    def encode(self, x: Any, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-        """(z_mean, z_log_var) of q(z|x), float32 ``[n, latent_dim]`` each, for images ``[n, H, W, C]``."""
+    def encode(self, x: Any, labels: Any = None, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+        """(z_mean, z_log_var) of q(z|x), float32 ``[n, latent_dim]`` each, for images ``[n, H, W, C]``.
+
+        A class-conditional encoder q(z|x, y) needs ``labels`` (see ``Sampler.validate_labels``).
+        """
         arr = self.validate_images(x)
-        parts = [self._run(arr[i : i + batch_size]) for i in range(0, len(arr), batch_size)]
+        classes = check_model_labels(self.class_names, labels, len(arr))
+        parts = [self._run(arr[i : i + batch_size],
+                           None if classes is None else classes[i : i + batch_size])
+                 for i in range(0, len(arr), batch_size)]
         return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
 
     def check_pairs_with(self, sampler: Sampler) -> None:
         """Raises ModelLoadError unless this encoder and the decoder of ``sampler`` fit together."""
+        if self.class_names != sampler.class_names:
+            raise ModelLoadError(
+                f"encoder {str(self.model_path)!r} (classes {self.class_names}) does not fit decoder "
+                f"{str(sampler.model_path)!r} (classes {sampler.class_names})")
         if (self.latent_dim, self.image_shape) != (sampler.latent_dim, sampler.image_shape):
             raise ModelLoadError(
                 f"encoder {str(self.model_path)!r} (images {list(self.image_shape)}, latent_dim "

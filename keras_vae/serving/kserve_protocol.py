@@ -91,49 +91,73 @@ def parse_request(header: bytes) -> InferRequest:
 
 
 def input_tensor(req: InferRequest, binary: bytes, input_name: str, latent_dim: int,
-                 max_batch_size: int) -> np.ndarray:
-    """Return the ``z`` input as a float32 ``[n, latent_dim]`` array, or raise a 400."""
-    expected = input_name
+                 max_batch_size: int, label_name: str | None = None) -> Any:
+    """Return the ``z`` input as a float32 ``[n, latent_dim]`` array, or raise a 400.
+
+    With ``label_name`` (a class-conditional decoder), the request has a second input,
+    INT64 ``[n]`` (``[n, 1]`` too, as Triton clients send it), and the answer is
+    ``(z, labels)``; binary tensor data holds the inputs in the request's order.
+    """
+    specs = {input_name: ("FP32", "<f4", [latent_dim])}
+    if label_name is not None:
+        specs[label_name] = ("INT64", "<i8", [])
     names = [t.name for t in req.inputs]
-    if names != [expected]:
-        raise APIError(400, f"expected exactly one input {expected!r}; got {names}")
-    tensor = req.inputs[0]
-    if tensor.datatype != "FP32":
-        raise APIError(400, f"input {expected!r} must have datatype FP32; got {tensor.datatype!r}")
-    dim = latent_dim
-    shape = tensor.shape
-    if len(shape) != 2 or shape[1] != dim or shape[0] < 1:
-        raise APIError(400, f"input {expected!r} must have shape [n, {dim}] with n >= 1; "
-                            f"got {shape}")
+    if sorted(names) != sorted(specs):
+        wanted = f"exactly one input {input_name!r}" if label_name is None else f"the inputs {list(specs)}"
+        raise APIError(400, f"expected {wanted}; got {names}")
+    if binary and not any("binary_data_size" in t.parameters for t in req.inputs):
+        raise APIError(400, "binary data sent but no input declares binary_data_size")
+    values, offset = {}, 0
+    for tensor in req.inputs:
+        values[tensor.name], offset = _tensor(tensor, binary, offset, *specs[tensor.name],
+                                              max_batch_size)
+    if offset != len(binary):
+        raise APIError(400, f"{len(binary)} bytes of binary data, but the inputs declare {offset}")
+    z = values[input_name]
+    if label_name is None:
+        return z
+    labels = values[label_name].reshape(-1)
+    if len(labels) != len(z):
+        raise APIError(400, f"input {label_name!r} has {len(labels)} labels for {len(z)} rows of "
+                            f"{input_name!r}; give one per row")
+    return z, labels
+
+
+def _tensor(tensor: _Tensor, binary: bytes, offset: int, datatype: str, dtype: str, dims: list[int],
+            max_batch_size: int) -> tuple[np.ndarray, int]:
+    """One input's values (and the offset of the next one's binary data), or a 400."""
+    expected, shape = tensor.name, tensor.shape
+    if tensor.datatype != datatype:
+        raise APIError(400, f"input {expected!r} must have datatype {datatype}; got {tensor.datatype!r}")
+    wanted = f"[n, {dims[0]}]" if dims else "[n] (or [n, 1])"
+    if (shape[1:] != dims and not (not dims and shape[1:] == [1])) or not shape or shape[0] < 1:
+        raise APIError(400, f"input {expected!r} must have shape {wanted} with n >= 1; got {shape}")
     if shape[0] > max_batch_size:
         raise APIError(400, f"input {expected!r} has {shape[0]} rows; at most "
                             f"{max_batch_size} per request")
-    count = math.prod(shape)
-
+    count, width = math.prod(shape), np.dtype(dtype).itemsize
     size = tensor.parameters.get("binary_data_size")
     if size is not None:
         if tensor.data is not None:
             raise APIError(400, f"input {expected!r} has both data and binary_data_size")
-        if size != count * 4 or len(binary) != size:
+        if size != count * width or len(binary) - offset < size:
             raise APIError(400, f"input {expected!r}: binary_data_size {size!r} and "
-                                f"{len(binary)} bytes of binary data do not match shape "
-                                f"{shape} ({count * 4} bytes of FP32)")
-        return np.frombuffer(binary, dtype="<f4").reshape(shape)
-    if binary:
-        raise APIError(400, "binary data sent but no input declares binary_data_size")
+                                f"{len(binary) - offset} bytes of binary data do not match shape "
+                                f"{shape} ({count * width} bytes of {datatype})")
+        return np.frombuffer(binary[offset : offset + size], dtype=dtype).reshape(shape), offset + size
     if tensor.data is None:
         raise APIError(400, f"input {expected!r} has no data")
     try:
         data = np.asarray(tensor.data)
     except (ValueError, TypeError):
         raise APIError(400, f"input {expected!r}: data is not a (nested) list of numbers") from None
-    if data.dtype == np.bool_ or data.dtype.kind not in "iuf":
-        raise APIError(400, f"input {expected!r}: data must hold numbers; got {data.dtype} values")
+    if data.dtype == np.bool_ or data.dtype.kind not in ("iu" if dims == [] else "iuf"):
+        raise APIError(400, f"input {expected!r}: data must hold {'integers' if not dims else 'numbers'}; "
+                            f"got {data.dtype} values")
     if data.size != count:
         raise APIError(400, f"input {expected!r}: data has {data.size} values but shape "
                             f"{shape} needs {count}")
-    return data.reshape(shape)
-
+    return data.reshape(shape), offset
 
 
 def wants_binary(req: InferRequest, output_name: str) -> bool:

@@ -74,20 +74,21 @@ class VAEDecoder:
         self.options = options
         self.decode_batch.set_max_batch_size(options.max_batch_size)
         self.decode_batch.set_batch_wait_timeout_s(options.batch_wait_ms / 1000)
-        self._metrics, self._decode = None, self.sampler.decode
+        self._metrics, self._decode = None, self.sampler.decode_rows
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         kwargs = {**self.options.app_kwargs(), "model": self.sampler, "encoder": self.encoder}
         app = create_app(**kwargs, decode_fn=self.decode_batch)
         self._metrics = app.state.serving.metrics
-        self._decode = app.state.serving.admission.timed("decode", self.sampler.decode)
+        self._decode = app.state.serving.admission.timed("decode", self.sampler.decode_rows)
         return app
 
     @serve.batch(max_batch_size=_MAX_BATCH, batch_wait_timeout_s=_BATCH_WAIT_S, batch_size_fn=_rows)
     async def decode_batch(self, latents: list[np.ndarray]) -> list[np.ndarray]:
         """Decode the validated ``z`` of concurrent requests in one onnxruntime call.
 
-        Called with one float32 ``[n, latent_dim]`` array per request (Serve
+        Called with one float32 ``[n, latent_dim]`` array per request (a conditional
+        decoder's label as a last column, ``Sampler.rows``) (Serve
         collects them); returns each request's ``[n, H, W, C]`` slice.
         """
         z = latents[0] if len(latents) == 1 else np.concatenate(latents)

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from keras_vae.core import contract
+from keras_vae.serving.labels import check_model_labels, read_label_input
 from keras_vae.serving.onnx_model import (PROVIDERS, ModelLoadError, OnnxModel, ProviderUnavailableError,
                                           finite_float32_array, parse_int, parse_shape, static_dims)
 
@@ -73,6 +74,7 @@ class Sampler(OnnxModel):
         inputs = self._session.get_inputs()
         outputs = self._session.get_outputs()
         where = repr(str(self.model_path))
+        inputs, self.label_name, self.class_names = read_label_input(inputs, self.metadata, where)
         if len(inputs) != 1 or len(inputs[0].shape) != 2:
             raise ModelLoadError(
                 f"{where} is not a decoder: expected one input z of shape "
@@ -105,7 +107,7 @@ class Sampler(OnnxModel):
             raise ModelLoadError(f"{where}: {exc}") from None
 
         # One decode of z = 0 checks the model runs and gives the true output shape.
-        probe = self._run(np.zeros((1, latent_dim), dtype=np.float32))
+        probe = self._run(np.zeros((1, latent_dim), dtype=np.float32), np.zeros(1, np.int64))
         if probe.ndim != 4:
             raise ModelLoadError(
                 f"{where}: output {self.output_name} must be [batch, H, W, C], "
@@ -123,9 +125,26 @@ class Sampler(OnnxModel):
                 )
         self.image_shape: tuple[int, int, int] = shape  # type: ignore[assignment]
 
-    def _run(self, z: np.ndarray) -> np.ndarray:
-        (x,) = self._session.run([self.output_name], {self.input_name: z})
+    def _run(self, z: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
+        feed = {self.input_name: z}
+        if self.label_name is not None:
+            feed[self.label_name] = labels
+        (x,) = self._session.run([self.output_name], feed)
         return np.asarray(x, dtype=np.float32)
+
+    @property
+    def conditional(self) -> bool:
+        """True for a class-conditional decoder p(x|z, y): ``decode`` and ``sample`` take labels."""
+        return self.class_names is not None
+
+    def validate_labels(self, labels: Any, n: int) -> np.ndarray | None:
+        """int64 ``[n]`` labels for a conditional decoder (None for an unconditional one).
+
+        ``labels`` is one class for all n rows or one per row, each an index or a class
+        name (``contract.check_labels``). Raises ``ValueError`` naming the valid classes
+        when labels are missing, unknown or out of range, or given to an unconditional model.
+        """
+        return check_model_labels(self.class_names, labels, n)
 
     def validate_latents(self, z: Any) -> np.ndarray:
         """Check ``z`` and return it as a C-contiguous float32 ``[n, latent_dim]`` array.
@@ -139,12 +158,13 @@ class Sampler(OnnxModel):
         return finite_float32_array(
             z, expected, lambda shape: len(shape) == 2 and shape[1] == self.latent_dim)
 
-    def decode(self, z: Any, batch_size: int | None = None) -> np.ndarray:
+    def decode(self, z: Any, batch_size: int | None = None, labels: Any = None) -> np.ndarray:
         """Decode latents into pixel means.
 
         Args:
             z: ``[n, latent_dim]`` real numbers (see ``validate_latents``).
             batch_size: rows per onnxruntime call; ``None`` decodes all at once.
+            labels: a conditional decoder's classes (``validate_labels``).
 
         Returns:
             float32 ``[n, H, W, C]`` pixel means (probabilities in [0, 1] for a
@@ -156,9 +176,27 @@ class Sampler(OnnxModel):
         n = arr.shape[0]
         if n == 0:
             return np.zeros((0, *self.image_shape), dtype=np.float32)
+        classes = self.validate_labels(labels, n)
         step = n if batch_size is None else batch_size
-        parts = [self._run(arr[i : i + step]) for i in range(0, n, step)]
+        parts = [self._run(arr[i : i + step], None if classes is None else classes[i : i + step])
+                 for i in range(0, n, step)]
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def rows(self, z: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
+        """Checked z ``[n, latent_dim]`` (and labels ``[n]``) as one float32 array for ``decode_rows``.
+
+        A conditional decoder's label becomes a last column (classes are exact in
+        float32), so that one array carries a request's rows through the micro-batchers.
+        """
+        if self.label_name is None:
+            return z
+        return np.hstack([z, self.validate_labels(labels, len(z)).astype(np.float32)[:, None]])
+
+    def decode_rows(self, rows: np.ndarray) -> np.ndarray:
+        """``decode`` of the rows that ``rows`` made: ``[n, latent_dim (+ 1)]`` -> ``[n, H, W, C]``."""
+        if self.label_name is None:
+            return self.decode(rows)
+        return self.decode(rows[:, :-1], labels=rows[:, -1].astype(np.int64))
 
     def latents(self, n: int, seed: int | None = None, temperature: float = 1.0) -> np.ndarray:
         """Draw ``z`` from the prior, spread scaled by ``temperature``: float32 ``[n, latent_dim]``.
@@ -178,13 +216,16 @@ class Sampler(OnnxModel):
         seed: int | None = None,
         temperature: float = 1.0,
         batch_size: int = 256,
+        labels: Any = None,
     ) -> np.ndarray:
         """Sample ``n`` images: decode ``latents(n, seed, temperature)`` in batches.
 
         Returns float32 ``[n, H, W, C]`` pixel means. The latents are drawn
-        all at once, so the result does not depend on ``batch_size``.
+        all at once, so the result does not depend on ``batch_size``; a
+        conditional decoder's ``labels`` (``validate_labels``) do not change them.
         """
-        return self.decode(self.latents(n, seed, temperature), batch_size=batch_size)
+        classes = self.validate_labels(labels, n) if isinstance(n, int) and n >= 1 else None
+        return self.decode(self.latents(n, seed, temperature), batch_size=batch_size, labels=classes)
 
     def describe(self) -> dict[str, Any]:
         """A JSON-ready summary: provider, shapes, likelihood, metadata."""
@@ -196,6 +237,7 @@ class Sampler(OnnxModel):
             "precision": self.precision,
             "prior": ("standard" if self.prior is None
                       else f"mixture of {self.prior.components} Gaussians"),
+            **({} if self.class_names is None else {"class_names": list(self.class_names)}),
             # The prior's arrays are long; "prior" above summarises them.
             "metadata": {k: v for k, v in self.metadata.items() if k != contract.PRIOR},
         }

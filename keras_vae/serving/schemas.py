@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from keras_vae.core import contract
 from keras_vae.core.anomaly import SAMPLED_SCORES
+from keras_vae.serving.labels import label_fields
 from keras_vae.serving.openapi import (MAX_SAFE_INTEGER, MODEL_WORK_ERRORS, REAL_LIMIT, integer,
                                        binary_responses, error_responses)
 from keras_vae.serving.sampler import Sampler
@@ -33,10 +34,13 @@ def _ncols() -> Any:
     return Field(None, description="images per PNG grid row (default: about the square root of n)")
 
 
-def request_models(latent_dim: int, max_batch_size: int) -> tuple[type[BaseModel], type[BaseModel]]:
-    """The bodies of ``POST /v1/generate`` and ``POST /v1/decode`` for one served model."""
+def request_models(latent_dim: int, max_batch_size: int,
+                   class_names: tuple[str, ...] | None = None) -> tuple[type[BaseModel], type[BaseModel]]:
+    """The bodies of ``POST /v1/generate`` and ``POST /v1/decode`` for one served model
+    (with ``label`` and ``labels`` for a class-conditional one, ``labels.label_fields``)."""
+    Labelled = label_fields(class_names, max_batch_size)
 
-    class GenerateRequest(BaseModel):
+    class GenerateRequest(Labelled):
         """Sample ``n`` images, with z drawn from the model's prior, spread scaled by T."""
 
         model_config = ConfigDict(extra="forbid")
@@ -50,7 +54,7 @@ def request_models(latent_dim: int, max_batch_size: int) -> tuple[type[BaseModel
 
     Row = Annotated[list[Real], Field(min_length=latent_dim, max_length=latent_dim)]
 
-    class DecodeRequest(BaseModel):
+    class DecodeRequest(Labelled):
         """Decode the given latents ``z`` ``[n, latent_dim]``."""
 
         model_config = ConfigDict(extra="forbid")
@@ -77,9 +81,12 @@ def score_samples_range(decoder: Sampler, max_score_samples: int) -> tuple[int, 
 
 def encoder_request_models(image_shape: tuple[int, int, int], max_batch_size: int,
                            max_score_samples: int, unit_interval: bool,
+                           class_names: tuple[str, ...] | None = None,
                            score_samples: tuple[int, int] | None = None) -> tuple[type[BaseModel], ...]:
-    """The bodies of ``POST /v1/encode``, ``/v1/reconstruct`` and ``/v1/score`` for one model;
-    ``score_samples``: the range of K (``score_samples_range``, default 1 to ``max_score_samples``)."""
+    """The bodies of ``POST /v1/encode``, ``/v1/reconstruct`` and ``/v1/score`` for one model
+    (with the images' ``labels`` for a class-conditional one); ``score_samples``: the range of K
+    (``score_samples_range``, default 1 to ``max_score_samples``)."""
+    Labelled = label_fields(class_names, max_batch_size, required=True)
     h, w, c = image_shape
     pixel = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0.0, le=1.0)] if (
         unit_interval) else Real
@@ -90,13 +97,13 @@ def encoder_request_models(image_shape: tuple[int, int, int], max_batch_size: in
                                            Field(min_length=w, max_length=w)]],
                             Field(min_length=h, max_length=h)]]
 
-    class EncodeRequest(BaseModel):
+    class EncodeRequest(Labelled):
         """Parameters of q(z|x) for each image."""
 
         model_config = ConfigDict(extra="forbid")
         images: Images = images_field
 
-    class ReconstructRequest(BaseModel):
+    class ReconstructRequest(Labelled):
         """Decode the posterior mean of each image."""
 
         model_config = ConfigDict(extra="forbid")
@@ -104,7 +111,7 @@ def encoder_request_models(image_shape: tuple[int, int, int], max_batch_size: in
         format: ImageFormat = "json"
         ncols: integer(1, max_batch_size) | None = _ncols()
 
-    class ScoreRequest(BaseModel):
+    class ScoreRequest(Labelled):
         """Importance-sampled log p(x) of each image, from the encoder and the decoder."""
 
         model_config = ConfigDict(extra="forbid")

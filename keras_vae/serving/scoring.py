@@ -30,16 +30,18 @@ __all__ = ["onnx_scores", "served_threshold", "write_threshold", "resolve_score_
 
 def onnx_scores(encoder: Encoder, decoder: Sampler, x: np.ndarray, num_samples: int = 100,
                 batch_size: int = 100, seed: int = 0,
-                progress: Callable[[int], None] | None = None) -> ImageScores:
-    """log p(x), the ELBO (nats) and the reconstruction MSE of images x ``[N, H, W, C]``.
+                progress: Callable[[int], None] | None = None, labels=None) -> ImageScores:
+    """log p(x), the ELBO (nats) and the reconstruction MSE of images x ``[N, H, W, C]``
+    (of log p(x|y) for a class-conditional model, given ``labels``, see ``Sampler.validate_labels``).
 
-    Raises ValueError for images of the wrong shape or range (``Encoder.validate_images``)
-    or a decoder whose metadata cannot be scored.
+    Raises ValueError for images of the wrong shape or range (``Encoder.validate_images``),
+    bad labels, or a decoder whose metadata cannot be scored.
     """
     images = encoder.validate_images(x)
+    labels = decoder.validate_labels(labels, len(images))
     return score_images(images, encoder.encode, onnx_log_px_given_z(decoder),
-                        lambda z: decoder.decode(z, batch_size=4096), decoder.prior,
-                        num_samples, batch_size, seed, progress)
+                        lambda z, y=None: decoder.decode(z, batch_size=4096, labels=y), decoder.prior,
+                        num_samples, batch_size, seed, progress, labels)
 
 
 def served_threshold(decoder: Sampler) -> AnomalyThreshold | None:

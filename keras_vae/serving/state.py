@@ -70,8 +70,9 @@ class ServingState:
         """True when concurrent decode work is merged (built-in or external batching)."""
         return self.batcher is not None or self.decode_fn is not None
 
-    async def decode(self, z: Any) -> np.ndarray:
-        """Validate ``z`` ``[n, latent_dim]`` and decode it to float32 ``[n, H, W, C]``.
+    async def decode(self, z: Any, labels: Any = None) -> np.ndarray:
+        """Validate ``z`` ``[n, latent_dim]`` (and a conditional decoder's ``labels``, see
+        ``Sampler.validate_labels``) and decode it to float32 ``[n, H, W, C]``.
 
         Raises ``ValueError`` for invalid ``z`` (before any queueing, so one
         bad request never spoils a batch), ``Overloaded`` (503) when the sample
@@ -79,7 +80,7 @@ class ServingState:
         decoder's output is not finite (latents so large that its float32 arithmetic
         overflows), which no answer format but ``.npy`` could carry.
         """
-        z = self.sampler.validate_latents(z)
+        z = self.sampler.rows(self.sampler.validate_latents(z), labels)
         async with self.admission.admit("sample", "decode", len(z)):
             x = await self._decode(z)
         if not np.isfinite(x).all():
@@ -95,7 +96,7 @@ class ServingState:
                 return await self.batcher.decode(z)
             except ShuttingDown as exc:
                 raise APIError(503, str(exc)) from None
-        x = await asyncio.to_thread(self.admission.timed("decode", self.sampler.decode), z)
+        x = await asyncio.to_thread(self.admission.timed("decode", self.sampler.decode_rows), z)
         self.metrics.observe_batch(len(z), 1)
         return x
 

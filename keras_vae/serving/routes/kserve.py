@@ -66,7 +66,9 @@ async def model_metadata(request: Request, state: State) -> dict:
         "versions": [MODEL_VERSION],
         "platform": PLATFORM,
         "inputs": [{"name": sampler.input_name, "datatype": "FP32",
-                    "shape": [-1, sampler.latent_dim]}],
+                    "shape": [-1, sampler.latent_dim]}] + (
+            [] if sampler.label_name is None else
+            [{"name": sampler.label_name, "datatype": "INT64", "shape": [-1]}]),
         "outputs": [{"name": sampler.output_name, "datatype": "FP32",
                      "shape": [-1, *sampler.image_shape]}],
     }
@@ -85,7 +87,7 @@ def _json_response(result: dict[str, Any], x: np.ndarray) -> JSONResponse:
 
 
 async def infer(request: Request, state: State) -> Response:
-    """Decode the ``z`` input tensor into ``x_mean``.
+    """Decode the ``z`` input tensor (and a class-conditional decoder's ``label``) into ``x_mean``.
 
     The answer is JSON, or with the binary tensor data extension (``binary_data`` asked for)
     the JSON header followed by the raw little-endian float32 values of ``x_mean``;
@@ -95,10 +97,12 @@ async def infer(request: Request, state: State) -> Response:
     sampler = state.sampler
     header, binary = split_body(request, await request.body())
     req = parse_request(header)
-    z = input_tensor(req, binary, sampler.input_name, sampler.latent_dim, state.max_batch_size)
+    z = input_tensor(req, binary, sampler.input_name, sampler.latent_dim, state.max_batch_size,
+                     sampler.label_name)
+    z, labels = z if sampler.label_name is not None else (z, None)
     binary_out = wants_binary(req, sampler.output_name)
     try:
-        x = await state.decode(z)
+        x = await state.decode(z, labels)
     except ValueError as exc:
         raise APIError(400, str(exc)) from None
     state.metrics.images.inc(len(x))

@@ -17,6 +17,7 @@ from keras_vae.core.images import encode_png, image_grid
 from keras_vae.core.likelihood import is_likelihood
 from keras_vae.serving.batching import encode_off_loop
 from keras_vae.serving.errors import APIError
+from keras_vae.serving.labels import fill_labels
 from keras_vae.serving.schemas import ROUTE_DOCS, encoder_request_models, request_models
 from keras_vae.serving.scoring import onnx_scores, resolve_score_request, threshold_summary
 from keras_vae.serving.state import ServingState, get_state
@@ -45,15 +46,23 @@ async def images_response(state: ServingState, x: np.ndarray, fmt: str,
     return await encode_off_loop(x.size, render_images, x, fmt, ncols)
 
 
-def _scores(state: ServingState, images: list, num_samples: int, seed: int):
+def _scores(state: ServingState, images: list, num_samples: int, seed: int, labels=None):
     """(images float32 [N, H, W, C], their ``ImageScores``); blocking, run in the score threads."""
     images = state.encoder.validate_images(images)
-    return images, onnx_scores(state.encoder, state.sampler, images, num_samples, 100, seed)
+    return images, onnx_scores(state.encoder, state.sampler, images, num_samples, 100, seed,
+                               labels=labels)
 
 
-def v1_router(latent_dim: int, max_batch_size: int) -> APIRouter:
+def _labels(state: ServingState, body, n: int):
+    """The body's labels for n rows (a class-conditional model's; None otherwise)."""
+    return fill_labels(state.sampler.class_names, getattr(body, "label", None),
+                       getattr(body, "labels", None), n)
+
+
+def v1_router(latent_dim: int, max_batch_size: int,
+              class_names: tuple[str, ...] | None = None) -> APIRouter:
     """Health, metrics, model information, ``/v1/generate`` and ``/v1/decode``."""
-    GenerateRequest, DecodeRequest = request_models(latent_dim, max_batch_size)
+    GenerateRequest, DecodeRequest = request_models(latent_dim, max_batch_size, class_names)
     router = APIRouter()
 
     @router.get("/healthz", tags=["health"])
@@ -79,14 +88,14 @@ def v1_router(latent_dim: int, max_batch_size: int) -> APIRouter:
     async def generate(body, state: State) -> Response:
         try:
             z = state.sampler.latents(body.n, seed=body.seed, temperature=body.temperature)
-            x = await state.decode(z)
+            x = await state.decode(z, _labels(state, body, body.n))
         except ValueError as exc:
             raise APIError(422, str(exc)) from None
         return await images_response(state, x, body.format, body.ncols)
 
     async def decode(body, state: State) -> Response:
         try:
-            x = await state.decode(body.z)
+            x = await state.decode(body.z, _labels(state, body, len(body.z)))
         except ValueError as exc:
             raise APIError(422, str(exc)) from None
         return await images_response(state, x, body.format, body.ncols)
@@ -101,27 +110,29 @@ def v1_router(latent_dim: int, max_batch_size: int) -> APIRouter:
 
 
 def encoder_router(image_shape: tuple[int, int, int], max_batch_size: int, max_score_samples: int,
-                   unit_interval: bool,
+                   unit_interval: bool, class_names: tuple[str, ...] | None = None,
                    score_samples: tuple[int, int] | None = None) -> APIRouter:
     """``/v1/encode``, ``/v1/reconstruct`` and ``/v1/score``, for an app that serves an encoder."""
     EncodeRequest, ReconstructRequest, ScoreRequest = encoder_request_models(
         image_shape, max_batch_size, max_score_samples, unit_interval=unit_interval,
-        score_samples=score_samples)
+        class_names=class_names, score_samples=score_samples)
     router = APIRouter(tags=["v1"])
 
     async def encode(body, state: State) -> dict:
         try:
             z_mean, z_log_var = await state.admission.run_scoring(
-                "encode", len(body.images), state.encoder.encode, body.images)
+                "encode", len(body.images), state.encoder.encode, body.images,
+                _labels(state, body, len(body.images)))
         except ValueError as exc:
             raise APIError(422, str(exc)) from None
         return {"z_mean": z_mean.tolist(), "z_log_var": z_log_var.tolist()}
 
     async def reconstruct(body, state: State) -> Response:
         try:
+            labels = _labels(state, body, len(body.images))
             z_mean, _ = await state.admission.run_scoring(
-                "encode", len(body.images), state.encoder.encode, body.images)
-            x = await state.decode(z_mean)
+                "encode", len(body.images), state.encoder.encode, body.images, labels)
+            x = await state.decode(z_mean, labels)
         except ValueError as exc:
             raise APIError(422, str(exc)) from None
         return await images_response(state, x, body.format, body.ncols)
@@ -138,7 +149,7 @@ def encoder_router(image_shape: tuple[int, int, int], max_batch_size: int, max_s
                                                            state.max_score_samples)
             images, scores = await state.admission.run_scoring(
                 "score", len(body.images) * num_samples, _scores, state, body.images,
-                num_samples, body.seed)
+                num_samples, body.seed, _labels(state, body, len(body.images)))
         except ValueError as exc:
             raise APIError(422, str(exc)) from None
         log_px = scores.log_px

@@ -1,0 +1,172 @@
+"""Does the conditioning work? Class fidelity and log p(x|y) of a class-conditional VAE on MNIST.
+
+On the same training budget (recipe, epochs, seed), trains two VAEs with `keras-vae train`:
+an unconditional one and a class-conditional one (--conditional), and measures
+
+  class fidelity  a small Keras CNN, trained on MNIST's training images (its test accuracy
+                  is printed), classifies the pixel means of PER_CLASS samples of each class
+                  (temperature 1) from the conditional model's exported ONNX decoder,
+                  decoded by onnxruntime; the table gives the fraction classified as the
+                  class asked for, per class and overall (keras_vae.conditioning.class_fidelity);
+  NLL             `keras-vae evaluate` on the full test set (one fixed binarization):
+                  -log p(x|y) of the conditional model beside -log p(x) of the unconditional
+                  one, importance-sampled with K samples. Since p(x) = sum_y p(y) p(x|y) and
+                  p(y) is about 1/10, a conditional model that fits as well is lower by at
+                  most about log 10 = 2.30 nats.
+
+Also writes OUT/class_grid.png: one row per class, the same z in every column, decoded by
+the exported ONNX decoder. The runs are kept in OUT (an interrupted run resumes; a
+finished one is reused), with OUT/results.json.
+
+examples:
+  python benchmarks/conditional.py --data data/mnist.npz --out runs/conditional
+  python benchmarks/conditional.py --data data/mnist.npz --out runs/conditional --epochs 3 \\
+      --per-class 200 --nll-samples 20      # a quick look
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from common import REPO
+from common import machine_line
+from common import markdown_table
+
+RECIPES = {"unconditional": [], "conditional": ["--conditional"]}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True,
+                        help="MNIST as a .npz with x_train, y_train, x_test, y_test")
+    parser.add_argument("--out", default="runs/conditional", help="where the runs and results go")
+    parser.add_argument("--epochs", type=int, default=15, help="epochs of each model (default: 15)")
+    parser.add_argument("--latent-dim", type=int, default=16)
+    parser.add_argument("--backend", default="jax", choices=["tensorflow", "jax", "torch"])
+    parser.add_argument("--nll-samples", type=int, default=200,
+                        help="importance samples K for the test NLL (default: 200)")
+    parser.add_argument("--per-class", type=int, default=1000,
+                        help="conditional samples classified per class (default: 1000)")
+    parser.add_argument("--classifier-epochs", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args(argv)
+
+
+def keras_vae_command(args, backend=None):
+    """Runs `python -m keras_vae ARGS` from the repository root; raises on failure."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    if backend:
+        env["KERAS_BACKEND"] = backend
+    print("$ keras-vae " + " ".join(args), flush=True)
+    result = subprocess.run([sys.executable, "-m", "keras_vae", *args], cwd=REPO, env=env,
+                            capture_output=True, text=True)
+    if result.returncode:
+        sys.exit(f"keras-vae {args[0]} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result.stdout
+
+
+def train_and_evaluate(args, name):
+    """Trains (or reuses) OUT/name and returns its metrics.json."""
+    run = os.path.join(args.out, name)
+    started = time.perf_counter()
+    if not os.path.exists(os.path.join(run, "model.keras")):
+        keras_vae_command(["train", "--backend", args.backend, "--dataset", args.data,
+                           "--dynamic-binarization", "--val-fraction", "0",
+                           "--latent-dim", str(args.latent_dim), "--epochs", str(args.epochs),
+                           "--seed", str(args.seed), "--quiet", "--out", run, *RECIPES[name]])
+    metrics_path = os.path.join(run, "metrics.json")
+    if not os.path.exists(metrics_path):
+        keras_vae_command(["evaluate", run, "--backend", args.backend,
+                           "--num-samples", str(args.nll_samples)])
+    with open(metrics_path) as f:
+        metrics = json.load(f)
+    metrics["minutes"] = (time.perf_counter() - started) / 60
+    return metrics
+
+
+def train_classifier(args, x_train, y_train, x_test, y_test):
+    """A small Keras CNN on the grey training images; returns (predict, test accuracy)."""
+    import keras
+
+    path = os.path.join(args.out, "classifier.keras")
+    if os.path.exists(path):
+        model = keras.models.load_model(path)
+    else:
+        keras.utils.set_random_seed(args.seed)
+        model = keras.Sequential([
+            keras.Input((28, 28, 1)),
+            keras.layers.Conv2D(32, 3, activation="relu"), keras.layers.MaxPooling2D(),
+            keras.layers.Conv2D(64, 3, activation="relu"), keras.layers.MaxPooling2D(),
+            keras.layers.Flatten(), keras.layers.Dropout(0.25),
+            keras.layers.Dense(10, activation="softmax"),
+        ])
+        model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+        model.fit(x_train, y_train, epochs=args.classifier_epochs, batch_size=128, verbose=2)
+        model.save(path)
+
+    def predict(images):
+        return np.argmax(model.predict(images, batch_size=1000, verbose=0), axis=1)
+
+    return predict, float(np.mean(predict(x_test) == y_test))
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+    # The VAEs train in their own processes (--backend); the classifier's CNN trains here,
+    # under TensorFlow, whose CPU convolutions are the quickest of the three.
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    from keras_vae.conditioning import class_fidelity
+    from keras_vae.core.images import image_grid, save_png
+    from keras_vae.data import load_dataset
+    from keras_vae.serving.sampler import Sampler
+
+    metrics = {name: train_and_evaluate(args, name) for name in RECIPES}
+    decoder_path = os.path.join(args.out, "conditional", "decoder.onnx")
+    if not os.path.exists(decoder_path):
+        keras_vae_command(["export", os.path.join(args.out, "conditional"), "--out", decoder_path])
+    sampler = Sampler(decoder_path, provider="cpu")
+
+    train, test = load_dataset(args.data, "train"), load_dataset(args.data, "test")
+    classify, accuracy = train_classifier(args, train.images, train.labels, test.images, test.labels)
+    fidelity = class_fidelity(lambda n, y, s, t: sampler.sample(n, s, t, labels=y), classify,
+                              len(sampler.class_names), args.per_class, args.seed)
+
+    # One row per class, the same z in each column (the style), from the ONNX decoder.
+    z = sampler.latents(10, seed=args.seed)
+    classes = len(sampler.class_names)
+    grid = sampler.decode(np.tile(z, (classes, 1)), labels=np.repeat(np.arange(classes), 10))
+    save_png(image_grid(grid, ncols=10, scale=2), os.path.join(args.out, "class_grid.png"))
+
+    print(f"\n{machine_line()}")
+    print(f"classifier (small Keras CNN, {args.classifier_epochs} epochs): test accuracy "
+          f"{accuracy:.4f} on {len(test.labels)} MNIST test images\n")
+    rows = [[name, f"{100 * value:.1f} %"]
+            for name, value in zip(sampler.class_names, fidelity["per_class"])]
+    rows.append(["overall", f"**{100 * fidelity['overall']:.1f} %**"])
+    print(f"Class fidelity: {args.per_class} samples per class, temperature 1, pixel means "
+          "from the ONNX decoder, classified as the class asked for")
+    print(markdown_table(["class", "classified as asked"], rows))
+    conditional, unconditional = metrics["conditional"], metrics["unconditional"]
+    print(f"\nTest NLL, full test set ({conditional['num_images']} images), K = "
+          f"{args.nll_samples}, {args.epochs} epochs each, nats per example")
+    print(markdown_table(
+        ["model", "measures", "NLL", "± s.e.", "ELBO", "train + evaluate (min)"],
+        [[name, "-log p(x|y)" if name == "conditional" else "-log p(x)",
+          f"{m['nll']:.2f}", f"{m['nll_standard_error']:.2f}", f"{m['elbo']:.2f}",
+          f"{m['minutes']:.1f}"] for name, m in metrics.items()]))
+    gap = unconditional["nll"] - conditional["nll"]
+    print(f"\n-log p(x) - (-log p(x|y)) = {gap:.2f} nats (log 10 = {np.log(10):.2f})")
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump({"classifier_accuracy": accuracy, "fidelity": fidelity, "metrics": metrics,
+                   "nll_gap": gap, "args": vars(args), "machine": machine_line()}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
