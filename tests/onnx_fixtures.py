@@ -46,7 +46,7 @@ def make_decoder_onnx(
         metadata: extra or overriding metadata entries (strings).
         seed: seed of the fixed random weights.
     """
-    if likelihood not in ("bernoulli", "gaussian"):
+    if likelihood not in ("bernoulli", "gaussian", "discretized_logistic"):
         raise ValueError(f"unknown likelihood {likelihood!r}")
     h, w, c = image_shape
     size = h * w * c
@@ -59,7 +59,7 @@ def make_decoder_onnx(
         helper.make_node("Add", ["zw", "b"], ["logits"]),
     ]
     flat = "logits"
-    if likelihood == "bernoulli":
+    if likelihood in ("bernoulli", "discretized_logistic"):  # probabilities, or the location μ
         nodes.append(helper.make_node("Sigmoid", ["logits"], ["probs"]))
         flat = "probs"
     nodes.append(helper.make_node("Reshape", [flat, "shape"], ["x_mean"]))

@@ -632,6 +632,22 @@ def test_a_gaussian_colour_decoder_with_the_standard_prior(page, tmp_path):
         assert_quiet_and_local(page)
 
 
+def test_a_discretized_logistic_colour_decoder_scores_like_python(page, tmp_path):
+    """8-bit RGB images under a per-pixel discretized logistic: the page's log p(x) is Python's."""
+    shape = (4, 3, 3)
+    log_scale = np.random.default_rng(7).uniform(-4.0, -1.0, shape)
+    decoder = make_decoder_onnx(tmp_path / "dl.onnx", latent_dim=3, image_shape=shape,
+                                likelihood="discretized_logistic", metadata={
+                                    contract.DECODER_LOG_SCALE: contract.encode_decoder_log_var(log_scale)})
+    encoder = make_encoder_onnx(tmp_path / "dl_encoder.onnx", latent_dim=3, image_shape=shape)
+    with serve_app(make_app(decoder, encoder)) as url:
+        open_page(page, url + "/")
+        levels = np.random.default_rng(8).integers(0, 256, (3, *shape))
+        levels[0, 0, 0] = (0, 255, 128)  # both edge levels
+        check_scores_match_python(page, decoder, encoder, (levels / 255.0).astype(np.float32))
+        assert_quiet_and_local(page)
+
+
 def test_without_an_encoder_the_page_says_so_and_hides_the_panel(page, models):
     with serve_app(make_app(models[0])) as url:
         open_page(page, url + "/")

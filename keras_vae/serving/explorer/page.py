@@ -82,6 +82,18 @@ def _decoder_log_var(sampler) -> Any:
     return float(value) if np.ndim(value) == 0 else np.asarray(value, np.float64).tolist()
 
 
+def _decoder_log_scale(sampler) -> Any:
+    """log s of a discretized logistic decoder from its metadata, as nested lists (or None)."""
+    if sampler.likelihood != "discretized_logistic":
+        return None
+    try:
+        value = contract.decode_decoder_log_var(sampler.metadata.get(contract.DECODER_LOG_SCALE),
+                                                sampler.image_shape)
+    except ValueError:
+        return None
+    return None if value is None else np.asarray(value, np.float64).tolist()
+
+
 def _compact(values) -> list:
     """Nested lists of floats rounded to 9 significant digits (float32 values survive exactly)."""
     array = np.asarray(values, np.float64)
@@ -120,6 +132,7 @@ def explorer_config(sampler, *, encoder: bool, ort: bool, server: bool,
         "image_shape": [int(d) for d in sampler.image_shape],
         "likelihood": sampler.likelihood,
         "decoder_log_var": _decoder_log_var(sampler),
+        "decoder_log_scale": _decoder_log_scale(sampler),
         # exact float64 values: the page draws z from them as draw_latents does
         "prior": None if prior is None else {
             "components": int(prior.components),

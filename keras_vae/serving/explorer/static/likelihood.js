@@ -61,6 +61,19 @@ export function priorLogProb(z, prior) {
  *   over the P = H·W·C pixels.
  */
 export function pixelsLogProb(config) {
+  if (config.likelihood === 'discretized_logistic') {
+    if (config.decoder_log_scale == null) {
+      throw new Error('this discretized logistic decoder carries no decoder_log_scale: it cannot be scored');
+    }
+    const logScale = Float64Array.from([config.decoder_log_scale].flat(Infinity));
+    return (x, mean) => {
+      let s = 0;
+      for (let i = 0; i < x.length; i++) {
+        s += discretizedLogisticLogProb(x[i], mean[i], logScale[logScale.length === 1 ? 0 : i]);
+      }
+      return s;
+    };
+  }
   if (config.likelihood === 'gaussian') {
     const logVar = config.decoder_log_var;
     if (logVar == null) {
@@ -89,6 +102,30 @@ export function pixelsLogProb(config) {
     }
     return s;
   };
+}
+
+/** log(1 + e^a), without overflow. */
+function softplus(a) {
+  return a > 0 ? a + Math.log1p(Math.exp(-a)) : Math.log1p(Math.exp(a));
+}
+
+/**
+ * log P(x) of one 8-bit pixel x = k/255 under a discretized logistic (location mean, log-scale
+ * logScale), as keras_vae.core.likelihood.discretized_logistic_log_prob computes it: the
+ * logistic's mass on [x − 1/510, x + 1/510], the edge levels 0 and 255 reaching to ∓∞.
+ */
+function discretizedLogisticLogProb(x, mean, logScale) {
+  const half = 0.5 / 255;
+  const level = Math.round(x * 255) / 255;
+  const inverseScale = Math.exp(-logScale);
+  const upper = (level - mean + half) * inverseScale;
+  const lower = (level - mean - half) * inverseScale;
+  if (level < half) return -softplus(-upper);
+  if (level > 1 - half) return -softplus(lower);
+  // log(σ(u) − σ(l)): from the survival function above the location, from the CDF below it.
+  const [big, small] = level - mean > 0 ? [-softplus(lower), -softplus(upper)]
+    : [-softplus(-upper), -softplus(-lower)];
+  return big + Math.log(-Math.expm1(Math.min(small - big, 0)));
 }
 
 /**
