@@ -5,8 +5,9 @@ networks: the same noise as `keras_vae.serving.scoring.onnx_scores`, so a run
 directory and its exported files give the same scores up to the export's parity.
 
 `load_images` reads the images to score: the built-in digits, a ``.npz`` (any array
-by ``key``, or ``x_<split>``), or a TensorFlow Datasets name. Other sources (an
-image folder, say) plug in with `register_loader`. Keras is never imported here
+by ``key``, or ``x_<split>``), a folder of image files (every image in it, named by
+its path; a folder with ``train/`` and ``test/`` gives the split's), or a TensorFlow
+Datasets name. Other sources plug in with `register_loader`. Keras is never imported here
 at module level, so the ONNX scoring path runs without it.
 """
 
@@ -95,6 +96,26 @@ def load_images(source: str, split: str = "test", key: str | None = None,
         data = ScoreImages(binarize_images(data.images, seed=seed), data.names, data.labels,
                            data.description + " (binarized)")
     return data
+
+
+def _load_image_folder(root: str, split: str, key: str | None, data_dir: str | None) -> ScoreImages:
+    """Every image of a folder, named by its path in the folder (``train/``/``test/``: the split's)."""
+    from keras_vae.image_folder import ImageFiles, check_headers, list_images, scan
+
+    if all(os.path.isdir(os.path.join(root, name)) for name in ("train", "test")):
+        files = scan(root, split)
+        where = f"{root} {split}"
+    else:
+        paths, labels, class_names = list_images(root)
+        if not paths:
+            raise ValueError(f"{root} has no images to score")
+        files = ImageFiles(paths, labels, class_names, check_headers(paths))
+        where = root
+    names = [os.path.relpath(path, root) for path in files.paths]
+    return ScoreImages(files.read(), names, files.labels, where)
+
+
+register_loader(lambda source: os.path.isdir(source), _load_image_folder)
 
 
 def _load_npz_key(path: str, key: str) -> ScoreImages:

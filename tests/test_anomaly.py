@@ -346,3 +346,25 @@ def test_anomaly_benchmark_resumes_and_tables_every_score(tmp_path):
     values = [float(cell) for cell in auroc[0][1:7]]
     assert all(0.0 <= v <= 1.0 for v in values) and len(set(values)) > 1
     assert markdown_tables(again.stdout)[0] == auroc
+
+
+def test_score_command_names_the_files_of_an_image_folder(tmp_path):
+    from PIL import Image
+
+    from keras_vae.commands.score import main
+    from keras_vae.serving.encoder import Encoder
+    from keras_vae.serving.sampler import Sampler
+    from keras_vae.serving.scoring import onnx_scores
+
+    decoder, encoder = _exported(tmp_path)
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    names = ["a.png", "b.png", "c.png"]
+    for name, image in zip(names, BINARY[:3]):
+        Image.fromarray((image[..., 0] * 255).astype(np.uint8)).save(folder / name)
+    main([str(decoder), "--dataset", str(folder), "--out", str(tmp_path / "s.csv"), "--quiet",
+          "--num-samples", "8"])
+    rows = _read_csv(tmp_path / "s.csv")
+    assert [r["name"] for r in rows] == names
+    expected = onnx_scores(Encoder(encoder), Sampler(decoder), BINARY[:3], 8)
+    np.testing.assert_allclose([float(r["log_px"]) for r in rows], expected.log_px, rtol=1e-12)
