@@ -297,7 +297,7 @@ def test_an_rgb_folder_trains_evaluates_in_bits_per_dim_exports_and_serves(tmp_p
     run_python(["-m", "keras_vae", "train", "--dataset", folder, "--architecture", "conv",
                 "--conv-filters", "8", "16", "--latent-dim", "4", "--epochs", "2",
                 "--batch-size", "16", "--quiet", "--out", run,
-                "--likelihood", "discretized_logistic"], "jax")
+                "--likelihood", "discretized_logistic", "--conv-upsampling", "subpixel"], "jax")
     evaluated = run_python(["-m", "keras_vae", "evaluate", run, "--num-samples", "20"], "jax")
     with open(os.path.join(run, "metrics.json")) as f:
         metrics = json.load(f)
