@@ -10,6 +10,7 @@
 //   ?threads=N        WebAssembly threads (default 1; more need a cross-origin isolated page)
 //   #z=0.1,-2,...     start the pad at this z (latent_dim numbers)
 //   #seed=3&t=0.8     the sample grid's seed and temperature
+//   ?class=7          a class-conditional model's class (an index or a class name)
 //
 // The hooks for scripts and tests are window.explorer (hooks.js).
 //
@@ -37,6 +38,7 @@ import { setupSliders } from './sliders.js';
 function createState() {
   return {
     ready: null,                                    // start()'s promise
+    label: 0,                                       // a class-conditional model's class
     config: null,                                   // explorer/config.json
     dims: { D: 0, H: 0, W: 0, C: 0, P: 0 },         // latent size; image H×W×C, P = H·W·C
     query: new URLSearchParams(location.search),
@@ -62,6 +64,7 @@ function describeModel(state) {
     m.dataset && m.dataset !== 'unknown' ? m.dataset.split('/').pop() : null,
     `latent ${D}`, `images ${H}×${W}×${C}`, config.likelihood,
     config.prior ? `prior: mixture of ${config.prior.components} Gaussians` : 'prior: N(0, I)',
+    config.class_names ? `class-conditional, ${config.class_names.length} classes` : null,
     m.source_backend ? `trained on ${m.source_backend}` : null,
     config.anomaly_threshold ? `anomaly threshold: ${config.anomaly_threshold.score}, FPR ` +
       `${config.anomaly_threshold.fpr}` : null,
@@ -97,6 +100,7 @@ async function start(state) {
   } else {
     throw new Error('onnxruntime-web is missing from this folder (explorer/ort/)');
   }
+  setupClassPicker(state);
   $('draw-panel').hidden = !config.encoder;
   $('no-encoder').hidden = config.encoder;
 
@@ -123,7 +127,44 @@ async function start(state) {
   showSpeed(state);
 }
 
+/**
+ * A class-conditional model's class picker: one option per class name; ?class= chooses the
+ * first class (an index or a name).
+ */
+function setupClassPicker(state) {
+  const names = state.config.class_names;
+  if (!names) return;
+  const picker = $('class-picker');
+  names.forEach((name, index) => picker.add(new Option(`${index}: ${name}`, String(index))));
+  const asked = state.query.get('class');
+  const index = asked === null ? 0 : (names.includes(asked) ? names.indexOf(asked) : Number(asked));
+  state.label = Number.isInteger(index) && index >= 0 && index < names.length ? index : 0;
+  picker.value = String(state.label);
+  picker.addEventListener('change', () => chooseClass(state, Number(picker.value)).catch(fail));
+  $('class-line').hidden = false;
+}
+
+/**
+ * Decode everything on the page again with class `label`: the sample grid (the same z),
+ * the pad's image and the interpolation strips.
+ * @returns {Promise<void>} once every image is redrawn.
+ */
+async function chooseClass(state, label) {
+  const names = state.config.class_names;
+  if (!names || !Number.isInteger(label) || label < 0 || label >= names.length) {
+    throw new Error(`class must be one of 0..${names ? names.length - 1 : -1}; got ${label}`);
+  }
+  state.label = label;
+  $('class-picker').value = String(label);
+  await sampleGrid(state);
+  setZ(state, state.current.z, { hash: false });
+  await Promise.all([settled(state), drawInterpolation(state)]);
+}
+
 const state = createState();
 window.explorer = createHooks(state);
+// explorer.setLabel(k) chooses a class-conditional model's class k; explorer.label reads it.
+window.explorer.setLabel = async (label) => { await state.ready; return chooseClass(state, label); };
+Object.defineProperty(window.explorer, 'label', { get: () => state.label });
 state.ready = start(state);
 state.ready.catch(fail);

@@ -65,7 +65,24 @@ export function nestImages(dims, flat, n) {
 }
 
 /**
- * Decode latents to pixel means (probabilities for a Bernoulli decoder).
+ * The inputs of a session: `first` under its name, and for a class-conditional model the
+ * label input, the class picker's class (state.label) for each of the n rows, int64.
+ */
+function feeds(state, session, name, first, n) {
+  const { config, runtime } = state;
+  if (!config.class_names) return { [session.inputNames[0]]: first };
+  const labels = new BigInt64Array(n).fill(BigInt(state.label));
+  return { [name]: first, [config.tensors.label_input]: new runtime.ort.Tensor('int64', labels, [n]) };
+}
+
+/** The server's body fields for a class-conditional model's labels: the picker's class. */
+function labelFields(state, key) {
+  return state.config.class_names ? { [key]: key === 'label' ? state.label : [state.label] } : {};
+}
+
+/**
+ * Decode latents to pixel means (probabilities for a Bernoulli decoder); a class-conditional
+ * decoder decodes every row with the class picker's class, state.label.
  * @param {object} state the page's state.
  * @param {Float32Array} z (n·D,)
  * @param {number} n rows.
@@ -78,7 +95,7 @@ export async function decodeFlat(state, z, n) {
   if (session) {
     return serial(runtime, async () => {
       const input = new runtime.ort.Tensor('float32', z, [n, D]);
-      const output = await session.run({ [session.inputNames[0]]: input });
+      const output = await session.run(feeds(state, session, config.tensors.decoder_input, input, n));
       const name = session.outputNames.includes(config.tensors.decoder_output)
         ? config.tensors.decoder_output : session.outputNames[0];
       return output[name].data;
@@ -89,7 +106,8 @@ export async function decodeFlat(state, z, n) {
   for (let start = 0; start < n; start += step) {
     const count = Math.min(step, n - start);
     const reply = await postJSON('v1/decode', {
-      z: rowsOf(z.subarray(start * D, (start + count) * D), count, D), format: 'json' });
+      z: rowsOf(z.subarray(start * D, (start + count) * D), count, D), format: 'json',
+      ...labelFields(state, 'label') });
     out.set(reply.images.flat(Infinity), start * P);
   }
   return out;
@@ -109,12 +127,13 @@ export async function encodeFlat(state, x, n) {
   if (session) {
     return serial(runtime, async () => {
       const input = new runtime.ort.Tensor('float32', x, [n, H, W, C]);
-      const output = await session.run({ [session.inputNames[0]]: input });
+      const output = await session.run(feeds(state, session, config.tensors.encoder_input, input, n));
       const [meanName, logVarName] = config.tensors.encoder_outputs;
       return { zMean: output[meanName].data, zLogVar: output[logVarName].data };
     });
   }
-  const reply = await postJSON('v1/encode', { images: nestImages(state.dims, x, n) });
+  const reply = await postJSON('v1/encode', { images: nestImages(state.dims, x, n),
+                                              ...labelFields(state, 'labels') });
   return { zMean: Float32Array.from(reply.z_mean.flat()),
            zLogVar: Float32Array.from(reply.z_log_var.flat()) };
 }
