@@ -22,6 +22,9 @@ examples:
   python benchmarks/browser.py --mlp runs/mnist/decoder.onnx --encoder runs/mnist/encoder.onnx
   python benchmarks/browser.py --mlp runs/mnist/decoder.onnx --encoder runs/mnist/encoder.onnx \\
       --screenshot docs/explorer.png     # only the picture of the page
+  python benchmarks/browser.py --mlp runs/conditional/conditional/decoder.onnx \\
+      --encoder runs/conditional/conditional/encoder.onnx --label 7 \\
+      --screenshot docs/conditional_explorer.png   # a class-conditional model, class 7 picked
 """
 
 import argparse
@@ -148,8 +151,9 @@ def measure(browser, decoder, encoder, calls, rounds, loads):
     return result
 
 
-def screenshot(browser, decoder, encoder, path):
-    """The page with a model, a sample grid, the pad moved, and a hand-drawn 7 encoded."""
+def screenshot(browser, decoder, encoder, path, label=None):
+    """The page with a model, a sample grid, the pad moved, and a hand-drawn 7 encoded
+    (a class-conditional model's class picker set to `label`)."""
     from headless_chromium import serve_app
 
     from keras_vae.serving import explorer
@@ -159,7 +163,8 @@ def screenshot(browser, decoder, encoder, path):
     if not any(getattr(route, "path", None) == "/explorer/config.json" for route in app.routes):
         explorer.add_explorer_routes(app)
     with serve_app(app) as url:
-        page = open_page(browser, url + "/#seed=3&t=0.9")
+        query = "" if label is None else f"?class={label}"
+        page = open_page(browser, url + f"/{query}#seed=3&t=0.9")
         page.locator("#draw").scroll_into_view_if_needed()
         box = page.locator("#draw").bounding_box()
         if box:  # a 7: a bar, then down to the left
@@ -212,6 +217,8 @@ def main():
     parser.add_argument("--loads", type=int, default=3, help="cold page loads per model")
     parser.add_argument("--screenshot", metavar="PNG",
                         help="only save a picture of the page with --mlp (and --encoder)")
+    parser.add_argument("--label", metavar="CLASS",
+                        help="--screenshot of a class-conditional model: the class picked")
     parser.add_argument("--worker", choices=["prepare"], help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -227,7 +234,7 @@ def main():
         if not args.mlp:
             sys.exit("--screenshot needs --mlp decoder.onnx (and --encoder encoder.onnx)")
         with chromium() as browser:
-            screenshot(browser, args.mlp, args.encoder, args.screenshot)
+            screenshot(browser, args.mlp, args.encoder, args.screenshot, args.label)
         return None
 
     with tempfile.TemporaryDirectory() as workdir:

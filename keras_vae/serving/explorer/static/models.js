@@ -76,7 +76,7 @@ function feeds(state, session, name, first, n) {
 }
 
 /** The server's body fields for a class-conditional model's labels: the picker's class. */
-function labelFields(state, key) {
+export function labelFields(state, key) {
   return state.config.class_names ? { [key]: key === 'label' ? state.label : [state.label] } : {};
 }
 

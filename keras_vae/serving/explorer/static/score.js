@@ -7,7 +7,7 @@
 // decision: anomalous when the image's score is above the threshold, at the threshold's K.
 
 import { isLikelihood, logLikelihood } from './likelihood.js';
-import { decodeFlat, nestImages, postJSON } from './models.js';
+import { decodeFlat, labelFields, nestImages, postJSON } from './models.js';
 
 /**
  * @typedef {object} Score
@@ -33,7 +33,8 @@ export async function scoreImage(state, x, zMean, zLogVar) {
   const measure = isLikelihood(config.likelihood, x) ? 'nll' : 'cross_entropy';
   if (config.server) {
     const reply = await postJSON('v1/score', {
-      images: nestImages(state.dims, x, 1), num_samples: config.score_samples, seed: config.score_seed });
+      images: nestImages(state.dims, x, 1), num_samples: config.score_samples, seed: config.score_seed,
+      ...labelFields(state, 'labels') });
     const m = reply.measure || measure;
     return { by: 'server', measure: m, value: reply[m][0], log_px: reply.log_px[0],
              bits_per_dim: reply.bits_per_dim ? reply.bits_per_dim[0] : null,
