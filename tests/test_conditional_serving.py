@@ -13,6 +13,7 @@ weights; `reference_decode` and `reference_encode` recompute them in NumPy as th
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -273,14 +274,16 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def test_tritonclient_sends_z_and_label(files, tmp_path):
+@contextlib.contextmanager
+def live_server(files, log_path):
+    """``host:port`` of `keras-vae serve` in a subprocess with the conditional decoder and encoder."""
     import httpx
-    import tritonclient.http as triton
 
     port = _free_port()
-    log = open(tmp_path / "server.log", "wb")
+    log = open(log_path, "wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "keras_vae.serving.server", str(files[0]), "--host", "127.0.0.1",
+        [sys.executable, "-m", "keras_vae.serving.server", str(files[0]), "--encoder", str(files[1]),
+         "--max-n", "32", "--host", "127.0.0.1",
          "--port", str(port), "--log-level", "warning", "--intra-op-threads", "1"],
         cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -292,9 +295,20 @@ def test_tritonclient_sends_z_and_label(files, tmp_path):
             except httpx.HTTPError:
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"server did not start: {(tmp_path / 'server.log').read_text()}")
+                pytest.fail(f"server did not start: {log_path.read_text()}")
             time.sleep(0.1)
-        client = triton.InferenceServerClient(f"127.0.0.1:{port}", network_timeout=30)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        log.close()
+
+
+def test_tritonclient_sends_z_and_label(files, tmp_path):
+    import tritonclient.http as triton
+
+    with live_server(files, tmp_path / "server.log") as address:
+        client = triton.InferenceServerClient(address, network_timeout=30)
         z = np.random.default_rng(6).standard_normal((4, D)).astype(np.float32)
         labels = np.array([[3], [3], [0], [2]], np.int64)  # [n, 1], as Triton's own configs send it
         for binary in (False, True):
@@ -305,10 +319,16 @@ def test_tritonclient_sends_z_and_label(files, tmp_path):
             out = triton.InferRequestedOutput("x_mean", binary_data=binary)
             x = client.infer("vae_decoder", inputs, outputs=[out]).as_numpy("x_mean")
             np.testing.assert_allclose(x, reference_decode(z, labels[:, 0]), **TOL)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        log.close()
+
+
+@pytest.mark.slow
+def test_every_schemathesis_check_passes_with_the_label_fields(files, tmp_path):
+    from api_fuzz import fuzz  # raises AssertionError listing any failure or error
+
+    with live_server(files, tmp_path / "server.log") as address:
+        statuses = fuzz(f"http://{address}", seconds=30,
+                        known_path_parameters={"name": "vae_decoder", "version": "1"})
+    assert sum(statuses.values()) > 200 and not any(code >= 500 for code in statuses)
 
 
 # --------------------------------------------------------- keras-vae generate
