@@ -368,3 +368,24 @@ def test_score_command_names_the_files_of_an_image_folder(tmp_path):
     assert [r["name"] for r in rows] == names
     expected = onnx_scores(Encoder(encoder), Sampler(decoder), BINARY[:3], 8)
     np.testing.assert_allclose([float(r["log_px"]) for r in rows], expected.log_px, rtol=1e-12)
+
+
+def test_typicality_flags_images_too_likely_as_well_as_too_unlikely():
+    from keras_vae.core.anomaly import ImageScores
+
+    rng = np.random.default_rng(3)
+    nll = rng.normal(100.0, 5.0, 1000)
+    zeros = np.zeros(1000)
+    normal = ImageScores(-nll, -nll - 1, zeros, 100, 0)
+    threshold = threshold_from_scores(normal, "typicality", 0.05, "normal")
+    assert threshold.center == pytest.approx(nll.mean())
+    assert np.sum(threshold.is_anomalous(normal)) == 50  # exactly ⌊0.05·1000⌋
+    assert decode_threshold(encode_threshold(threshold)) == threshold
+    # blank-like images (NLL 40: far *more* likely) and noise (NLL 160): both flagged, while a
+    # log_px threshold flags only the unlikely ones
+    odd = ImageScores(-np.array([40.0, 160.0, 100.0]), np.zeros(3), np.zeros(3), 100, 0)
+    assert threshold.is_anomalous(odd).tolist() == [True, True, False]
+    assert threshold_from_scores(normal, "log_px", 0.05, "normal").is_anomalous(odd).tolist() == [
+        False, True, False]
+    with pytest.raises(ValueError, match="center"):
+        decode_threshold('{"score": "typicality", "value": 1, "num_samples": 5, "fpr": 0.1}')

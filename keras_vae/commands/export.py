@@ -81,8 +81,9 @@ def parse_args(argv=None):
                        help="flag at most this fraction of the held-out images (e.g. 0.01)")
     level.add_argument("--anomaly-percentile", type=float,
                        help="threshold at this percentile of their scores (99 = --anomaly-fpr 0.01)")
-    anomaly.add_argument("--anomaly-score", choices=["log_px", "elbo", "recon"], default="log_px",
-                         help="-log p(x), -ELBO or the reconstruction error (default: log_px)")
+    anomaly.add_argument("--anomaly-score", choices=["log_px", "elbo", "recon", "typicality"],
+                         default="log_px", help="-log p(x), -ELBO, the reconstruction error, or "
+                         "typicality: |-log p(x) - their mean| (default: log_px)")
     anomaly.add_argument("--anomaly-samples", type=int, default=100,
                          help="importance samples K of the score; the threshold holds at this K "
                               "only (default: 100)")

@@ -32,7 +32,7 @@ examples:
 """
 
 PROG = "keras-vae score"
-SCORE_CHOICES = ("log_px", "elbo", "recon")
+SCORE_CHOICES = ("log_px", "elbo", "recon", "typicality")
 
 
 def parse_args(argv=None):
@@ -64,7 +64,9 @@ def parse_args(argv=None):
     ranking = parser.add_argument_group("ranking and thresholds")
     ranking.add_argument("--score", choices=SCORE_CHOICES, default="log_px",
                          help="the score that ranks images and sets a threshold: log_px "
-                              "(-log p(x)), elbo (-ELBO) or recon (default: log_px)")
+                              "(-log p(x)), elbo (-ELBO), recon, or typicality (|-log p(x) - "
+                              "c|, c the mean NLL of normal images: also flags images that "
+                              "are too likely, such as blank ones) (default: log_px)")
     ranking.add_argument("--top", type=int, default=0,
                          help="with --grid: how many of the most anomalous images to show")
     ranking.add_argument("--grid", help="PNG grid of the --top most anomalous images, most first")
@@ -194,7 +196,8 @@ def run(args):
     if threshold is not None:
         flagged = threshold.is_anomalous(scores)
         lines.append(f"anomalous: {int(flagged.sum())} of {len(scores)} ({threshold.describe()})")
-    order = scores.anomaly(args.score).argsort(kind="stable")[::-1]  # most anomalous first
+    center = threshold.center if threshold is not None and threshold.score == args.score else None
+    order = scores.anomaly(args.score, center).argsort(kind="stable")[::-1]  # most anomalous first
     if args.grid:
         save_grid(data.images[order[: args.top]], args.grid, args.grid_scale)
         lines.append(f"Wrote {args.grid}: the {min(args.top, len(order))} most anomalous by "

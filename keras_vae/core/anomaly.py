@@ -8,7 +8,12 @@ anomalous**:
 * ``elbo``: −ELBO, the mean over the same K samples of −(log p(x, z_k) − log q(z_k|x)),
   in nats per image (always ≥ the ``log_px`` score: the ELBO is a lower bound);
 * ``recon``: the mean squared error between the image and the decoded posterior
-  mean, averaged over pixels (pixel values in [0, 1]).
+  mean, averaged over pixels (pixel values in [0, 1]);
+* ``typicality``: |−log p(x) − c|, the distance of the NLL from c, the mean NLL of
+  held-out normal images, in nats (after Nalisnick et al. 2019, "Detecting
+  out-of-distribution inputs to deep generative models using typicality"): it flags
+  images that are *too likely* as well, such as blank ones, which −log p(x) ranks as
+  the most normal of all.
 
 `score_images` computes all three from any model given as functions (the Keras
 model and the ONNX files both pass theirs), with the same noise as
@@ -41,9 +46,9 @@ __all__ = ["SCORES", "ImageScores", "AnomalyThreshold", "score_images", "calibra
            "check_num_samples"]
 
 #: The score names, each "higher = more anomalous"; see the module docstring.
-SCORES = ("log_px", "elbo", "recon")
+SCORES = ("log_px", "elbo", "recon", "typicality")
 #: Scores whose value depends on the number of importance samples K.
-SAMPLED_SCORES = ("log_px", "elbo")
+SAMPLED_SCORES = ("log_px", "elbo", "typicality")
 
 DecodeMean = Callable[[np.ndarray], np.ndarray]
 
@@ -69,8 +74,14 @@ class ImageScores:
     def __len__(self) -> int:
         return len(self.log_px)
 
-    def anomaly(self, score: str) -> np.ndarray:
-        """The anomaly score ``score`` (one of `SCORES`), higher = more anomalous: (N,) float64."""
+    def anomaly(self, score: str, center: float | None = None) -> np.ndarray:
+        """The anomaly score ``score`` (one of `SCORES`), higher = more anomalous: (N,) float64.
+
+        ``center`` is the typicality score's c, in nats; without it, these images' mean NLL.
+        """
+        if score == "typicality":
+            nll = -self.log_px
+            return np.abs(nll - (np.mean(nll) if center is None else center))
         if score == "log_px":
             return -self.log_px
         if score == "elbo":
@@ -94,6 +105,7 @@ class AnomalyThreshold:
         data: the calibration data's name (a dataset and split).
         count: the number of calibration images.
         seed: the noise seed of the calibration scores.
+        center: for "typicality", c: the calibration images' mean NLL, nats (else None).
     """
 
     score: str
@@ -104,11 +116,12 @@ class AnomalyThreshold:
     data: str
     count: int
     seed: int = 0
+    center: float | None = None
 
     def is_anomalous(self, scores: ImageScores) -> np.ndarray:
         """(N,) bool: True where the image's score is above the threshold."""
         check_num_samples(self, scores.num_samples)
-        return scores.anomaly(self.score) > self.value
+        return scores.anomaly(self.score, self.center) > self.value
 
     def describe(self) -> str:
         """One line for people: the rule and where it came from."""
@@ -196,12 +209,13 @@ def threshold_from_scores(scores: ImageScores, score: str, fpr: float, data: str
     ``scores`` are of held-out *normal* images, described by ``data`` (a dataset and
     split, recorded with the threshold). See `calibrate_threshold`.
     """
-    values = scores.anomaly(score)
+    center = float(np.mean(-scores.log_px)) if score == "typicality" else None
+    values = scores.anomaly(score, center)
     value = calibrate_threshold(values, fpr)
     return AnomalyThreshold(score=score, value=value,
                             num_samples=scores.num_samples if score in SAMPLED_SCORES else None,
                             fpr=float(fpr), achieved_fpr=false_positive_rate(values, value),
-                            data=data, count=len(values), seed=scores.seed)
+                            data=data, count=len(values), seed=scores.seed, center=center)
 
 
 def false_positive_rate(normal_scores: np.ndarray, threshold: float) -> float:
@@ -232,15 +246,19 @@ def decode_threshold(value: str | None) -> AnomalyThreshold | None:
             num_samples=None if spec.get("num_samples") is None else int(spec["num_samples"]),
             fpr=float(spec["fpr"]), achieved_fpr=float(spec.get("achieved_fpr", spec["fpr"])),
             data=str(spec.get("data", "unknown")), count=int(spec.get("count", 0)),
-            seed=int(spec.get("seed", 0)))
+            seed=int(spec.get("seed", 0)),
+            center=None if spec.get("center") is None else float(spec["center"]))
     except (ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"malformed anomaly_threshold metadata: {exc}") from None
     if threshold.score not in SCORES:
         raise ValueError(f"malformed anomaly_threshold metadata: unknown score {threshold.score!r}")
     if threshold.score in SAMPLED_SCORES and (threshold.num_samples is None
                                               or threshold.num_samples < 1):
-        raise ValueError("malformed anomaly_threshold metadata: a log_px or elbo threshold "
-                         "needs num_samples >= 1")
+        raise ValueError("malformed anomaly_threshold metadata: a log_px, elbo or typicality "
+                         "threshold needs num_samples >= 1")
+    if threshold.score == "typicality" and not math.isfinite(threshold.center or math.nan):
+        raise ValueError("malformed anomaly_threshold metadata: a typicality threshold needs "
+                         "its center, a finite NLL in nats")
     if not math.isfinite(threshold.value) or not 0.0 <= threshold.fpr < 1.0:
         raise ValueError("malformed anomaly_threshold metadata: the value must be finite and "
                          "the fpr in [0, 1)")

@@ -47,7 +47,20 @@ export async function scoreImage(state, x, zMean, zLogVar) {
   const threshold = config.anomaly_threshold;
   return { by: 'browser', measure, value: -logPx, log_px: logPx, num_samples: config.score_samples,
            bits_per_dim: measure === 'nll' ? -logPx / (state.dims.P * Math.LN2) : null,
-           anomalous: threshold && threshold.score === 'log_px' ? -logPx > threshold.value : null };
+           anomalous: browserDecision(threshold, -logPx) };
+}
+
+/**
+ * The page's own decision on a log_px or typicality threshold (null for the others).
+ * @param {?object} threshold config.anomaly_threshold.
+ * @param {number} nll −log p(x), nats.
+ * @returns {?boolean}
+ */
+function browserDecision(threshold, nll) {
+  if (!threshold) return null;
+  if (threshold.score === 'log_px') return nll > threshold.value;
+  if (threshold.score === 'typicality') return Math.abs(nll - threshold.center) > threshold.value;
+  return null;
 }
 
 /**
