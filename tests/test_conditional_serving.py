@@ -326,9 +326,9 @@ def test_every_schemathesis_check_passes_with_the_label_fields(files, tmp_path):
     from api_fuzz import fuzz  # raises AssertionError listing any failure or error
 
     with live_server(files, tmp_path / "server.log") as address:
-        statuses = fuzz(f"http://{address}", seconds=30,
+        statuses = fuzz(f"http://{address}", seconds=20,
                         known_path_parameters={"name": "vae_decoder", "version": "1"})
-    assert sum(statuses.values()) > 200 and not any(code >= 500 for code in statuses)
+    assert sum(statuses.values()) > 100 and not any(code >= 500 for code in statuses)
 
 
 # --------------------------------------------------------- keras-vae generate
