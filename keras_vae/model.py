@@ -66,6 +66,9 @@ class VAE(BackendTrainer, keras.Model):
             (stride-2 transposed convolutions) or "subpixel" (a convolution to 4×
             the channels, then depth-to-space; several times faster to train on
             JAX and torch CPUs).
+        conv_residual_blocks: residual blocks, relu(h + conv(relu(conv(h)))), after
+            each stride-2 convolution of the encoder and each upsampling of the
+            decoder, at that resolution and width (0: none; conv only).
         likelihood: "bernoulli", "gaussian", or "discretized_logistic": 8-bit pixels
             (k/255) with a probability for each of the 256 levels, a logistic of
             location sigmoid(decoder output) and a learned per-pixel, per-channel
@@ -122,6 +125,7 @@ class VAE(BackendTrainer, keras.Model):
         gated=ModelOptions.gated,
         conv_filters=ModelOptions.conv_filters,
         conv_upsampling=ModelOptions.conv_upsampling,
+        conv_residual_blocks=ModelOptions.conv_residual_blocks,
         likelihood=ModelOptions.likelihood,
         decoder_std=ModelOptions.decoder_std,
         beta=ModelOptions.beta,
@@ -151,7 +155,7 @@ class VAE(BackendTrainer, keras.Model):
         latent_dim = options.latent_dim
         networks = dict(architecture=options.architecture, hidden_units=options.hidden_units,
                         conv_filters=options.conv_filters, gated=options.gated,
-                        num_classes=num_classes)
+                        num_classes=num_classes, conv_residual_blocks=options.conv_residual_blocks)
         self.encoder = build_encoder(input_shape, latent_dim, **networks)
         self.decoder = build_decoder(input_shape, latent_dim,
                                      conv_upsampling=options.conv_upsampling, **networks)

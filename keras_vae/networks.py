@@ -31,7 +31,7 @@ def hidden_layer(h, units, gated, name):
 
 
 def build_encoder(input_shape, latent_dim, architecture, hidden_units, conv_filters, gated=False,
-                  num_classes=None):
+                  num_classes=None, conv_residual_blocks=0):
     """Returns `keras.Model(x -> [z_mean, z_log_var])`, named "encoder".
 
     With `num_classes`, the model takes `[x, label]` (label: int32 (B,)) and the label's
@@ -51,6 +51,8 @@ def build_encoder(input_shape, latent_dim, architecture, hidden_units, conv_filt
             h = layers.Conv2D(
                 filters, 3, strides=2, padding="same", activation="relu", name=f"conv_{i}"
             )(h)
+            for b in range(conv_residual_blocks):
+                h = residual_block(h, filters, name=f"conv_{i}_residual_{b}")
         h = layers.Flatten(name="flatten")(h)
     if label is not None and architecture == "conv":
         h = with_one_hot(h, label, num_classes)
@@ -63,7 +65,7 @@ def build_encoder(input_shape, latent_dim, architecture, hidden_units, conv_filt
 
 def build_decoder(output_shape, latent_dim, architecture, hidden_units, conv_filters,
                   conv_upsampling="transpose", gated=False,
-                  num_classes=None):
+                  num_classes=None, conv_residual_blocks=0):
     """Returns `keras.Model(z -> decoder output (B, H, W, C))`, named "decoder".
 
     With `num_classes`, the model takes `[z, label]` (label: int32 (B,)) and the label's
@@ -87,6 +89,8 @@ def build_decoder(output_shape, latent_dim, architecture, hidden_units, conv_fil
         h = layers.Reshape((height // scale, width // scale, filters[0]), name="reshape")(h)
         for i, f in enumerate(filters):
             h = upsample(h, f, conv_upsampling, name=f"deconv_{i}")
+            for b in range(conv_residual_blocks):
+                h = residual_block(h, f, name=f"deconv_{i}_residual_{b}")
         out = layers.Conv2D(channels, 3, padding="same", name="x_params")(h)
     return keras.Model(z if label is None else [z, label], out, name="decoder")
 
@@ -96,6 +100,13 @@ def with_one_hot(features, label, num_classes):
     one_hot = layers.Lambda(lambda y: keras.ops.one_hot(y, num_classes), name="label_one_hot",
                             output_shape=(num_classes,))(label)
     return layers.Concatenate(name="with_label")([features, one_hot])
+
+
+def residual_block(h, filters, name):
+    """relu(h + conv(relu(conv(h)))): two 3×3 convolutions of `filters` channels and a skip."""
+    y = layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"{name}_a")(h)
+    y = layers.Conv2D(filters, 3, padding="same", name=f"{name}_b")(y)
+    return layers.ReLU(name=f"{name}_out")(layers.Add(name=f"{name}_add")([h, y]))
 
 
 def upsample(h, filters, kind, name):

@@ -80,6 +80,9 @@ class ModelOptions:
         "transpose", "conv decoder's upsampling: stride-2 transposed convolutions, or sub-pixel "
                      "ones (a convolution, then depth-to-space; much faster on JAX and torch CPUs)",
         choices=CONV_UPSAMPLINGS)
+    conv_residual_blocks: int = option(
+        0, "conv: residual blocks (two 3x3 convolutions and a skip) after each stride-2 layer "
+           "of the encoder and each upsampling of the decoder", minimum=0)
     likelihood: str = option(
         "bernoulli", "p(x|z): Bernoulli (pixels in [0, 1]), Gaussian, or discretized logistic "
                      "(8-bit images: a probability for each of the 256 levels)",

@@ -440,3 +440,31 @@ def test_a_subpixel_conv_decoder_trains_saves_and_loads(tmp_path):
     loaded = keras.models.load_model(tmp_path / "vae.keras")
     z = np.random.default_rng(1).standard_normal((5, 2)).astype("float32")
     np.testing.assert_allclose(loaded.decode(z), vae.decode(z), atol=1e-6)
+
+
+def test_a_residual_block_adds_its_convolutions_to_its_input():
+    from keras_vae.networks import residual_block
+
+    h = keras.Input((4, 4, 3))
+    block = keras.Model(h, residual_block(h, 3, name="res"))
+    x = np.random.default_rng(0).random((2, 4, 4, 3)).astype("float32")  # >= 0, as after a ReLU
+    second = block.get_layer("res_b")
+    first_out = keras.Model(h, block.get_layer("res_a").output)(x)
+    expected = np.maximum(x + ops.convert_to_numpy(second(first_out)), 0.0)
+    np.testing.assert_allclose(ops.convert_to_numpy(block(x)), expected, atol=1e-5)
+    second.set_weights([np.zeros_like(w) for w in second.get_weights()])
+    np.testing.assert_allclose(ops.convert_to_numpy(block(x)), x, atol=1e-6)  # identity at zero
+
+
+def test_a_conv_vae_with_residual_blocks_trains_saves_and_loads(tmp_path):
+    x = np.random.default_rng(0).random((32, 8, 8, 3)).astype("float32")
+    vae = keras_vae.VAE(input_shape=(8, 8, 3), latent_dim=2, architecture="conv",
+                        conv_filters=(4, 8), conv_residual_blocks=2, seed=0)
+    vae.compile(optimizer="adam")
+    vae.fit(x, epochs=1, batch_size=16, verbose=0)
+    names = {layer.name for layer in vae.encoder.layers + vae.decoder.layers}
+    assert {"conv_1_residual_1_add", "deconv_1_residual_1_add"} <= names
+    vae.save(tmp_path / "vae.keras")
+    loaded = keras.models.load_model(tmp_path / "vae.keras")
+    z = np.random.default_rng(1).standard_normal((5, 2)).astype("float32")
+    np.testing.assert_allclose(loaded.decode(z), vae.decode(z), atol=1e-6)
