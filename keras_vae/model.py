@@ -15,6 +15,7 @@ from keras_vae.networks import build_decoder
 from keras_vae.networks import build_encoder
 from keras_vae.networks import Z_LOG_VAR_RANGE
 from keras_vae.networks import check_architecture
+from keras_vae.networks import default_conv_filters
 from keras_vae.options import LIKELIHOODS  # noqa: F401 (importable from here, as before)
 from keras_vae.options import OBJECTIVES  # noqa: F401
 from keras_vae.options import OPTION_NAMES
@@ -62,6 +63,10 @@ class VAE(BackendTrainer, keras.Model):
             in place of ReLU ones (twice the weights per layer).
         conv_filters: filters of the conv encoder's stride-2 layers (the decoder
             mirrors them); height and width must divide by 2**len(conv_filters).
+            Empty (the default): the depth follows the image size
+            (`keras_vae.networks.default_conv_filters`: (32, 64) for 8×8 to 32×32
+            images, one more layer per doubling beyond); the model keeps and
+            saves the filters it chose.
         conv_upsampling: how the conv decoder doubles the resolution: "transpose"
             (stride-2 transposed convolutions) or "subpixel" (a convolution to 4×
             the channels, then depth-to-space; several times faster to train on
@@ -147,6 +152,7 @@ class VAE(BackendTrainer, keras.Model):
         # as an attribute of its name (self.latent_dim, ...) and returned by get_config.
         options = ModelOptions(**{name: arguments[name] for name in OPTION_NAMES})
         input_shape = tuple(int(d) for d in input_shape)
+        options.conv_filters = options.conv_filters or default_conv_filters(input_shape)
         check_architecture(input_shape, options.architecture, options.conv_filters, options.gated)
         num_classes, class_names = conditioning.check_classes(num_classes, class_names)
         super().__init__(**kwargs)

@@ -157,6 +157,31 @@ class DepthToSpace(layers.Layer):
         return dict(super().get_config(), block_size=self.block_size)
 
 
+# Conv depth when `conv_filters` is not given: stride-2 layers until the feature map's
+# shorter side is at most this many pixels (and at least MIN_CONV_LAYERS of them).
+CONV_SMALLEST_SIDE = 8
+MIN_CONV_LAYERS = 2
+CONV_BASE_FILTERS = 32
+CONV_MAX_FILTERS = 256
+
+
+def default_conv_filters(input_shape):
+    """Conv filters whose depth follows the image size: one stride-2 layer per halving.
+
+    The shorter side is halved until it is at most `CONV_SMALLEST_SIDE` pixels, at
+    least `MIN_CONV_LAYERS` times, while height and width still divide by two; the
+    filters double from 32 up to 256.
+    8×8 and 28×28 and 32×32 images get (32, 64); 64×64 (32, 64, 128); 128×128
+    (32, 64, 128, 256).
+    """
+    height, width = input_shape[0], input_shape[1]
+    layers_count = MIN_CONV_LAYERS
+    while (min(height, width) / 2 ** layers_count > CONV_SMALLEST_SIDE
+           and height % 2 ** (layers_count + 1) == 0 and width % 2 ** (layers_count + 1) == 0):
+        layers_count += 1
+    return tuple(min(CONV_BASE_FILTERS * 2 ** i, CONV_MAX_FILTERS) for i in range(layers_count))
+
+
 def check_architecture(input_shape, architecture, conv_filters, gated=False):
     """Raises ValueError when `architecture` cannot handle `input_shape` (or gated layers)."""
     if architecture not in ARCHITECTURES:

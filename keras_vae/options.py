@@ -75,7 +75,9 @@ class ModelOptions:
     gated: bool = option(
         False, "MLP: gated dense hidden layers, (Wh + b) * sigmoid(Vh + c), in place of ReLU ones")
     conv_filters: tuple[int, ...] = option(
-        (32, 64), "conv encoder filters, one stride-2 layer each", minimum=1)
+        (), "conv encoder filters, one stride-2 layer each; none: depth follows the image size "
+            "(halve it down to 8 pixels or fewer, at least twice; filters 32, 64, 128, 256)",
+        minimum=1)
     conv_upsampling: str = option(
         "transpose", "conv decoder's upsampling: stride-2 transposed convolutions, or sub-pixel "
                      "ones (a convolution, then depth-to-space; much faster on JAX and torch CPUs)",

@@ -468,3 +468,18 @@ def test_a_conv_vae_with_residual_blocks_trains_saves_and_loads(tmp_path):
     loaded = keras.models.load_model(tmp_path / "vae.keras")
     z = np.random.default_rng(1).standard_normal((5, 2)).astype("float32")
     np.testing.assert_allclose(loaded.decode(z), vae.decode(z), atol=1e-6)
+
+
+@pytest.mark.parametrize("shape, filters", [
+    ((8, 8, 1), (32, 64)), ((28, 28, 1), (32, 64)), ((32, 32, 3), (32, 64)),
+    ((64, 64, 3), (32, 64, 128)), ((128, 96, 3), (32, 64, 128, 256)), ((48, 48, 1), (32, 64, 128)),
+])
+def test_the_conv_depth_follows_the_image_size(shape, filters):
+    vae = keras_vae.VAE(input_shape=shape, latent_dim=2, architecture="conv", seed=0)
+    assert vae.conv_filters == filters and vae.get_config()["conv_filters"] == list(filters)
+    # The encoder's last feature map: each side halved once per layer, at most 8 pixels on
+    # the shorter side (or after the two layers every model has).
+    last = vae.encoder.get_layer(f"conv_{len(filters) - 1}").output.shape
+    assert last[1:] == (shape[0] // 2 ** len(filters), shape[1] // 2 ** len(filters), filters[-1])
+    assert min(last[1], last[2]) <= 8 or len(filters) == 2
+    assert vae.decoder.output.shape[1:] == shape

@@ -28,7 +28,7 @@ def other_value(option):
     if isinstance(default, str):
         return next(choice for choice in choices if choice != default)
     if isinstance(default, tuple):
-        return default + default[-1:]
+        return default + default[-1:] if default else (4,)
     return default + 1
 
 
@@ -129,8 +129,8 @@ def test_every_option_is_a_train_flag_with_the_declared_default_and_help(monkeyp
         entry = " ".join(text.split(f"\n  {flag}")[1].split("\n  --")[0].split())
         assert option.metadata["help"] in entry, entry
         if not isinstance(option.default, bool):
-            shown = " ".join(map(str, option.default)) if isinstance(option.default, tuple) \
-                else str(option.default)
+            shown = (" ".join(map(str, option.default)) or "none") \
+                if isinstance(option.default, tuple) else str(option.default)
             assert f"(default: {shown})" in entry, entry
 
 
