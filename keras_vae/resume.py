@@ -37,8 +37,10 @@ BACKUP_DIR = "backup"
 LOCK_FILE = ".lock"
 _DISCARDED_BACKUP_PREFIX = f".{BACKUP_DIR}.discarded."
 # Options that may differ between an interrupted command and the one that resumes it
-# ("out" is the run directory itself, however it is spelled).
-OPTIONS_FREE_ON_RESUME = ("overwrite", "verbose", "download", "out", "steps_per_execution")
+# ("out" is the run directory itself, however it is spelled; the memory budget only
+# decides whether an image folder is held in memory or streamed).
+OPTIONS_FREE_ON_RESUME = ("overwrite", "verbose", "download", "out", "steps_per_execution",
+                          "memory_budget_mb")
 # What train() writes; --overwrite removes these before starting afresh.
 RUN_OUTPUTS = ("history.csv", "model.keras", "last.keras", "config.json", "samples.png",
                "reconstructions.png")
