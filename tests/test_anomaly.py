@@ -389,3 +389,20 @@ def test_typicality_flags_images_too_likely_as_well_as_too_unlikely():
         False, True, False]
     with pytest.raises(ValueError, match="center"):
         decode_threshold('{"score": "typicality", "value": 1, "num_samples": 5, "fpr": 0.1}')
+
+
+def test_v1_score_without_a_threshold_defaults_k_within_the_servers_limit(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from keras_vae.serving.app import create_app
+    from keras_vae.serving.encoder import Encoder
+    from keras_vae.serving.sampler import Sampler
+    from keras_vae.serving.scoring import onnx_scores
+
+    decoder, encoder = _exported(tmp_path)
+    with TestClient(create_app(str(decoder), encoder=str(encoder), max_score_samples=40)) as client:
+        r = client.post("/v1/score", json={"images": BINARY.tolist()})
+        assert r.status_code == 200, r.text
+        assert r.json()["num_samples"] == 40
+        expected = onnx_scores(Encoder(encoder), Sampler(decoder), BINARY, num_samples=40, seed=0)
+        np.testing.assert_allclose(r.json()["log_px"], expected.log_px, rtol=1e-9)

@@ -19,6 +19,7 @@ from keras_vae.serving.labels import label_fields
 from keras_vae.serving.openapi import (MAX_SAFE_INTEGER, MODEL_WORK_ERRORS, REAL_LIMIT, integer,
                                        binary_responses, error_responses)
 from keras_vae.serving.sampler import Sampler
+from keras_vae.serving.scoring import DEFAULT_SCORE_SAMPLES
 from keras_vae.serving.scoring import served_threshold
 
 __all__ = ["ImageFormat", "request_models", "encoder_request_models", "ImagesJSON",
@@ -119,7 +120,7 @@ def encoder_request_models(image_shape: tuple[int, int, int], max_batch_size: in
         num_samples: integer(*(score_samples or (1, max_score_samples))) | None = Field(
             None,
             description="importance samples K per image (default: the K of the decoder's "
-                        "anomaly threshold, else 100)")
+                        f"anomaly threshold, else {min(DEFAULT_SCORE_SAMPLES, max_score_samples)})")
         seed: Seed = Field(0, description="seed of the importance samples' noise")
 
     return EncodeRequest, ReconstructRequest, ScoreRequest

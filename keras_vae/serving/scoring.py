@@ -145,14 +145,15 @@ def resolve_score_request(decoder: Sampler, num_samples: int | None,
                           max_score_samples: int) -> tuple[AnomalyThreshold | None, int]:
     """(the decoder's threshold or None, K) for a ``/v1/score`` request asking for ``num_samples``.
 
-    Without ``num_samples``, K is the threshold's (or `DEFAULT_SCORE_SAMPLES`). Raises
+    Without ``num_samples``, K is the threshold's (or `DEFAULT_SCORE_SAMPLES`, at most
+    ``max_score_samples``). Raises
     ValueError, naming the threshold's K, when the threshold does not hold at K, and
     when K is more than the server allows.
     """
     threshold = served_threshold(decoder)
     if num_samples is None:
         num_samples = (threshold.num_samples if threshold is not None and threshold.num_samples
-                       else DEFAULT_SCORE_SAMPLES)
+                       else min(DEFAULT_SCORE_SAMPLES, max_score_samples))
     if threshold is not None:
         check_num_samples(threshold, num_samples)
     if num_samples > max_score_samples:
