@@ -37,8 +37,9 @@ ValueError naming it when it is read.
 
 Memory: `ImageFiles.decoded_bytes` is what the split takes decoded, as float32. When that
 fits in the memory budget, `keras_vae.training` reads the whole split into one array;
-otherwise it streams it, batch by batch, through `ImageFolderBatches`
-(a `keras.utils.PyDataset`), which holds only the batches in flight.
+otherwise it streams it, batch by batch, through
+`keras_vae.image_batches.ImageFolderBatches` (a `keras.utils.PyDataset`), which holds
+only the batches in flight. This module itself needs NumPy and Pillow only.
 """
 
 import math
@@ -48,8 +49,6 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 from PIL import UnidentifiedImageError
-
-import keras
 
 from keras_vae.options import COLOR_MODES
 
@@ -256,53 +255,3 @@ def crop_and_resize(image, height, width):
         top = (h - crop_h) // 2
         box = (0, top, w, top + crop_h)
     return image.crop(box).resize((width, height), Image.Resampling.BILINEAR)
-
-
-class ImageFolderBatches(keras.utils.PyDataset):
-    """Batches of an image folder's files, decoded from disk as Keras asks for them.
-
-    A `keras.utils.PyDataset` (which every Keras backend reads, without TensorFlow's
-    tf.data or another loader): item i is the tuple (x,), x float32 (B, H, W, C) in
-    [0, 1]. With `shuffle`, the order of the files is drawn afresh (seeded) at the end of
-    every epoch; dynamic binarization happens in the model's training step, so each step
-    still draws fresh binary images. With `binarize_seed`, each batch is binarized with a
-    fixed draw (seeded by the batch's index), as a validation set of a dynamically
-    binarized run must be.
-
-    Only the batches in flight are in memory: with the default `workers=1` Keras reads
-    one batch at a time, in the training loop; with more `workers` (threads, keyword
-    arguments of `keras.utils.PyDataset`) it prepares up to `max_queue_size` ahead.
-    """
-
-    def __init__(self, files, batch_size, shuffle=False, seed=0, drop_last=False,
-                 binarize_seed=None, **kwargs):
-        super().__init__(**kwargs)
-        self.files = files
-        self.batch_size = int(batch_size)
-        self.shuffle = shuffle
-        self.drop_last = drop_last
-        self.binarize_seed = binarize_seed
-        self.rng = np.random.default_rng(seed)
-        self.order = self.rng.permutation(len(files)) if shuffle else np.arange(len(files))
-
-    def __len__(self):
-        count = len(self.files) / self.batch_size
-        return math.floor(count) if self.drop_last else math.ceil(count)
-
-    def __getitem__(self, index):
-        if not 0 <= index < len(self):
-            raise IndexError(f"batch {index} of {len(self)}")
-        indices = self.order[index * self.batch_size : (index + 1) * self.batch_size]
-        images = self.files.read(indices)
-        if self.binarize_seed is not None:
-            rng = np.random.default_rng([self.binarize_seed, index])
-            images = (rng.random(images.shape) < images).astype(np.float32)
-        return (images,)
-
-    def on_epoch_end(self):
-        if self.shuffle:
-            self.order = self.rng.permutation(len(self.files))
-
-    @property
-    def image_shape(self):
-        return tuple(self.files.image_shape)

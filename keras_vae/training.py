@@ -103,7 +103,7 @@ def load_training_data(config, drop_last=False, with_labels=False):
     class_names), the labels int32 (N,), split with their images; in memory only.
 
     Each is float32 (N, H, W, C) in memory, or, for an image folder whose decoded
-    images exceed `config.memory_budget_mb`, a `keras_vae.image_folder.ImageFolderBatches`
+    images exceed `config.memory_budget_mb`, a `keras_vae.image_batches.ImageFolderBatches`
     streaming batches of `config.batch_size` from disk (shuffled each epoch; with
     `drop_last`, without the last partial batch). The validation images are a seeded
     `val_fraction` of the training split; with val_fraction 0, x_val is None and
@@ -146,7 +146,7 @@ def stream_image_folder(config, files, drop_last=False):
 
     The validation files are a seeded `val_fraction` of them, as for in-memory data.
     """
-    from keras_vae.image_folder import ImageFolderBatches
+    from keras_vae.image_batches import ImageFolderBatches
 
     if config.binarize:
         raise ValueError("--binarize draws the binary images once, in memory; a folder larger "

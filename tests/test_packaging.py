@@ -22,9 +22,11 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from onnx_fixtures import make_decoder_onnx
+from onnx_fixtures import make_encoder_onnx
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -172,6 +174,26 @@ def test_explore_and_train_in_the_serving_install(serving_venv, tmp_path):
                            text=True, timeout=120)
     assert train.returncode == 1 and "Traceback" not in train.stderr
     assert "pip install 'keras-vae[tensorflow]'" in train.stderr
+
+
+@pytest.mark.slow
+def test_score_an_image_folder_with_the_exported_files_in_the_serving_install(serving_venv, tmp_path):
+    from PIL import Image
+
+    decoder = make_decoder_onnx(tmp_path / "decoder.onnx", latent_dim=4, image_shape=(8, 8, 1))
+    encoder = make_encoder_onnx(tmp_path / "encoder.onnx", latent_dim=4, image_shape=(8, 8, 1))
+    folder = tmp_path / "images"
+    folder.mkdir()
+    pixels = (np.random.default_rng(0).random((3, 8, 8)) * 255).astype("uint8")
+    for i, image in enumerate(pixels):
+        Image.fromarray(image).save(folder / f"image_{i}.png")
+    score = subprocess.run([str(serving_venv / "bin" / "keras-vae"), "score", str(decoder),
+                            "--encoder", str(encoder), "--dataset", str(folder), "--num-samples", "5",
+                            "--out", str(tmp_path / "scores.csv"), "--quiet"],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert score.returncode == 0, score.stderr
+    rows = (tmp_path / "scores.csv").read_text().splitlines()
+    assert len(rows) == 1 + 3 and all(f"image_{i}.png" in "".join(rows) for i in range(3))
 
 
 @pytest.mark.slow
