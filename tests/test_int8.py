@@ -200,8 +200,21 @@ def test_export_errors_are_not_buried_in_framework_log_lines(tmp_path):
     assert result.stdout == ""
 
 
+def test_score_errors_are_not_buried_in_framework_log_lines(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TF_", "ABSL"))}
+    env["KERAS_BACKEND"] = "tensorflow"
+    result = subprocess.run([sys.executable, "-m", "keras_vae", "score", str(tmp_path / "missing"),
+                             "--dataset", "digits", "--out", str(tmp_path / "s.csv")], cwd=ROOT,
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"keras-vae score: error: No such model file or run directory: {tmp_path / 'missing'}"]
+    assert not (tmp_path / "s.csv").exists()
+
+
 @pytest.mark.parametrize("command, arguments", [
-    ("train", []), ("evaluate", ["runs/x"]), ("export", ["runs/x", "--out", "d.onnx"])])
+    ("train", []), ("evaluate", ["runs/x"]), ("export", ["runs/x", "--out", "d.onnx"]),
+    ("score", ["runs/x", "--out", "s.csv"])])
 def test_the_library_commands_show_framework_log_lines_with_verbose(command, arguments):
     import importlib
 

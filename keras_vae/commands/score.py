@@ -21,6 +21,9 @@ import os
 import sys
 import time
 
+from keras_vae.commands.quiet import add_verbose_option
+from keras_vae.commands.quiet import quiet_frameworks
+
 EXAMPLES = """
 examples:
   keras-vae score runs/mnist --dataset data/mnist.npz --binarize --out scores.csv
@@ -61,6 +64,7 @@ def parse_args(argv=None):
     scoring.add_argument("--backend", choices=["tensorflow", "jax", "torch"],
                          help="Keras backend for a run directory (default: $KERAS_BACKEND)")
     scoring.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    add_verbose_option(scoring)
     ranking = parser.add_argument_group("ranking and thresholds")
     ranking.add_argument("--score", choices=SCORE_CHOICES, default="log_px",
                          help="the score that ranks images and sets a threshold: log_px "
@@ -140,9 +144,9 @@ def _scorer(args):
         return score, served_threshold(decoder), None if dataset == "unknown" else dataset
     if args.encoder:
         raise ValueError("--encoder goes with an ONNX decoder, not with a run directory")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if args.backend:
         os.environ["KERAS_BACKEND"] = args.backend
+    quiet_frameworks(args.verbose)
     from keras_vae.anomaly import keras_scores
     from keras_vae.evaluation import load_vae, read_run_config, resolve_model_path
 
