@@ -223,7 +223,7 @@ def main():
     rows = []
     for batch_size in map(str, BATCH_SIZES):
         ort = ort_latency[batch_size]
-        row = [batch_size, f"{ort * 1e3:.3f}", f"{int(batch_size) / ort:,.0f}"]
+        row = [batch_size, f"{ort * 1e3:.4f}", f"{int(batch_size) / ort:,.0f}"]
         for backend, keras_ms in keras_latency.items():
             row += [f"{keras_ms[batch_size] * 1e3:.3f}", f"{keras_ms[batch_size] / ort:.1f}×"]
         rows.append(row)
