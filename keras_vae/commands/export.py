@@ -17,6 +17,7 @@ recipe and the CPU and onnxruntime version the cost was measured on.
 import argparse
 import os
 import sys
+from typing import NamedTuple
 
 from keras_vae.core.contract import ANOMALY_THRESHOLD
 
@@ -117,7 +118,6 @@ def main(argv=None):
     from keras_vae.evaluation import read_run_config
     from keras_vae.evaluation import resolve_model_path
     from keras_vae.evaluation import spread_subset
-    from keras_vae.evaluation import test_images
     from keras_vae.export import ExportError
     from keras_vae.export import export_decoder
     from keras_vae.export import export_encoder
@@ -136,15 +136,13 @@ def main(argv=None):
         # fallback for models saved before it did.
         metadata = {"source_backend": vae.source_backend or config.get("backend", "unknown"),
                     "dataset": config.get("dataset", "unknown")}
+        split = None
+        if args.anomaly_fpr is not None or args.precision == "int8":
+            split = _test_split(args, vae, config)
         if args.anomaly_fpr is not None:
-            metadata[ANOMALY_THRESHOLD] = _anomaly_threshold(args, vae, config)
+            metadata[ANOMALY_THRESHOLD] = _anomaly_threshold(args, vae, split)
         if args.precision == "int8":
-            dataset = args.dataset or config.get("dataset")
-            if not dataset:
-                raise ValueError("--precision int8 measures the NLL cost on test images: pass "
-                                 "--dataset (this model has no run directory naming one)")
-            images, labels, _ = test_images(vae, dataset, args.data_dir or config.get("data_dir"),
-                                            binarized=config.get("binarize", False))
+            images, labels = split.images, split.labels
             labels = spread_subset(labels, args.nll_images) if vae.conditional else None
             print(f"int8: quantizing, then measuring the test NLL of both decoders on "
                   f"{min(args.nll_images, len(images))} images (K = {args.nll_samples}) ...",
@@ -191,20 +189,38 @@ def main(argv=None):
             print(f"  WARNING (--force): {warning}", file=sys.stderr)
 
 
-def _anomaly_threshold(args, vae, config):
-    """The ``anomaly_threshold`` metadata value, set on the test split (keras_vae.anomaly)."""
-    from keras_vae.anomaly import calibrate_keras
-    from keras_vae.core.anomaly import encode_threshold
-    from keras_vae.evaluation import spread_subset
+class TestSplit(NamedTuple):
+    """The test split that int8's NLL check and the anomaly threshold both use."""
+
+    dataset: str
+    images: object  # float32 (N, H, W, C)
+    labels: object  # int (N,) or None
+    binarized: bool
+
+
+def _test_split(args, vae, config):
+    """The model's test split, read once for int8's NLL check and the anomaly threshold."""
     from keras_vae.evaluation import test_images
 
     dataset = args.dataset or config.get("dataset")
     if not dataset:
-        raise ValueError("--anomaly-fpr sets its threshold on test images: pass --dataset (this "
-                         "model has no run directory naming one)")
-    images, _, binarized = test_images(vae, dataset, args.data_dir or config.get("data_dir"),
-                                       binarized=config.get("binarize", False))
-    images = spread_subset(images, args.anomaly_images)
+        needs = ("--anomaly-fpr sets its threshold" if args.anomaly_fpr is not None
+                 else "--precision int8 measures the NLL cost")
+        raise ValueError(f"{needs} on test images: pass --dataset (this model has no run "
+                         "directory naming one)")
+    images, labels, binarized = test_images(vae, dataset, args.data_dir or config.get("data_dir"),
+                                            binarized=config.get("binarize", False))
+    return TestSplit(dataset, images, labels, binarized)
+
+
+def _anomaly_threshold(args, vae, split):
+    """The ``anomaly_threshold`` metadata value, set on the test split (keras_vae.anomaly)."""
+    from keras_vae.anomaly import calibrate_keras
+    from keras_vae.core.anomaly import encode_threshold
+    from keras_vae.evaluation import spread_subset
+
+    dataset, binarized = split.dataset, split.binarized
+    images = spread_subset(split.images, args.anomaly_images)
     print(f"anomaly threshold: scoring {len(images)} test images (K = {args.anomaly_samples}) ...",
           flush=True)
     threshold = calibrate_keras(vae, images, f"{dataset} test" + (" (binarized)" if binarized else ""),
