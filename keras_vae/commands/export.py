@@ -21,6 +21,7 @@ from typing import NamedTuple
 
 from keras_vae.core.contract import ANOMALY_THRESHOLD
 
+from keras_vae.commands.false_positive_rate import resolve_false_positive_rate
 from keras_vae.commands.quiet import add_verbose_option
 from keras_vae.commands.quiet import quiet_frameworks
 from keras_vae.quantization import DEFAULT_RECIPE
@@ -98,12 +99,7 @@ def parse_args(argv=None):
         parser.error("--nll-images and --nll-samples must be at least 1")
     if not args.max_nll_cost >= 0:
         parser.error("--max-nll-cost must be a number >= 0")
-    if args.anomaly_percentile is not None:
-        if not 0 < args.anomaly_percentile <= 100:
-            parser.error("--anomaly-percentile must be in (0, 100]")
-        args.anomaly_fpr = 1.0 - args.anomaly_percentile / 100.0
-    if args.anomaly_fpr is not None and not 0 <= args.anomaly_fpr < 1:
-        parser.error("--anomaly-fpr must be in [0, 1)")
+    resolve_false_positive_rate(parser, args, "anomaly_fpr", "anomaly_percentile")
     if args.anomaly_samples < 1 or (args.anomaly_images is not None and args.anomaly_images < 1):
         parser.error("--anomaly-samples and --anomaly-images must be at least 1")
     return args

@@ -21,6 +21,7 @@ import os
 import sys
 import time
 
+from keras_vae.commands.false_positive_rate import resolve_false_positive_rate
 from keras_vae.commands.quiet import add_verbose_option
 from keras_vae.commands.quiet import quiet_frameworks
 
@@ -94,12 +95,7 @@ def parse_args(argv=None):
         parser.error("--grid and --typical-grid need --top N (N >= 1)")
     if args.grid_scale < 1:
         parser.error("--grid-scale must be at least 1")
-    if args.calibrate_percentile is not None:
-        if not 0 < args.calibrate_percentile <= 100:
-            parser.error("--calibrate-percentile must be in (0, 100]")
-        args.calibrate_fpr = 1.0 - args.calibrate_percentile / 100.0
-    if args.calibrate_fpr is not None and not 0 <= args.calibrate_fpr < 1:
-        parser.error("--calibrate-fpr must be in [0, 1)")
+    resolve_false_positive_rate(parser, args, "calibrate_fpr", "calibrate_percentile")
     if args.write_threshold and args.calibrate_fpr is None:
         parser.error("--write-threshold needs --calibrate-fpr or --calibrate-percentile")
     return args
