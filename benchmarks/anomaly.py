@@ -99,8 +99,8 @@ def run_digit(digit, args, data):
     import keras
 
     import keras_vae
-    from keras_vae.anomaly import keras_scores
-    from keras_vae.data import binarize
+    from keras_vae.evaluation.anomaly import keras_scores
+    from keras_vae.data.datasets import binarize
 
     x_train, y_train, x_test, y_test = data
     normal = x_train[y_train != digit][: args.train_images]
@@ -208,7 +208,7 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
     if not args.table_only:
         from keras_vae.core.files import write_json
-        from keras_vae.data import load_dataset
+        from keras_vae.data.datasets import load_dataset
 
         train, test = load_dataset(args.data, "train"), load_dataset(args.data, "test")
         if train.labels is None or test.labels is None:

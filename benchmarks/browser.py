@@ -59,7 +59,7 @@ FIRST_LOAD = """(() => {
 def prepare_worker(args):
     """TensorFlow process: export fresh 28×28 VAEs (mlp, conv) to --workdir."""
     import keras_vae
-    from keras_vae.export import export_decoder, export_encoder
+    from keras_vae.export.onnx import export_decoder, export_encoder
 
     info = {}
     for architecture in ("mlp", "conv"):

@@ -7,7 +7,7 @@ an unconditional one and a class-conditional one (--conditional), and measures
                   is printed), classifies the pixel means of PER_CLASS samples of each class
                   (temperature 1) from the conditional model's exported ONNX decoder,
                   decoded by onnxruntime; the table gives the fraction classified as the
-                  class asked for, per class and overall (keras_vae.conditioning.class_fidelity);
+                  class asked for, per class and overall (keras_vae.models.conditioning.class_fidelity);
   NLL             `keras-vae evaluate` on the full test set (one fixed binarization):
                   -log p(x|y) of the conditional model beside -log p(x) of the unconditional
                   one, importance-sampled with K samples. Since p(x) = sum_y p(y) p(x|y) and
@@ -130,9 +130,9 @@ def main(argv=None):
     # The VAEs train in their own processes (--backend); the classifier's CNN trains here,
     # under TensorFlow, whose CPU convolutions are the quickest of the three.
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    from keras_vae.conditioning import class_fidelity
+    from keras_vae.models.conditioning import class_fidelity
     from keras_vae.core.images import image_grid, save_png
-    from keras_vae.data import load_dataset
+    from keras_vae.data.datasets import load_dataset
     from keras_vae.serving.sampler import Sampler
 
     metrics = {name: train_and_evaluate(args, name) for name in RECIPES}
@@ -194,8 +194,8 @@ def marginal_nll(args, files, train_labels, test):
     """-log p(x|y), the conditional model's -log p(x) and the unconditional model's, per image
     averaged, on args.marginal_images test images, from the exported files."""
     from keras_vae.core.likelihood import log_mean_exp, onnx_log_likelihood
-    from keras_vae.data import binarize
-    from keras_vae.evaluation import spread_subset
+    from keras_vae.data.datasets import binarize
+    from keras_vae.evaluation.evaluate import spread_subset
     from keras_vae.serving.encoder import Encoder
     from keras_vae.serving.sampler import Sampler
 

@@ -40,7 +40,7 @@ LAYERS = {
 def build(input_shape, spec):
     import keras
 
-    from keras_vae.networks import upsample
+    from keras_vae.models.networks import upsample
 
     x = keras.Input(input_shape)
     if spec[0] == "conv":

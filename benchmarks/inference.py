@@ -5,7 +5,7 @@ z -> x_mean at batch 1, 16 and 256: `predict_on_batch` of the Keras decoder (sig
 under each backend in its own process, and `InferenceSession.run` of the ONNX graph (CPU
 provider, as `keras_vae/serving/` uses it). Latency is the median of repeated calls after warm-up.
 
-It also quantizes the decoder to int8 with each recipe of `keras_vae.quantization` (u8s7, the
+It also quantizes the decoder to int8 with each recipe of `keras_vae.export.quantization` (u8s7, the
 default of `keras-vae export --precision int8`; u8s8; u8u8) and times them beside fp32, with
 the arithmetic each achieves (the
 decoder's multiply-adds × 2 per image) against this machine's peak, measured in the same run
@@ -14,7 +14,7 @@ int8).
 Last, for each recipe, the largest |int8 − fp32| output on the same z: as onnxruntime computes
 it on this CPU, and as a CPU without VNNI (AVX2, AVX-512 without VNNI) computes it, whose
 kernel adds pairs of uint8 × int8 products into int16 with saturation (VPMADDUBSW); the second
-comes from the NumPy evaluation of the quantized graph in tests/int8_reference.py, run here.
+comes from the NumPy evaluation of the quantized graph in tests/helpers/int8_reference.py, run here.
 Prints Markdown tables with the ratios measured in this run.
 
 examples:
@@ -36,7 +36,7 @@ from common import machine_line
 from common import markdown_table
 from common import median_latency
 from common import run_worker
-from keras_vae.quantization import RECIPES  # NumPy only: no framework in this process
+from keras_vae.export.quantization import RECIPES  # NumPy only: no framework in this process
 
 BATCH_SIZES = (1, 16, 256)
 
@@ -44,9 +44,9 @@ BATCH_SIZES = (1, 16, 256)
 def prepare_worker(args):
     """TensorFlow process: save the model as .keras and export decoder.onnx into --workdir."""
     import keras_vae
-    from keras_vae.evaluation import load_vae
-    from keras_vae.export import export_decoder
-    from keras_vae.quantization import quantize_decoder
+    from keras_vae.training.run_directory import load_vae
+    from keras_vae.export.onnx import export_decoder
+    from keras_vae.export.quantization import quantize_decoder
 
     if args.model:
         vae = load_vae(args.model)
@@ -125,7 +125,7 @@ def keras_worker(args):
     """Any backend: median latency of predict_on_batch of the decoder z -> x_mean."""
     import keras
 
-    import keras_vae.model  # noqa: F401  (registers VAE for keras.models.load_model)
+    import keras_vae.models.vae  # noqa: F401  (registers VAE for keras.models.load_model)
 
     vae = keras.models.load_model(os.path.join(args.workdir, "vae.keras"))
     z_input = keras.Input((vae.latent_dim,))

@@ -1,6 +1,6 @@
 """Build coloured MNIST (32x32x3 PNGs in class subfolders, seeded) from an MNIST .npz.
 
-The digits are tinted and placed on coloured backgrounds (keras_vae.coloured_mnist
+The digits are tinted and placed on coloured backgrounds (keras_vae.data.coloured_mnist
 says how); the folder has train/ and test/ subfolders, each with 0/ ... 9/, which
 `keras-vae train --dataset FOLDER` reads as labelled splits.
 
@@ -20,7 +20,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from keras_vae.coloured_mnist import build_coloured_mnist  # noqa: E402
+from keras_vae.data.coloured_mnist import build_coloured_mnist  # noqa: E402
 
 
 def main(argv=None):

@@ -64,12 +64,12 @@ def main(argv=None):
     args = parse_args(argv)
     os.environ["KERAS_BACKEND"] = args.backend
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from keras_vae.evaluation import load_vae
-    from keras_vae.evaluation import measure
-    from keras_vae.evaluation import read_run_config
-    from keras_vae.evaluation import spread_subset
-    from keras_vae.evaluation import test_images
-    from keras_vae.training import logged_values
+    from keras_vae.training.run_directory import load_vae
+    from keras_vae.evaluation.evaluate import measure
+    from keras_vae.training.run_directory import read_run_config
+    from keras_vae.evaluation.evaluate import spread_subset
+    from keras_vae.evaluation.evaluate import test_images
+    from keras_vae.training.run_directory import logged_values
 
     history = os.path.join(args.run, "history.csv")
     minutes = [seconds / 60 for seconds in logged_values(history, "elapsed_seconds")]

@@ -138,9 +138,9 @@ def measure(args, name, stopped):
 
 def history(run_dir):
     """(epochs completed, training minutes, best val_loss or None) from history.csv."""
-    from keras_vae.training import best_logged_value
-    from keras_vae.training import last_logged_value
-    from keras_vae.training import logged_values
+    from keras_vae.training.run_directory import best_logged_value
+    from keras_vae.training.run_directory import last_logged_value
+    from keras_vae.training.run_directory import logged_values
 
     path = os.path.join(run_dir, "history.csv")
     return (len(logged_values(path, "epoch")), (last_logged_value(path, "elapsed_seconds") or 0.0) / 60,

@@ -43,7 +43,7 @@ LATENT_DIM = 16
 def load_images(data, count):
     import numpy as np
 
-    from keras_vae.data import to_unit_float
+    from keras_vae.data.datasets import to_unit_float
 
     with np.load(data) as archive:
         return to_unit_float(archive["x_train"][:count])
@@ -63,8 +63,8 @@ def builtin_model(architecture):
     import keras
     from keras import ops
 
-    from keras_vae.networks import build_decoder
-    from keras_vae.networks import build_encoder
+    from keras_vae.models.networks import build_decoder
+    from keras_vae.models.networks import build_encoder
 
     class SampleWithKL(keras.layers.Layer):
         def __init__(self, **kwargs):
@@ -140,7 +140,7 @@ def rgb_worker(args):
     import keras
 
     import keras_vae
-    from keras_vae.image_folder import scan
+    from keras_vae.data.image_folder import scan
 
     files = scan(args.rgb_folder, "train")
     x = files.subset(range(min(args.images, len(files)))).read()

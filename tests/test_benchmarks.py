@@ -6,10 +6,10 @@ import re
 import numpy as np
 import pytest
 
-from conftest import markdown_rows
-from conftest import markdown_tables
-from conftest import run_python
-from onnx_fixtures import make_decoder_onnx
+from helpers.processes import markdown_rows
+from helpers.processes import markdown_tables
+from helpers.processes import run_python
+from helpers.onnx_fixtures import make_decoder_onnx
 
 pytestmark = pytest.mark.slow
 
@@ -67,7 +67,7 @@ def test_inference_benchmark_times_onnxruntime_against_keras_and_int8_against_fp
     assert [row[0] for row in recipe_table] == ["u8s7", "u8s8", "u8u8"]
     for recipe, _, here, without_vnni, from_exact in recipe_table:
         if recipe != "u8s8":  # sums that cannot saturate: the same numbers on every CPU
-            assert number(from_exact) <= 1e-2  # at most a rounding tie (tests/test_int8.py)
+            assert number(from_exact) <= 1e-2  # at most a rounding tie (tests/export/test_int8.py)
             assert number(without_vnni) == pytest.approx(number(here), rel=0.01, abs=1e-4)
 
 
@@ -85,7 +85,7 @@ def test_serving_benchmark_loads_the_server_with_and_without_micro_batching(tmp_
 
 
 def test_serving_benchmark_compares_an_int8_decoder_with_fp32(tmp_path):
-    from keras_vae.quantization import quantize_decoder
+    from keras_vae.export.quantization import quantize_decoder
 
     model = make_decoder_onnx(tmp_path / "decoder.onnx")
     (tmp_path / "decoder.int8.onnx").write_bytes(quantize_decoder(model.read_bytes(), latent_dim=4))

@@ -10,9 +10,9 @@ import onnx
 import onnxruntime
 import pytest
 
-from conftest import BACKENDS
-from conftest import markdown_rows
-from conftest import run_python
+from helpers.processes import BACKENDS
+from helpers.processes import markdown_rows
+from helpers.processes import run_python
 
 pytestmark = pytest.mark.slow
 
@@ -43,7 +43,7 @@ def decoded(runs, tmp_path_factory):
     results = {}
     for loader in BACKENDS:
         out = str(root / f"{loader}.npz")
-        run_python(["tests/decode_worker.py", out, *runs.values()], loader)
+        run_python(["tests/helpers/decode_worker.py", out, *runs.values()], loader)
         results[loader] = dict(np.load(out))
     return results
 
@@ -85,8 +85,8 @@ def test_evaluation_names_a_cross_entropy_and_binarizes_for_binarized_runs(tmp_p
     import keras
 
     import keras_vae
-    from keras_vae.data import binarize
-    from keras_vae.data import load_dataset
+    from keras_vae.data.datasets import binarize
+    from keras_vae.data.datasets import load_dataset
 
     vae = keras_vae.VAE(input_shape=(8, 8, 1), latent_dim=4, hidden_units=(32,))
     vae.compile(optimizer="adam")
@@ -177,8 +177,8 @@ def test_server_scores_images_as_keras_does_on_the_same_noise(runs, tmp_path):
     # share the estimator and its per-image noise, so they agree far within its own noise.
     from fastapi.testclient import TestClient
 
-    from keras_vae.evaluation import load_vae
-    from keras_vae.evaluation import test_images
+    from keras_vae.training.run_directory import load_vae
+    from keras_vae.evaluation.evaluate import test_images
     from keras_vae.serving.app import create_app
 
     run_python(["pipelines/export.py", runs["jax"], "--out", str(tmp_path / "decoder.onnx"),
@@ -210,8 +210,8 @@ def test_a_model_file_outside_a_run_directory_exports_its_training_backend(runs,
 def test_int8_export_measures_its_nll_cost_and_serves_like_any_decoder(runs, tmp_path):
     from fastapi.testclient import TestClient
 
-    from keras_vae.evaluation import load_vae
-    from keras_vae.evaluation import test_images
+    from keras_vae.training.run_directory import load_vae
+    from keras_vae.evaluation.evaluate import test_images
     from keras_vae.serving.app import create_app
 
     int8_path, fp32_path = tmp_path / "decoder.int8.onnx", tmp_path / "decoder.onnx"
@@ -250,10 +250,10 @@ def test_int8_export_measures_its_nll_cost_and_serves_like_any_decoder(runs, tmp
 
 
 def test_int8_export_refuses_a_decoder_that_costs_too_much(runs, tmp_path):
-    from keras_vae.evaluation import load_vae
-    from keras_vae.evaluation import test_images
-    from keras_vae.export import ExportError
-    from keras_vae.export import export_int8_decoder
+    from keras_vae.training.run_directory import load_vae
+    from keras_vae.evaluation.evaluate import test_images
+    from keras_vae.export.onnx import ExportError
+    from keras_vae.export.int8 import export_int8_decoder
 
     vae = load_vae(runs["jax"])
     images = test_images(vae, "digits")[0][:100]

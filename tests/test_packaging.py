@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from onnx_fixtures import make_decoder_onnx
-from onnx_fixtures import make_encoder_onnx
+from helpers.onnx_fixtures import make_decoder_onnx
+from helpers.onnx_fixtures import make_encoder_onnx
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -205,4 +205,4 @@ def test_import_keras_vae_loads_keras_only_when_the_library_is_used(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
                             text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["False", "True", "keras_vae.model"]
+    assert result.stdout.split() == ["False", "True", "keras_vae.models.vae"]

@@ -61,7 +61,7 @@ def main(argv=None):
     if args.backend:
         os.environ["KERAS_BACKEND"] = args.backend
     quiet_frameworks(args.verbose)
-    from keras_vae.evaluation import evaluate_run
+    from keras_vae.evaluation.evaluate import evaluate_run
 
     try:
         metrics = evaluate_run(args.model, args.out, args.dataset, args.data_dir,

@@ -24,8 +24,8 @@ from keras_vae.core.contract import ANOMALY_THRESHOLD
 from keras_vae.commands.false_positive_rate import resolve_false_positive_rate
 from keras_vae.commands.quiet import add_verbose_option
 from keras_vae.commands.quiet import quiet_frameworks
-from keras_vae.quantization import DEFAULT_RECIPE
-from keras_vae.quantization import RECIPES
+from keras_vae.export.quantization import DEFAULT_RECIPE
+from keras_vae.export.quantization import RECIPES
 
 EXAMPLES = """
 examples:
@@ -110,15 +110,15 @@ def main(argv=None):
     # One conversion path for every origin backend: load under TensorFlow, convert with tf2onnx.
     os.environ["KERAS_BACKEND"] = "tensorflow"
     quiet_frameworks(args.verbose)
-    from keras_vae.evaluation import load_vae
-    from keras_vae.evaluation import read_run_config
-    from keras_vae.evaluation import resolve_model_path
-    from keras_vae.evaluation import spread_subset
-    from keras_vae.export import ExportError
-    from keras_vae.export import export_decoder
-    from keras_vae.export import export_encoder
-    from keras_vae.export import export_int8_decoder
-    from keras_vae.export import write_triton_repository
+    from keras_vae.training.run_directory import load_vae
+    from keras_vae.training.run_directory import read_run_config
+    from keras_vae.training.run_directory import resolve_model_path
+    from keras_vae.evaluation.evaluate import spread_subset
+    from keras_vae.export.onnx import ExportError
+    from keras_vae.export.onnx import export_decoder
+    from keras_vae.export.onnx import export_encoder
+    from keras_vae.export.int8 import export_int8_decoder
+    from keras_vae.export.triton import write_triton_repository
 
     try:
         for out in filter(None, (args.out, args.encoder_out)):
@@ -196,7 +196,7 @@ class TestSplit(NamedTuple):
 
 def _test_split(args, vae, config):
     """The model's test split, read once for int8's NLL check and the anomaly threshold."""
-    from keras_vae.evaluation import test_images
+    from keras_vae.evaluation.evaluate import test_images
 
     dataset = args.dataset or config.get("dataset")
     if not dataset:
@@ -210,10 +210,10 @@ def _test_split(args, vae, config):
 
 
 def _anomaly_threshold(args, vae, split):
-    """The ``anomaly_threshold`` metadata value, set on the test split (keras_vae.anomaly)."""
-    from keras_vae.anomaly import calibrate_keras
+    """The ``anomaly_threshold`` metadata value, set on the test split (keras_vae.evaluation.anomaly)."""
+    from keras_vae.evaluation.anomaly import calibrate_keras
     from keras_vae.core.anomaly import encode_threshold
-    from keras_vae.evaluation import spread_subset
+    from keras_vae.evaluation.evaluate import spread_subset
 
     dataset, binarized = split.dataset, split.binarized
     images = spread_subset(split.images, args.anomaly_images)

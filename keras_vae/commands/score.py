@@ -143,8 +143,8 @@ def _scorer(args):
     if args.backend:
         os.environ["KERAS_BACKEND"] = args.backend
     quiet_frameworks(args.verbose)
-    from keras_vae.anomaly import keras_scores
-    from keras_vae.evaluation import load_vae, read_run_config, resolve_model_path
+    from keras_vae.evaluation.anomaly import keras_scores
+    from keras_vae.training.run_directory import load_vae, read_run_config, resolve_model_path
 
     _, run_dir = resolve_model_path(args.model)
     vae = load_vae(args.model)
@@ -156,7 +156,7 @@ def _scorer(args):
 
 def run(args):
     """Scores, writes the CSV (and grids, and thresholds); returns the lines to print."""
-    from keras_vae.anomaly import load_images
+    from keras_vae.data.sources import load_images
     from keras_vae.core.anomaly import scores_csv, threshold_from_scores
     from keras_vae.core.files import write_text_atomic
     from keras_vae.core.files import write_bytes_atomic

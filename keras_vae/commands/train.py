@@ -13,11 +13,11 @@ import sys
 
 from keras_vae.commands.quiet import add_verbose_option
 from keras_vae.commands.quiet import quiet_frameworks
-from keras_vae.options import IMAGE_OPTION_NAMES
-from keras_vae.options import OPTION_NAMES
-from keras_vae.options import ImageOptions
-from keras_vae.options import ModelOptions
-from keras_vae.options import OptionError
+from keras_vae.data.options import IMAGE_OPTION_NAMES
+from keras_vae.models.options import OPTION_NAMES
+from keras_vae.data.options import ImageOptions
+from keras_vae.models.options import ModelOptions
+from keras_vae.core.options import OptionError
 
 EXAMPLES = """
 examples:
@@ -149,7 +149,7 @@ def add_model_options(group, options=ModelOptions):
 
 def train_config(args):
     """The `keras_vae.training.TrainConfig` of parsed arguments (this imports Keras)."""
-    from keras_vae.training import TrainConfig
+    from keras_vae.training.run import TrainConfig
 
     options = {k: v for k, v in vars(args).items() if k not in ("backend", "quiet", "verbose")}
     return TrainConfig(**options, verbose=2 if args.quiet else "auto")
@@ -160,7 +160,7 @@ def main(argv=None):
     if args.backend:
         os.environ["KERAS_BACKEND"] = args.backend
     quiet_frameworks(args.verbose)
-    from keras_vae.training import train
+    from keras_vae.training.run import train
 
     config = train_config(args)
     try:

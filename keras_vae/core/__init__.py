@@ -8,4 +8,7 @@ they import nothing else of the project (import-linter checks it):
 * ``keras_vae.core.likelihood`` - importance-sampled log p(x) in NumPy, in nats.
 * ``keras_vae.core.files`` - atomic file writing (temp file, fsync, rename).
 * ``keras_vae.core.images`` - image grids and PNG files.
+* ``keras_vae.core.anomaly`` - anomaly scores and thresholds, from any model's log p(x).
+* ``keras_vae.core.options`` - options declared once, as dataclass fields.
+* ``keras_vae.core.lazy`` - a package's names, imported on first use.
 """

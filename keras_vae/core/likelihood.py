@@ -97,7 +97,7 @@ def gaussian_log_prob(x: np.ndarray, mean: np.ndarray, log_var) -> np.ndarray:
 def discretized_logistic_log_prob(x: np.ndarray, mean: np.ndarray, log_scale) -> np.ndarray:
     """Σ over (H, W, C) of log P(x) for 8-bit pixels x = k/255 under a discretized logistic.
 
-    The NumPy twin of `keras_vae.distributions.discretized_logistic_log_prob`: level k
+    The NumPy twin of `keras_vae.models.distributions.discretized_logistic_log_prob`: level k
     gets the logistic's (location ``mean``, scale exp(log_scale)) mass on
     [x − 1/510, x + 1/510], the edge levels 0 and 255 the tails beyond. x is rounded
     to the nearest level.

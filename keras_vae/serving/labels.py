@@ -1,6 +1,6 @@
 """Class labels of a class-conditional export, as onnxruntime's wrappers and the routes read them.
 
-A class-conditional graph (``keras_vae.conditioning``) has a second input ``label``
+A class-conditional graph (``keras_vae.models.conditioning``) has a second input ``label``
 (int64 ``[batch]``) and ``class_names`` metadata; the checks of the labels
 themselves are ``keras_vae.core.contract.check_labels``.
 """

@@ -1,0 +1,62 @@
+"""An image folder streamed from disk as Keras batches: `ImageFolderBatches`.
+
+The folder's files are found, checked and decoded by `keras_vae.data.image_folder`, which
+needs only NumPy and Pillow (so that `keras-vae score` reads image folders in a serving
+install); this module adds the `keras.utils.PyDataset` that training reads them through.
+"""
+
+import math
+
+import numpy as np
+
+import keras
+
+
+class ImageFolderBatches(keras.utils.PyDataset):
+    """Batches of an image folder's files, decoded from disk as Keras asks for them.
+
+    A `keras.utils.PyDataset` (which every Keras backend reads, without TensorFlow's
+    tf.data or another loader): item i is the tuple (x,), x float32 (B, H, W, C) in
+    [0, 1]. With `shuffle`, the order of the files is drawn afresh (seeded) at the end of
+    every epoch; dynamic binarization happens in the model's training step, so each step
+    still draws fresh binary images. With `binarize_seed`, each batch is binarized with a
+    fixed draw (seeded by the batch's index), as a validation set of a dynamically
+    binarized run must be.
+
+    Only the batches in flight are in memory: with the default `workers=1` Keras reads
+    one batch at a time, in the training loop; with more `workers` (threads, keyword
+    arguments of `keras.utils.PyDataset`) it prepares up to `max_queue_size` ahead.
+    """
+
+    def __init__(self, files, batch_size, shuffle=False, seed=0, drop_last=False,
+                 binarize_seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.files = files
+        self.batch_size = int(batch_size)
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.binarize_seed = binarize_seed
+        self.rng = np.random.default_rng(seed)
+        self.order = self.rng.permutation(len(files)) if shuffle else np.arange(len(files))
+
+    def __len__(self):
+        count = len(self.files) / self.batch_size
+        return math.floor(count) if self.drop_last else math.ceil(count)
+
+    def __getitem__(self, index):
+        if not 0 <= index < len(self):
+            raise IndexError(f"batch {index} of {len(self)}")
+        indices = self.order[index * self.batch_size : (index + 1) * self.batch_size]
+        images = self.files.read(indices)
+        if self.binarize_seed is not None:
+            rng = np.random.default_rng([self.binarize_seed, index])
+            images = (rng.random(images.shape) < images).astype(np.float32)
+        return (images,)
+
+    def on_epoch_end(self):
+        if self.shuffle:
+            self.order = self.rng.permutation(len(self.files))
+
+    @property
+    def image_shape(self):
+        return tuple(self.files.image_shape)

@@ -1,0 +1,75 @@
+"""The Keras callbacks of a training run besides resume's: elapsed time, checkpoints, TensorBoard."""
+
+import importlib.util
+import os
+import time
+
+import keras
+
+from keras_vae.training.run_directory import best_logged_value
+
+
+class ElapsedTime(keras.callbacks.Callback):
+    """Adds `elapsed_seconds` (wall time of training so far) to each epoch's logs.
+
+    Put it before CSVLogger so the column lands in history.csv. A resumed run
+    starts counting from `previous_seconds`.
+    """
+
+    def __init__(self, previous_seconds=0.0):
+        super().__init__()
+        self.previous_seconds = previous_seconds
+
+    def on_train_begin(self, logs=None):
+        self.started = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["elapsed_seconds"] = self.previous_seconds + time.perf_counter() - self.started
+
+
+def tensorboard_logs(run_dir):
+    """[TensorBoard] writing logs/ when TensorFlow is installed (Keras' callback needs it), else []."""
+    if importlib.util.find_spec("tensorflow") is None:
+        print("TensorFlow is not installed: no TensorBoard logs (history.csv has every epoch).")
+        return []
+    return [keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"), write_graph=False)]
+
+
+def best_model_checkpoint(run_dir, history_path, validating):
+    """[ModelCheckpoint] keeping the lowest val_loss in model.keras; [] without validation.
+
+    Without validation, train() saves model.keras once, after the last epoch: the
+    training loss cannot pick a best epoch, since during a KL warm-up it rises as β does.
+    """
+    if not validating:
+        return []
+    return [keras.callbacks.ModelCheckpoint(
+        os.path.join(run_dir, "model.keras"),
+        monitor="val_loss",
+        save_best_only=True,
+        initial_value_threshold=best_logged_value(history_path, "val_loss"),
+    )]
+
+
+def periodic_checkpoint(config):
+    """[EveryNEpochs] writing checkpoints/epoch_NNNN.keras every config.checkpoint_every epochs."""
+    if config.checkpoint_every < 0:
+        raise ValueError(f"checkpoint_every must be >= 0, got {config.checkpoint_every}")
+    if not config.checkpoint_every:
+        return []
+    path = os.path.join(config.out, "checkpoints", "epoch_{epoch:04d}.keras")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    return [EveryNEpochs(path, config.checkpoint_every)]
+
+
+class EveryNEpochs(keras.callbacks.ModelCheckpoint):
+    """ModelCheckpoint that saves after epochs N, 2N, 3N, … (counted from 1), also across resumes."""
+
+    def __init__(self, filepath, every):
+        super().__init__(filepath, save_freq="epoch")
+        self.every = int(every)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if (epoch + 1) % self.every == 0:
+            super().on_epoch_end(epoch, logs)
