@@ -15,7 +15,8 @@ import os
 import sys
 
 from keras_vae.commands.quiet import add_verbose_option
-from keras_vae.commands.quiet import quiet_frameworks
+from keras_vae.commands.quiet import add_backend_option
+from keras_vae.commands.quiet import start_keras
 
 EXAMPLES = """
 examples:
@@ -45,8 +46,7 @@ def parse_args(argv=None):
     parser.add_argument("--data-dir", help="TFDS data directory (default: the run's own)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="where to write metrics.json and pictures")
-    parser.add_argument("--backend", choices=["tensorflow", "jax", "torch"],
-                        help="Keras backend (default: $KERAS_BACKEND, else tensorflow)")
+    add_backend_option(parser)
     add_verbose_option(parser)
     args = parser.parse_args(argv)
     if args.num_samples < 1 or args.batch_size < 1:
@@ -58,9 +58,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.backend:
-        os.environ["KERAS_BACKEND"] = args.backend
-    quiet_frameworks(args.verbose)
+    start_keras(args)
     from keras_vae.evaluation.evaluate import evaluate_run
 
     try:

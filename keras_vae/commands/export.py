@@ -19,12 +19,15 @@ import os
 import sys
 from typing import NamedTuple
 
+from keras_vae.core.anomaly import SCORES
 from keras_vae.core.contract import ANOMALY_THRESHOLD
+from keras_vae.core.contract import DEFAULT_OPSET
 
 from keras_vae.commands.false_positive_rate import resolve_false_positive_rate
 from keras_vae.commands.quiet import add_verbose_option
-from keras_vae.commands.quiet import quiet_frameworks
+from keras_vae.commands.quiet import start_keras
 from keras_vae.export.quantization import DEFAULT_RECIPE
+from keras_vae.export.quantization import MAX_NLL_COST
 from keras_vae.export.quantization import RECIPES
 
 EXAMPLES = """
@@ -50,7 +53,8 @@ def parse_args(argv=None):
     )
     parser.add_argument("model", help="a run directory (uses its model.keras) or a .keras file")
     parser.add_argument("--out", required=True, help="where to write the decoder .onnx")
-    parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default: 17)")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET,
+                        help=f"ONNX opset (default: {DEFAULT_OPSET})")
     parser.add_argument("--encoder-out", help="also export the encoder x -> z_mean, z_log_var")
     parser.add_argument("--triton-repo",
                         help="also write a Triton model repository in this directory")
@@ -59,8 +63,9 @@ def parse_args(argv=None):
     int8 = parser.add_argument_group("int8")
     int8.add_argument("--precision", choices=["fp32", "int8"], default="fp32",
                       help="the decoder's arithmetic (default: fp32)")
-    int8.add_argument("--max-nll-cost", type=float, default=0.1,
-                      help="most test NLL, in nats per example, that int8 may cost (default: 0.1)")
+    int8.add_argument("--max-nll-cost", type=float, default=MAX_NLL_COST,
+                      help="most test NLL, in nats per example, that int8 may cost "
+                           f"(default: {MAX_NLL_COST:g})")
     int8.add_argument("--force", action="store_true",
                       help="write the int8 decoder even when it fails its checks (with a warning)")
     int8.add_argument("--nll-images", type=int, default=1000,
@@ -83,7 +88,7 @@ def parse_args(argv=None):
                        help="flag at most this fraction of the held-out images (e.g. 0.01)")
     level.add_argument("--anomaly-percentile", type=float,
                        help="threshold at this percentile of their scores (99 = --anomaly-fpr 0.01)")
-    anomaly.add_argument("--anomaly-score", choices=["log_px", "elbo", "recon", "typicality"],
+    anomaly.add_argument("--anomaly-score", choices=SCORES,
                          default="log_px", help="-log p(x), -ELBO, the reconstruction error, or "
                          "typicality: |-log p(x) - their mean| (default: log_px)")
     anomaly.add_argument("--anomaly-samples", type=int, default=100,
@@ -108,8 +113,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     # One conversion path for every origin backend: load under TensorFlow, convert with tf2onnx.
-    os.environ["KERAS_BACKEND"] = "tensorflow"
-    quiet_frameworks(args.verbose)
+    start_keras(args, backend="tensorflow")
     from keras_vae.training.run_directory import load_vae
     from keras_vae.training.run_directory import read_run_config
     from keras_vae.training.run_directory import resolve_model_path

@@ -1,4 +1,9 @@
-"""Keeps the frameworks' start-up log lines out of the commands' output, unless ``--verbose``.
+"""The preamble of the commands that use Keras: the backend, and quiet frameworks.
+
+`add_backend_option` and `add_verbose_option` declare ``--backend`` and ``--verbose``;
+`start_keras` chooses the backend and imports the frameworks quietly, before Keras.
+
+The frameworks' start-up log lines stay out of the commands' output unless ``--verbose``.
 
 TensorFlow 2.21 writes lines such as "Could not find cuda drivers on your machine"
 and "oneDNN custom operations are on" through C++ absl logging while it is imported,
@@ -13,6 +18,23 @@ import contextlib
 import importlib.util
 import os
 import sys
+
+
+BACKENDS = ("tensorflow", "jax", "torch")
+
+
+def add_backend_option(parser, help="Keras backend (default: $KERAS_BACKEND, else tensorflow)"):
+    """``--backend``: the Keras backend of this process."""
+    parser.add_argument("--backend", choices=BACKENDS, help=help)
+
+
+def start_keras(args, backend=None):
+    """Sets the Keras backend (``backend``, else ``args.backend``, else $KERAS_BACKEND) and
+    imports the frameworks quietly unless ``args.verbose``; call before importing Keras."""
+    backend = backend or getattr(args, "backend", None)
+    if backend:
+        os.environ["KERAS_BACKEND"] = backend
+    quiet_frameworks(args.verbose)
 
 
 def add_verbose_option(parser):

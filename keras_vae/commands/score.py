@@ -21,9 +21,11 @@ import os
 import sys
 import time
 
+from keras_vae.core.anomaly import SCORES
 from keras_vae.commands.false_positive_rate import resolve_false_positive_rate
 from keras_vae.commands.quiet import add_verbose_option
-from keras_vae.commands.quiet import quiet_frameworks
+from keras_vae.commands.quiet import add_backend_option
+from keras_vae.commands.quiet import start_keras
 
 EXAMPLES = """
 examples:
@@ -36,7 +38,6 @@ examples:
 """
 
 PROG = "keras-vae score"
-SCORE_CHOICES = ("log_px", "elbo", "recon", "typicality")
 
 
 def parse_args(argv=None):
@@ -62,12 +63,11 @@ def parse_args(argv=None):
                          help="importance samples K per image (default: 100)")
     scoring.add_argument("--batch-size", type=int, default=100, help="images per batch")
     scoring.add_argument("--seed", type=int, default=0, help="the noise seed (default: 0)")
-    scoring.add_argument("--backend", choices=["tensorflow", "jax", "torch"],
-                         help="Keras backend for a run directory (default: $KERAS_BACKEND)")
+    add_backend_option(scoring, "Keras backend for a run directory (default: $KERAS_BACKEND)")
     scoring.add_argument("--quiet", action="store_true", help="no progress on stderr")
     add_verbose_option(scoring)
     ranking = parser.add_argument_group("ranking and thresholds")
-    ranking.add_argument("--score", choices=SCORE_CHOICES, default="log_px",
+    ranking.add_argument("--score", choices=SCORES, default="log_px",
                          help="the score that ranks images and sets a threshold: log_px "
                               "(-log p(x)), elbo (-ELBO), recon, or typicality (|-log p(x) - "
                               "c|, c the mean NLL of normal images: also flags images that "
@@ -140,9 +140,7 @@ def _scorer(args):
         return score, served_threshold(decoder), None if dataset == "unknown" else dataset
     if args.encoder:
         raise ValueError("--encoder goes with an ONNX decoder, not with a run directory")
-    if args.backend:
-        os.environ["KERAS_BACKEND"] = args.backend
-    quiet_frameworks(args.verbose)
+    start_keras(args)
     from keras_vae.evaluation.anomaly import keras_scores
     from keras_vae.training.run_directory import load_vae, read_run_config, resolve_model_path
 

@@ -12,7 +12,8 @@ import os
 import sys
 
 from keras_vae.commands.quiet import add_verbose_option
-from keras_vae.commands.quiet import quiet_frameworks
+from keras_vae.commands.quiet import add_backend_option
+from keras_vae.commands.quiet import start_keras
 from keras_vae.data.options import IMAGE_OPTION_NAMES
 from keras_vae.models.options import OPTION_NAMES
 from keras_vae.data.options import ImageOptions
@@ -95,8 +96,7 @@ def parse_args(argv=None):
     training.add_argument("--checkpoint-every", type=int, default=0, metavar="EPOCHS",
                           help="also save checkpoints/epoch_NNNN.keras every EPOCHS epochs, "
                                "e.g. for benchmarks/quality.py (default: off)")
-    training.add_argument("--backend", choices=["tensorflow", "jax", "torch"],
-                          help="Keras backend (default: $KERAS_BACKEND, else tensorflow)")
+    add_backend_option(training)
     training.add_argument("--out", default="runs/digits", help="run directory (default: runs/digits)")
     training.add_argument("--overwrite", action="store_true",
                           help="start afresh in --out, replacing a finished or interrupted run")
@@ -157,9 +157,7 @@ def train_config(args):
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.backend:
-        os.environ["KERAS_BACKEND"] = args.backend
-    quiet_frameworks(args.verbose)
+    start_keras(args)
     from keras_vae.training.run import train
 
     config = train_config(args)

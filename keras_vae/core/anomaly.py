@@ -1,6 +1,6 @@
 """Anomaly scores, thresholds and decisions (NumPy and the standard library only).
 
-A VAE scores an image three ways, each oriented so that **higher means more
+A VAE scores an image four ways, each oriented so that **higher means more
 anomalous**:
 
 * ``log_px``: −log p(x), the importance-sampled negative log-likelihood with K

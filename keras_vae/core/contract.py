@@ -33,12 +33,17 @@ __all__ = [
 
 # === Tensor names ===
 DECODER_INPUT = "z"  # float32 [batch, D]
-DECODER_OUTPUT = "x_mean"  # float32 [batch, H, W, C]: probabilities (Bernoulli) or means (Gaussian)
+# float32 [batch, H, W, C]: probabilities (Bernoulli), means (Gaussian) or the location μ in [0, 1]
+# (discretized logistic)
+DECODER_OUTPUT = "x_mean"
 ENCODER_INPUT = "x"  # float32 [batch, H, W, C]
 ENCODER_OUTPUTS = ("z_mean", "z_log_var")  # float32 [batch, D] each: q(z|x) = N(z_mean, exp(z_log_var))
 # Class-conditional exports only: the second input of both graphs, the class y of each row,
 # so that the decoder is p(x|z, y) and the encoder q(z|x, y). Unconditional graphs have no such input.
 LABEL_INPUT = "label"  # int64 [batch], 0 .. number of classes − 1
+
+#: The ONNX opset that `keras-vae export` writes unless told otherwise (onnxruntime ≥ 1.12 runs it).
+DEFAULT_OPSET = 17
 
 # === Metadata keys (every value is a string) ===
 LATENT_DIM = "latent_dim"  # "16"

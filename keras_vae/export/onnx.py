@@ -9,7 +9,8 @@ most mature Keras→ONNX converter and handles dynamic batch axes cleanly.
 
 The decoder graph: input `z` float32 [batch, latent_dim] (symbolic batch)
 -> output `x_mean` float32 [batch, H, W, C] (probabilities for a Bernoulli
-decoder: the sigmoid is in the graph; the mean for a Gaussian one). A
+decoder: the sigmoid is in the graph; the mean for a Gaussian one; the location
+μ in [0, 1] for a discretized logistic one, whose log-scale is in the metadata). A
 class-conditional model's decoder also takes `label` int64 [batch], and its
 encoder `x` and `label` (`keras_vae.core.contract.LABEL_INPUT`); their metadata
 lists the class names (`contract.CLASS_NAMES`).
@@ -23,10 +24,10 @@ import numpy as np
 import keras
 import keras_vae
 from keras_vae.core import contract
+from keras_vae.core.contract import DEFAULT_OPSET
 from keras_vae.core.files import write_bytes_atomic
 
 
-DEFAULT_OPSET = 17
 
 
 PARITY_BATCH_SIZES = (1, 7, 64)

@@ -43,8 +43,9 @@ class VAE(BackendTrainer, keras.Model):
     """Variational autoencoder with a custom, backend-native `train_step`.
 
     q(z|x) = N(μ(x), diag σ²(x)), p(z) = N(0, I) (or a learned mixture of
-    Gaussians), and p(x|z) Bernoulli (decoder
-    emits logits, data in [0, 1]) or Gaussian. Training minimises the negative
+    Gaussians), and p(x|z) Bernoulli (the decoder emits logits; data in [0, 1]),
+    Gaussian, or a discretized logistic over the 256 levels of 8-bit pixels
+    (data k/255 in [0, 1]). Training minimises the negative
     ELBO, or the negative importance-weighted bound (`objective="iwae"`), with
     z drawn by reparameterization. Losses are reported in nats per example.
 
@@ -394,7 +395,10 @@ class VAE(BackendTrainer, keras.Model):
             )
 
     def check_images(self, x):
-        """Shape check plus, for a Bernoulli decoder, values in [0, 1]. Returns float32 numpy."""
+        """Shape check plus, for the Bernoulli and discretized logistic decoders, values in [0, 1].
+
+        Returns float32 numpy.
+        """
         x = np.asarray(x)
         self.check_image_shape(x)
         x = x.astype("float32", copy=False)
@@ -402,7 +406,8 @@ class VAE(BackendTrainer, keras.Model):
             raise ValueError("Images contain NaN or infinite values.")
         if self.likelihood != "gaussian" and x.size and (x.min() < 0.0 or x.max() > 1.0):
             raise ValueError(
-                "A Bernoulli decoder needs pixel values in [0, 1], got values in "
+                f"A {self.likelihood.replace('_', ' ')} decoder needs pixel values in [0, 1], "
+                "got values in "
                 f"[{x.min():g}, {x.max():g}]; scale the data (e.g. divide uint8 images by 255)."
             )
         return x

@@ -21,7 +21,7 @@ ITS_LOG_PX = os.path.join(DATA, "vae_saved_0.1.0_log_px.npy")
 
 LOG_PX = ("from keras_vae.data import load_dataset\n"
           "x = load_dataset('digits', 'test').images[:8]\n"
-          "print(' '.join(repr(v) for v in vae.log_likelihood(x, num_samples=50, seed=0)))\n")
+          "print(' '.join(repr(float(v)) for v in vae.log_likelihood(x, num_samples=50, seed=0)))\n")
 
 
 def load_in_fresh_process(path, first_lines):
