@@ -1,6 +1,6 @@
 """Sampling from an exported VAE decoder with onnxruntime.
 
-The decoder file (``decoder.onnx``, written by ``pipelines/export.py``) maps
+The decoder file (``decoder.onnx``, written by ``keras-vae export`` or ``pipelines/export.py``) maps
 latents ``z`` (float32 ``[batch, latent_dim]``) to pixel means ``x_mean``
 (float32 ``[batch, H, W, C]``). Its metadata (all strings) carries
 ``latent_dim``, ``image_shape`` (JSON list), ``likelihood`` and provenance
