@@ -1,21 +1,24 @@
-"""Model quality against training time: the test NLL of a run's checkpoints.
+"""Model quality against training time: the test NLL of runs' checkpoints, side by side.
 
 Train with --checkpoint-every (see docs/model-quality.md), then this script measures
-every checkpoints/epoch_NNNN.keras and the run's best model.keras on the same --images
+every checkpoints/epoch_NNNN.keras and each run's best model.keras on the same --images
 test images (evenly spaced through the test split) with K importance samples, reads
-each epoch's training time from history.csv, and prints a Markdown table: epoch,
-minutes of training, test ELBO and test NLL ± standard error, in nats per example.
+each epoch's training time and peak memory from history.csv, and prints one Markdown
+table: run, model class, trained parameters, epoch, minutes of training, peak RSS of training,
+test ELBO and test NLL ± standard error in nats per example, and bits/dim.
 Every row uses the same images and seed, so the differences between rows are less
 noisy than each row's error suggests.
 For the headline number, run keras-vae evaluate with K = 5000 on the whole test set.
 
 examples:
   python benchmarks/quality.py runs/mnist_iwae
+  python benchmarks/quality.py runs/mnist-vae runs/mnist-hvae --num-samples 1000 --images 10000
   python benchmarks/quality.py runs/mnist_iwae --num-samples 5000 --images 10000   # slow
 """
 
 import argparse
 import glob
+import math
 import os
 import re
 import sys
@@ -29,7 +32,9 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("run", help="a run directory trained with --checkpoint-every")
+    parser.add_argument("runs", nargs="+", metavar="RUN",
+                        help="run directories trained with --checkpoint-every; several runs "
+                             "(e.g. the single-latent and the hierarchical model) side by side")
     parser.add_argument("--num-samples", type=int, default=1000,
                         help="importance samples K per image (default: 1000)")
     parser.add_argument("--images", type=int, default=1000,
@@ -41,8 +46,9 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.num_samples < 1 or args.images < 1:
         parser.error("--num-samples and --images must be at least 1")
-    if not os.path.isfile(os.path.join(args.run, "history.csv")):
-        parser.error(f"{args.run} has no history.csv; is it a run directory?")
+    for run in args.runs:
+        if not os.path.isfile(os.path.join(run, "history.csv")):
+            parser.error(f"{run} has no history.csv; is it a run directory?")
     return args
 
 
@@ -64,25 +70,41 @@ def main(argv=None):
     args = parse_args(argv)
     os.environ["KERAS_BACKEND"] = args.backend
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from keras_vae.training.run_directory import load_vae
+    rows, measured, notes = [], "nll", []
+    for run in args.runs:
+        run_rows, measured, note = measure_run(run, args)
+        rows += run_rows
+        notes.append(note)
+    print(f"\n### Test log-likelihood against training time: {', '.join(args.runs)}\n")
+    print(f"{machine_line()}; measured on the {backend_name(args.backend)} backend\n")
+    print("\n".join(notes) + "\n")
+    column = "test NLL" if measured == "nll" else "test cross-entropy (grey images, not an NLL)"
+    print(markdown_table(["run", "model", "parameters", "epoch", "training min",
+                          "peak RSS MiB", "test ELBO", column, "bits/dim"], rows))
+
+
+def measure_run(run, args):
+    """The table rows of one run's checkpoints, the measured quantity, and a line about the run."""
     from keras_vae.evaluation.evaluate import measure
-    from keras_vae.training.run_directory import read_run_config
     from keras_vae.evaluation.evaluate import spread_subset
     from keras_vae.evaluation.evaluate import test_images
+    from keras_vae.training.run_directory import load_vae
     from keras_vae.training.run_directory import logged_values
+    from keras_vae.training.run_directory import read_run_config
 
-    history = os.path.join(args.run, "history.csv")
+    history = os.path.join(run, "history.csv")
     minutes = [seconds / 60 for seconds in logged_values(history, "elapsed_seconds")]
+    peaks = logged_values(history, "peak_rss_mib")
     val_losses = logged_values(history, "val_loss")
     # model.keras holds the best validation epoch, or the last one for a run without validation.
     best_epoch = 1 + val_losses.index(min(val_losses)) if val_losses else len(minutes) or None
     best_label = "best" if val_losses else "last"
-    config = read_run_config(args.run)
-    points = checkpoints(args.run)
+    config = read_run_config(run)
+    points = checkpoints(run)
     if not points:
-        sys.exit(f"error: no checkpoints/epoch_*.keras or model.keras in {args.run}")
+        sys.exit(f"error: no checkpoints/epoch_*.keras or model.keras in {run}")
 
-    rows, images = [], None
+    rows, images, measured = [], None, "nll"
     for epoch, path in points:
         started = time.perf_counter()
         vae = load_vae(path)
@@ -93,20 +115,24 @@ def main(argv=None):
         metrics = measure(vae, images, args.num_samples, seed=args.seed, verbose=False)
         measured = "nll" if "nll" in metrics else "cross_entropy"  # see keras_vae.core.likelihood.is_likelihood
         number = best_epoch if epoch == "best" else epoch
-        trained = f"{minutes[number - 1]:.1f}" if number and number <= len(minutes) else "?"
+        known = number and number <= len(minutes)
+        trained = f"{minutes[number - 1]:.1f}" if known else "?"
+        peak = f"{peaks[number - 1]:,.0f}" if known and number <= len(peaks) else "?"
         label = f"{number} ({best_label})" if epoch == "best" else str(epoch)
-        rows.append([label, trained, f"{metrics['elbo']:.2f}",
-                     f"{metrics[measured]:.2f} ± {metrics[measured + '_standard_error']:.2f}"])
-        print(f"epoch {label}: {measured} {metrics[measured]:.2f} nats "
+        bits = f"{metrics['bits_per_dim']:.3f}" if "bits_per_dim" in metrics else "–"
+        rows.append([os.path.basename(os.path.normpath(run)), type(vae).__name__,
+                     f"{trainable_parameters(vae):,}", label, trained, peak, f"{metrics['elbo']:.2f}",
+                     f"{metrics[measured]:.2f} ± {metrics[measured + '_standard_error']:.2f}", bits])
+        print(f"{run} epoch {label}: {measured} {metrics[measured]:.2f} nats "
               f"({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
+    note = (f"- `{run}`: {describe_run(config)}. Test: {len(images)} test images evenly spaced "
+            f"through the split, K = {args.num_samples} importance samples, nats per example.")
+    return rows, measured, note
 
-    print(f"\n### Test NLL against training time: {args.run}\n")
-    print(f"{machine_line()}; measured on the {backend_name(args.backend)} backend\n")
-    print(f"Training: {describe_run(config)}. Test: {len(images)} test images "
-          f"evenly spaced through the split, "
-          f"K = {args.num_samples} importance samples, nats per example.\n")
-    column = "test NLL" if measured == "nll" else "test cross-entropy (grey images, not an NLL)"
-    print(markdown_table(["epoch", "training min", "test ELBO", column], rows))
+
+def trainable_parameters(model):
+    """The number of trained weights (the KL weight and step counter are not counted)."""
+    return sum(math.prod(weight.shape) for weight in model.trainable_weights)
 
 
 def backend_name(backend):

@@ -129,3 +129,21 @@ def test_screen_trains_each_variant_and_reports_what_evaluate_and_history_say(tm
     rows = {row[0]: row for row in markdown_rows(result.stdout)}
     assert rows["long"][2].endswith("(stopped)") and 0 < int(rows["long"][2].split()[0]) < 1000
     assert rows["long"][6] != "n/a"
+
+
+def test_quality_benchmark_puts_runs_side_by_side_with_their_memory_and_size(tmp_path):
+    run = str(tmp_path / "run")
+    run_python(["-m", "keras_vae", "train", "--epochs", "2", "--checkpoint-every", "1",
+                "--latent-dim", "4", "--hidden-units", "32", "--dynamic-binarization", "--quiet",
+                "--out", run])
+    result = run_python(["benchmarks/quality.py", run, run, "--num-samples", "20", "--images", "40"])
+    rows = markdown_rows(result.stdout)
+    assert len(rows) == 2 * 3  # epochs 1 and 2, then the best model, for each run
+    # 8x8x1 input, 32 hidden, latent 4: encoder 64*32+32 + 32*8+8, decoder 4*32+32 + 32*64+64.
+    parameters = 64 * 32 + 32 + 32 * 8 + 8 + 4 * 32 + 32 + 32 * 64 + 64
+    for name, model, params, epoch, minutes, peak, elbo, nll, bits in rows:
+        assert (name, model, number(params)) == ("run", "VAE", parameters)
+        assert number(peak) > 100 and number(minutes) >= 0
+        assert -number(elbo) >= number(nll.split(" ± ")[0]) - 1.0  # NLL <= -ELBO, up to noise
+        assert number(bits) == pytest.approx(number(nll.split(" ± ")[0]) / (64 * np.log(2)),
+                                             abs=2e-3)

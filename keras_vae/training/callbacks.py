@@ -2,6 +2,7 @@
 
 import importlib.util
 import os
+import resource
 import time
 
 import keras
@@ -26,6 +27,17 @@ class ElapsedTime(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             logs["elapsed_seconds"] = self.previous_seconds + time.perf_counter() - self.started
+
+
+class PeakMemory(keras.callbacks.Callback):
+    """Adds `peak_rss_mib` (this process's peak resident memory so far, MiB) to each epoch's logs.
+
+    Put it before CSVLogger so the column lands in history.csv.
+    """
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def tensorboard_logs(run_dir):

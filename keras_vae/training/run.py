@@ -5,7 +5,7 @@ A run directory holds everything about one run:
     model.keras         the model with the best validation loss (without a
                         validation split: the model after the last epoch)
     last.keras          the model after the last epoch
-    history.csv         per-epoch metrics (nats per example) and elapsed_seconds
+    history.csv         per-epoch metrics (nats per example), elapsed_seconds and peak_rss_mib
     checkpoints/        epoch_NNNN.keras every `checkpoint_every` epochs (when set)
     logs/               TensorBoard logs
     backup/             the state of an unfinished run (keras_vae.training.resume); gone when it is done
@@ -28,6 +28,7 @@ from keras_vae.models.pictures import save_reconstructions
 from keras_vae.models.pictures import save_samples
 from keras_vae.training import resume
 from keras_vae.training.callbacks import ElapsedTime
+from keras_vae.training.callbacks import PeakMemory
 from keras_vae.training.callbacks import best_model_checkpoint
 from keras_vae.training.callbacks import periodic_checkpoint
 from keras_vae.training.callbacks import tensorboard_logs
@@ -154,6 +155,7 @@ def _train(config, extra_callbacks):
     # At each epoch's end Keras calls these in order; the backup commits the epoch last.
     callbacks = [
         ElapsedTime(last_logged_value(history_path, "elapsed_seconds") or 0.0),
+        PeakMemory(),
         keras.callbacks.TerminateOnNaN(),
         *best_model_checkpoint(run_dir, history_path, validating),
         keras.callbacks.ModelCheckpoint(os.path.join(run_dir, "last.keras")),

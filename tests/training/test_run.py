@@ -4,6 +4,7 @@ import csv
 import os
 
 import numpy as np
+import psutil
 import pytest
 
 import keras
@@ -36,6 +37,7 @@ class Interrupt(keras.callbacks.Callback):
 
 
 def test_an_interrupted_run_resumes_where_it_stopped(tmp_path):
+    rss_before_mib = psutil.Process().memory_info().rss / 2**20
     config = small_config(tmp_path / "run")
     with pytest.raises(KeyboardInterrupt):
         train(config, extra_callbacks=[Interrupt()])
@@ -46,6 +48,8 @@ def test_an_interrupted_run_resumes_where_it_stopped(tmp_path):
     assert [int(row["epoch"]) for row in history(config.out)] == [0, 1, 2, 3]
     elapsed = [float(row["elapsed_seconds"]) for row in history(config.out)]
     assert 0 < elapsed[0] and elapsed == sorted(elapsed), "training time carries on after resuming"
+    peaks = [float(row["peak_rss_mib"]) for row in history(config.out)]
+    assert peaks == sorted(peaks) and peaks[0] >= rss_before_mib, "the process's peak memory"
     assert not os.path.exists(tmp_path / "run" / "backup")
     assert int(keras.ops.convert_to_numpy(vae.optimizer.iterations)) == 4 * 6  # 1294 images / 256
 
