@@ -37,7 +37,7 @@ from keras_vae.serving.app import create_app
 
 pytestmark = pytest.mark.slow
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LATENT, SHAPE = 4, (8, 8, 1)
 PRIOR = contract.MixturePrior(
     weights=np.array([0.5, 0.3, 0.2]),
