@@ -217,3 +217,42 @@ def with_group_temperatures(GenerateRequest, groups):
 
     HierarchicalGenerateRequest.__name__ = GenerateRequest.__name__
     return HierarchicalGenerateRequest
+
+
+def attach(sampler, encoder, provider: str = "auto", intra_op_threads: int | None = None
+           ) -> LogWeightModel | None:
+    """What an app serving a hierarchical decoder adds: the encoder's groups are checked against
+    the decoder's, and its log-weight graph is found (``find_log_weight``); None otherwise."""
+    if sampler.groups is None:
+        return None
+    if encoder is not None:
+        check_groups_match(sampler, encoder, "encoder")
+    return find_log_weight(sampler, encoder, provider=provider, intra_op_threads=intra_op_threads)
+
+
+def served_scores(state, images: np.ndarray, num_samples: int, seed: int) -> ImageScores:
+    """``/v1/score``'s scores of a hierarchical model; ValueError without its log-weight graph."""
+    if state.log_weight is None:
+        raise ValueError(score_unavailable(state.sampler))
+    return hierarchical_scores(state.encoder, state.sampler, state.log_weight, images, num_samples,
+                               100, seed)
+
+
+def hierarchical_score_function(decoder, encoder, args):
+    """``keras-vae score``'s ``score(images, progress)`` for a hierarchical decoder: its
+    log-weight graph from ``args.log_weight`` or beside the decoder or the encoder.
+
+    Raises FileNotFoundError without one, ValueError when it does not fit the decoder.
+    """
+    try:
+        log_weight = find_log_weight(decoder, encoder, args.log_weight)
+    except ModelLoadError as exc:
+        raise ValueError(str(exc)) from None
+    if log_weight is None:
+        raise FileNotFoundError(f"no {contract.LOG_WEIGHT_FILE} beside {decoder.model_path} or the "
+                                "encoder: a hierarchical model is scored by it; pass --log-weight")
+
+    def score(images, progress):
+        return hierarchical_scores(encoder, decoder, log_weight, images, args.num_samples,
+                                   args.batch_size, args.seed, progress)
+    return score

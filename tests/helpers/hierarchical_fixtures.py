@@ -5,7 +5,7 @@ The model, top-down, with groups z_1 = ``group_0`` (shape [3]) and z_2 = ``group
 
     p(z_1) = N(0, I),   p(z_2 | z_1) = N(A z_1 + b, diag s²),   p(x | z) = N(W_1 z_1 + W_2 z_2 + c, σ_x² I)
 
-so x is Gaussian and log p(x) has a closed form (`HierarchicalFixture.exact_log_px`). The
+so x is Gaussian (pixel means near 0.5, σ_x = 0.1) and log p(x) has a closed form (`HierarchicalFixture.exact_log_px`). The
 posterior q is the diagonal top-down factorisation of the exact Gaussian posterior, its
 variances inflated by ``inflate``² (so the importance weights vary, but not too much):
 
@@ -117,11 +117,11 @@ class HierarchicalFixture:
         return -0.5 * (len(mean) * LOG_2PI + logdet + quad)
 
     def sample_images(self, n, seed=0) -> np.ndarray:
-        """n images drawn from p(x), float32 [n, H, W, C]."""
+        """n images drawn from p(x), clipped to [0, 1], float32 [n, H, W, C]."""
         rng = np.random.default_rng(seed)
         noise = rng.standard_normal((n, self.latent_dim))
         x = self.decode(noise) + self.params["sigma_x"] * rng.standard_normal((n, *self.image_shape))
-        return x.astype(np.float32)
+        return np.clip(x, 0.0, 1.0).astype(np.float32)
 
 
 def _params(seed: int, inflate: float) -> dict:
@@ -131,8 +131,8 @@ def _params(seed: int, inflate: float) -> dict:
     p = {
         "A": rng.normal(0, 0.7, (d2, d1)), "b": rng.normal(0, 0.3, d2),
         "s": rng.uniform(0.5, 1.0, d2),
-        "W1": rng.normal(0, 0.5, (size, d1)), "W2": rng.normal(0, 0.5, (size, d2)),
-        "c": rng.normal(0, 0.2, size), "sigma_x": 0.5,
+        "W1": rng.normal(0, 0.08, (size, d1)), "W2": rng.normal(0, 0.08, (size, d2)),
+        "c": 0.5 + rng.normal(0, 0.05, size), "sigma_x": 0.1,
     }
     # float32 parameters, so the graphs and the references compute the same function
     p = {k: np.asarray(v, np.float32).astype(np.float64) for k, v in p.items()}
