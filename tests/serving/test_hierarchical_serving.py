@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import shutil
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,6 +24,7 @@ from keras_vae.serving.encoder import Encoder
 from keras_vae.serving.hierarchical import LogWeightModel, find_log_weight, hierarchical_scores
 from keras_vae.serving.sampler import ModelLoadError, Sampler
 
+REPO = Path(__file__).resolve().parents[2]
 D = 7
 TOL = {"rtol": 1e-4, "atol": 1e-4}
 
@@ -359,3 +363,72 @@ def test_score_cli(tmp_path, fx, images):
     assert rows[0].startswith("index,log_px,elbo,recon_mse") and len(rows) == 5
     log_px = np.array([float(r.split(",")[1]) for r in rows[1:]])
     np.testing.assert_allclose(log_px, fx.exact_log_px(images), atol=0.1)
+
+
+# ------------------------------------------------------------------ a live server
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def live_server(fx, log_path):
+    """``host:port`` of `keras-vae serve` in a subprocess with the hierarchical decoder and encoder
+    (its log-weight graph found beside them)."""
+    import httpx
+
+    port = _free_port()
+    log = open(log_path, "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "keras_vae.serving.server", str(fx.decoder), "--encoder", str(fx.encoder),
+         "--max-batch-size", "32", "--max-score-samples", "200", "--host", "127.0.0.1",
+         "--port", str(port), "--log-level", "warning", "--intra-op-threads", "1"],
+        cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"server did not start: {log_path.read_text()}")
+            time.sleep(0.1)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        log.close()
+
+
+def test_tritonclient_round_trip(fx, tmp_path):
+    import tritonclient.http as triton
+
+    with live_server(fx, tmp_path / "server.log") as address:
+        client = triton.InferenceServerClient(address, network_timeout=30)
+        meta = client.get_model_metadata("vae_decoder")
+        assert meta["inputs"] == [{"name": "z", "datatype": "FP32", "shape": [-1, D]}]
+        noise = np.random.default_rng(6).standard_normal((4, D)).astype(np.float32)
+        for binary in (False, True):
+            inputs = [triton.InferInput("z", list(noise.shape), "FP32")]
+            inputs[0].set_data_from_numpy(noise, binary_data=binary)
+            out = triton.InferRequestedOutput("x_mean", binary_data=binary)
+            x = client.infer("vae_decoder", inputs, outputs=[out]).as_numpy("x_mean")
+            np.testing.assert_allclose(x, fx.decode(noise), **TOL)
+
+
+@pytest.mark.slow
+def test_every_schemathesis_check_passes_on_a_hierarchical_server(fx, tmp_path):
+    from helpers.api_fuzz import fuzz  # raises AssertionError listing any failure or error
+
+    with live_server(fx, tmp_path / "server.log") as address:
+        statuses = fuzz(f"http://{address}", seconds=40,
+                        known_path_parameters={"name": "vae_decoder", "version": "1"})
+    print(f"\n{sum(statuses.values())} fuzzed requests, statuses {dict(sorted(statuses.items()))}")
+    assert sum(statuses.values()) > 100 and not any(code >= 500 for code in statuses)
