@@ -256,3 +256,19 @@ def hierarchical_score_function(decoder, encoder, args):
         return hierarchical_scores(encoder, decoder, log_weight, images, args.num_samples,
                                    args.batch_size, args.seed, progress)
     return score
+
+
+#: The seed of the fixed draw of the lower groups on the explorer's pad.
+EXPLORER_LOWER_SEED = 0
+
+
+def explorer_settings(sampler, log_weight: bool) -> dict | None:
+    """The explorer's ``hierarchy`` settings (None for a single-latent model): the groups with
+    their noise columns, the seed of the pad's lower groups, and the log-weight graph's file
+    (``models/log_weight.onnx``, or None when it is not served) and tensor names."""
+    if getattr(sampler, "groups", None) is None:
+        return None
+    return {"groups": hierarchy.describe_groups(sampler.groups), "lower_seed": EXPLORER_LOWER_SEED,
+            "log_weight": f"models/{contract.LOG_WEIGHT_FILE}" if log_weight else None,
+            "log_weight_inputs": list(contract.LOG_WEIGHT_INPUTS),
+            "log_weight_output": contract.LOG_WEIGHT_OUTPUT}
