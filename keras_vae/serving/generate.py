@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=None,
                    help="scale of the latent spread, 0 to 10: z ~ N(0, T^2 I), or for a model "
                         "with a mixture prior z ~ N(m_c, T^2 s_c^2) (default 1.0)")
+    p.add_argument("--temperatures", type=float, nargs="+", default=None, metavar="T",
+                   help="hierarchical models: one temperature per latent group, top-down, each "
+                        "multiplying --temperature for its group's noise")
     p.add_argument("--z", metavar="LATENTS.npy", default=None,
                    help="decode these latents, shape [n, latent_dim], instead of sampling")
     p.add_argument("--label", nargs="+", default=None, metavar="CLASS",
@@ -94,9 +97,9 @@ def _check_args(args: argparse.Namespace) -> None:
     if args.out is None and args.npy is None:
         raise UsageError("nothing to write: give --out PNG and/or --npy FILE")
     if args.z is not None and (args.n is not None or args.seed is not None
-                               or args.temperature is not None):
-        raise UsageError("--z decodes given latents; it cannot be combined with -n, --seed "
-                         "or --temperature")
+                               or args.temperature is not None or args.temperatures is not None):
+        raise UsageError("--z decodes given latents; it cannot be combined with -n, --seed, "
+                         "--temperature or --temperatures")
     if args.n is not None and args.n <= 0:
         raise UsageError(f"-n must be a positive integer; got {args.n}")
     if args.seed is not None and args.seed < 0:
@@ -171,7 +174,8 @@ def run(args: argparse.Namespace) -> None:
         n = DEFAULT_N if args.n is None else args.n
         temperature = 1.0 if args.temperature is None else args.temperature
         images = sampler.sample(n, seed=args.seed, temperature=temperature,
-                                batch_size=args.batch_size, labels=_labels(sampler, args.label, n))
+                                batch_size=args.batch_size, labels=_labels(sampler, args.label, n),
+                                temperatures=args.temperatures)
     seconds = time.perf_counter() - start
     n = images.shape[0]
     if n == 0:

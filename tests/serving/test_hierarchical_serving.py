@@ -61,58 +61,6 @@ def images(fx):
     return fx.sample_images(4, seed=3)
 
 
-# ------------------------------------------------------------------ core: the metadata
-
-
-def test_groups_round_trip_and_slices():
-    value = hierarchy.encode_groups(GROUPS)
-    assert json.loads(value) == [{"name": "group_0", "shape": [3]}, {"name": "group_1", "shape": [2, 2, 1]}]
-    assert hierarchy.decode_groups(value, D) == GROUPS
-    assert hierarchy.group_slices(GROUPS) == [slice(0, 3), slice(3, 7)]
-    assert hierarchy.describe_groups(GROUPS)[1] == {"name": "group_1", "shape": [2, 2, 1], "size": 4,
-                                                    "start": 3, "stop": 7}
-
-
-@pytest.mark.parametrize("value, message", [
-    (None, "missing"),
-    ("not json", "not JSON"),
-    ("[]", "non-empty JSON list"),
-    ('{"name": "a"}', "non-empty JSON list"),
-    ('[{"name": "a", "shape": [3]}, {"name": "b", "shape": [3]}]', "sum to 6, not to latent_dim = 7"),
-    ('[{"name": "a", "shape": [0, 7]}]', "positive integers"),
-    ('[{"name": "a", "shape": [-7]}]', "positive integers"),
-    ('[{"name": "a", "shape": [7, 1]}]', "[d] or [h, w, c]"),
-    ('[{"name": "a", "shape": [true]}]', "positive integers"),
-    ('[{"shape": [7]}]', "non-empty string"),
-    ('[{"name": "a", "shape": [3]}, {"name": "a", "shape": [4]}]', "distinct"),
-])
-def test_malformed_groups_are_refused(value, message):
-    with pytest.raises(ValueError, match="malformed latent_groups metadata") as info:
-        hierarchy.decode_groups(value, D)
-    assert message in str(info.value)
-
-
-def test_is_hierarchical():
-    assert not hierarchy.is_hierarchical({})
-    assert hierarchy.is_hierarchical({contract.MODEL: "hierarchical"})
-    with pytest.raises(ValueError, match="unknown model 'ladder'"):
-        hierarchy.is_hierarchical({contract.MODEL: "ladder"})
-
-
-def test_draw_noise_matches_draw_latents_and_scales_each_group():
-    plain = hierarchy.draw_noise(5, GROUPS, seed=4, temperature=0.7)
-    assert plain.tobytes() == contract.draw_latents(5, D, None, 4, 0.7).tobytes()
-    assert hierarchy.draw_noise(5, GROUPS, 4, 0.7, [1, 1]).tobytes() == plain.tobytes()
-    scaled = hierarchy.draw_noise(5, GROUPS, 4, 1.0, [0.0, 2.0])
-    base = contract.draw_latents(5, D, None, 4, 1.0)
-    assert not scaled[:, :3].any()
-    np.testing.assert_array_equal(scaled[:, 3:], base[:, 3:] * np.float32(2))
-    with pytest.raises(ValueError, match="one per latent group"):
-        hierarchy.draw_noise(2, GROUPS, 0, 1.0, [1.0])
-    with pytest.raises(ValueError, match="temperature must be"):
-        hierarchy.draw_noise(2, GROUPS, 0, 1.0, [1.0, -1.0])
-
-
 # ------------------------------------------------------------------ onnxruntime vs NumPy
 
 
@@ -334,6 +282,18 @@ def test_encoder_with_other_groups_is_refused(tmp_path, fx, sampler):
 
 
 # ------------------------------------------------------------------ the command lines
+
+
+def test_generate_cli_per_group_temperatures(tmp_path, fx):
+    out = tmp_path / "t.npy"
+    command = [sys.executable, "-m", "keras_vae.serving.generate", str(fx.decoder), "-n", "2",
+               "--seed", "9", "--npy", str(out), "--provider", "cpu", "--temperatures"]
+    result = subprocess.run(command + ["0", "1.5"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    noise = contract.draw_latents(2, D, None, 9, 1.0) * np.repeat(np.float32([0, 1.5]), [3, 4])
+    np.testing.assert_allclose(np.load(out), fx.decode(noise), **TOL)
+    wrong = subprocess.run(command + ["1"], capture_output=True, text=True, timeout=120)
+    assert wrong.returncode != 0 and "one per latent group" in wrong.stderr
 
 
 def test_generate_cli_writes_the_same_bytes_for_the_same_seed(tmp_path, fx, client):
