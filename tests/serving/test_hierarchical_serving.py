@@ -281,6 +281,63 @@ def test_encoder_with_other_groups_is_refused(tmp_path, fx, sampler):
         create_app(sampler, encoder=str(other.encoder))
 
 
+def test_full_queues_shed_generate_and_score(fx, images):
+    app = create_app(str(fx.decoder), encoder=str(fx.encoder), max_queue_ms=100, provider="cpu")
+    with TestClient(app) as c:
+        queues = app.state.serving.admission.queues
+        for work_class, path, body in (
+                ("sample", "/v1/generate", {"n": 1, "temperatures": [1.0, 0.5]}),
+                ("score", "/v1/score", {"images": images[:1].tolist(), "num_samples": 5})):
+            held = queues[work_class].add(1e9)
+            refused = c.post(path, json=body)
+            assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+            assert f"{work_class} queue" in refused.json()["error"]
+            queues[work_class].remove(held)
+            assert c.post(path, json=body).status_code == 200
+
+
+def test_concurrent_generate_requests_go_through_the_micro_batcher(sampler, encoder, fx):
+    from concurrent.futures import ThreadPoolExecutor
+
+    app = create_app(sampler, encoder=encoder, batch_wait_ms=50)
+    with TestClient(app) as c:
+        def one(seed):
+            reply = c.post("/v1/generate", json={"n": 2, "seed": seed, "temperatures": [1.0, 0.0],
+                                                 "format": "npy"})
+            return seed, np.load(io.BytesIO(reply.content))
+
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(one, range(8)))
+        for seed, x in results:
+            noise = contract.draw_latents(2, D, None, seed, 1.0)
+            noise[:, 3:] = 0
+            np.testing.assert_allclose(x, fx.decode(noise), **TOL)
+        registry = app.state.serving.metrics.registry
+        assert app.state.serving.batcher is not None
+        # every row went through the micro-batcher (warm-up rows aside)
+        rows = registry.get_sample_value("vae_inference_batch_rows_sum")
+        calls = registry.get_sample_value("vae_inference_batch_requests_sum")
+        assert rows >= 16 and calls >= 8
+
+
+def test_a_hosts_own_batching_gets_the_noise(sampler, encoder, fx):
+    """``decode_fn`` (the Ray Serve deployment's ``@serve.batch``) decodes the validated noise."""
+    seen = []
+
+    async def decode_fn(z):
+        seen.append(z.copy())
+        return sampler.decode_rows(z)
+
+    with TestClient(create_app(sampler, encoder=encoder, decode_fn=decode_fn)) as c:
+        reply = c.post("/v1/generate", json={"n": 3, "seed": 1, "temperatures": [0.5, 2.0],
+                                             "format": "npy"})
+        assert reply.status_code == 200
+        assert c.post("/v1/score", json={"images": fx.sample_images(1).tolist(),
+                                         "num_samples": 10}).status_code == 200
+    want = contract.draw_latents(3, D, None, 1, 1.0) * np.repeat(np.float32([0.5, 2.0]), [3, 4])
+    np.testing.assert_array_equal(seen[0], want)
+
+
 # ------------------------------------------------------------------ the command lines
 
 
