@@ -92,6 +92,15 @@ def test_the_page_samples_moves_encodes_and_scores_like_python(page, fx):
         result = page.evaluate("(z) => explorer.decode(z)", z.tolist())
         np.testing.assert_allclose(np.reshape(result["data"], result["dims"]), fx.decode(z), atol=TOL)
 
+        # interpolation: the strips decode the noise between the first two samples (seed 0, T 1)
+        strips = page.evaluate("""(() => { const i = explorer.interpolation;
+            return {a: Array.from(i.a), linear: Array.from(i.linear), spherical: Array.from(i.spherical),
+                    images: Array.from(i.images)}; })()""")
+        np.testing.assert_array_equal(np.float32(strips["a"]), contract.draw_latents(16, D, None, 0)[0])
+        paths = np.concatenate([np.reshape(strips["linear"], (-1, D)), np.reshape(strips["spherical"], (-1, D))])
+        np.testing.assert_allclose(np.reshape(strips["images"], (len(paths), -1)),
+                                   fx.decode(paths).reshape(len(paths), -1), atol=TOL)
+
         # the pad: dragging moves the top group's first two coordinates; the lower groups follow
         # the toggle: a fixed draw (seed 0), or noise 0
         box = page.locator("#pad").bounding_box()
