@@ -20,6 +20,7 @@ import numpy as np
 from keras_vae.core import contract
 from keras_vae.core.files import write_bytes_atomic
 from keras_vae.core.images import encode_png, image_grid
+from keras_vae.serving import hierarchical
 from keras_vae.serving.sampler import PROVIDERS, ModelLoadError, ProviderUnavailableError, Sampler
 
 DEFAULT_N = 64
@@ -173,9 +174,13 @@ def run(args: argparse.Namespace) -> None:
     else:
         n = DEFAULT_N if args.n is None else args.n
         temperature = 1.0 if args.temperature is None else args.temperature
-        images = sampler.sample(n, seed=args.seed, temperature=temperature,
-                                batch_size=args.batch_size, labels=_labels(sampler, args.label, n),
-                                temperatures=args.temperatures)
+        labels = _labels(sampler, args.label, n)
+        if args.temperatures is not None:  # a hierarchical model's per-group temperatures
+            z = hierarchical.latents(sampler, n, args.seed, temperature, args.temperatures)
+            images = sampler.decode(z, batch_size=args.batch_size, labels=labels)
+        else:
+            images = sampler.sample(n, seed=args.seed, temperature=temperature,
+                                    batch_size=args.batch_size, labels=labels)
     seconds = time.perf_counter() - start
     n = images.shape[0]
     if n == 0:

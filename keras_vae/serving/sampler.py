@@ -22,8 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from keras_vae.core import contract, hierarchy
-from keras_vae.serving import hierarchical
+from keras_vae.core import contract
 from keras_vae.serving.labels import check_model_labels, read_label_input
 from keras_vae.serving.onnx_model import (PROVIDERS, ModelLoadError, OnnxModel, ProviderUnavailableError,
                                           finite_float32_array, parse_int, parse_shape, static_dims)
@@ -106,8 +105,6 @@ class Sampler(OnnxModel):
             self.prior = contract.decode_prior(self.metadata.get(contract.PRIOR), latent_dim)
         except ValueError as exc:
             raise ModelLoadError(f"{where}: {exc}") from None
-        # A hierarchical export's latent groups (None: one latent), keras_vae.core.hierarchy.
-        self.groups = hierarchical.read_groups(self.metadata, latent_dim, where)
 
         # One decode of z = 0 checks the model runs and gives the true output shape.
         probe = self._run(np.zeros((1, latent_dim), dtype=np.float32), np.zeros(1, np.int64))
@@ -201,8 +198,7 @@ class Sampler(OnnxModel):
             return self.decode(rows)
         return self.decode(rows[:, :-1], labels=rows[:, -1].astype(np.int64))
 
-    def latents(self, n: int, seed: int | None = None, temperature: float = 1.0,
-                temperatures: Any = None) -> np.ndarray:
+    def latents(self, n: int, seed: int | None = None, temperature: float = 1.0) -> np.ndarray:
         """Draw ``z`` from the prior, spread scaled by ``temperature``: float32 ``[n, latent_dim]``.
 
         ``z ~ N(0, T^2 I)``; with a mixture prior, a component c is picked by
@@ -211,11 +207,8 @@ class Sampler(OnnxModel):
         latents here and in ``keras_vae.VAE.sample_latents`` (``seed=None``
         draws fresh randomness). Raises ``ValueError`` for n < 1, a negative
         seed, or a temperature outside [0, ``contract.MAX_TEMPERATURE``].
-
-        A hierarchical decoder (``groups``) takes the groups' standard-normal noise: T·ε,
-        each group's spread also scaled by its entry of ``temperatures`` when given.
         """
-        return hierarchical.latents(self, n, seed, temperature, temperatures)
+        return contract.draw_latents(n, self.latent_dim, self.prior, seed, temperature)
 
     def sample(
         self,
@@ -224,7 +217,6 @@ class Sampler(OnnxModel):
         temperature: float = 1.0,
         batch_size: int = 256,
         labels: Any = None,
-        temperatures: Any = None,
     ) -> np.ndarray:
         """Sample ``n`` images: decode ``latents(n, seed, temperature)`` in batches.
 
@@ -233,8 +225,7 @@ class Sampler(OnnxModel):
         conditional decoder's ``labels`` (``validate_labels``) do not change them.
         """
         classes = self.validate_labels(labels, n) if isinstance(n, int) and n >= 1 else None
-        return self.decode(self.latents(n, seed, temperature, temperatures), batch_size=batch_size,
-                           labels=classes)
+        return self.decode(self.latents(n, seed, temperature), batch_size=batch_size, labels=classes)
 
     def describe(self) -> dict[str, Any]:
         """A JSON-ready summary: provider, shapes, likelihood, metadata."""
@@ -247,8 +238,6 @@ class Sampler(OnnxModel):
             "prior": ("standard" if self.prior is None
                       else f"mixture of {self.prior.components} Gaussians"),
             **({} if self.class_names is None else {"class_names": list(self.class_names)}),
-            **({} if self.groups is None else {"model": "hierarchical",
-                                               "latent_groups": hierarchy.describe_groups(self.groups)}),
             # The prior's arrays are long; "prior" above summarises them.
             "metadata": {k: v for k, v in self.metadata.items() if k != contract.PRIOR},
         }

@@ -19,6 +19,7 @@ from helpers.onnx_fixtures import make_decoder_onnx
 
 from keras_vae.core import contract, hierarchy
 from keras_vae.core.likelihood import log_mean_exp
+from keras_vae.serving import hierarchical
 from keras_vae.serving.app import create_app
 from keras_vae.serving.encoder import Encoder
 from keras_vae.serving.hierarchical import LogWeightModel, find_log_weight, hierarchical_scores
@@ -79,7 +80,7 @@ def test_graphs_match_the_numpy_references(fx, sampler, encoder, log_weight, ima
 
 def test_sampler_reads_the_groups(sampler):
     assert sampler.groups == GROUPS and sampler.latent_dim == D
-    info = sampler.describe()
+    info = hierarchical.describe(sampler)
     assert info["model"] == "hierarchical"
     assert [g["name"] for g in info["latent_groups"]] == ["group_0", "group_1"]
 
@@ -156,10 +157,11 @@ def test_server_start_refuses_a_malformed_file(tmp_path):
 
 def test_single_latent_files_load_unchanged(tmp_path):
     sampler = Sampler(make_decoder_onnx(tmp_path / "decoder.onnx"), provider="cpu")
-    assert sampler.groups is None and "latent_groups" not in sampler.describe()
+    assert sampler.groups is None and hierarchical.describe(sampler) == {}
     assert sampler.latents(3, seed=1).tobytes() == contract.draw_latents(3, 4, None, 1).tobytes()
+    assert hierarchical.latents(sampler, 3, 1, 1.0).tobytes() == sampler.latents(3, 1).tobytes()
     with pytest.raises(ValueError, match="hierarchical models only"):
-        sampler.latents(3, seed=1, temperatures=[1.0])
+        hierarchical.latents(sampler, 3, 1, 1.0, [1.0])
     with TestClient(create_app(sampler)) as c:
         reply = c.post("/v1/generate", json={"n": 1, "seed": 0, "temperatures": [1.0]})
         assert reply.status_code == 422 and "error" in reply.json()

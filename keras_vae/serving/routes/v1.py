@@ -77,7 +77,8 @@ def v1_router(latent_dim: int, max_batch_size: int,
 
     @router.get("/v1/model", tags=["v1"])
     async def model_info(state: State) -> dict:
-        info = {"model_name": state.model_name, **state.sampler.describe()}
+        info = {"model_name": state.model_name, **state.sampler.describe(),
+                **hierarchical.describe(state.sampler)}
         info["max_batch"] = state.max_batch_size
         info["micro_batching"] = state.micro_batching
         info["encoder"] = None if state.encoder is None else {
@@ -96,8 +97,8 @@ def v1_router(latent_dim: int, max_batch_size: int,
 
     async def generate(body, state: State) -> Response:
         try:
-            z = state.sampler.latents(body.n, seed=body.seed, temperature=body.temperature,
-                                      temperatures=getattr(body, "temperatures", None))
+            z = hierarchical.latents(state.sampler, body.n, body.seed, body.temperature,
+                                     getattr(body, "temperatures", None))
             x = await state.decode(z, _labels(state, body, body.n))
         except ValueError as exc:
             raise APIError(422, str(exc)) from None
