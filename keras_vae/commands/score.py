@@ -47,6 +47,8 @@ def parse_args(argv=None):
     parser.add_argument("model", help="a run directory, a .keras file, or an exported decoder.onnx")
     parser.add_argument("--encoder", help="the encoder.onnx of an ONNX decoder (default: "
                                           "encoder.onnx beside it)")
+    parser.add_argument("--log-weight", help="the log_weight.onnx of a hierarchical ONNX decoder "
+                                             "(default: log_weight.onnx beside it or the encoder)")
     parser.add_argument("--out", required=True, help="the CSV file to write")
     data = parser.add_argument_group("images")
     data.add_argument("--dataset", help="'digits', a .npz file, or a TFDS name (default: the "
@@ -133,13 +135,19 @@ def _scorer(args):
         except ModelLoadError as exc:
             raise ValueError(str(exc)) from None
         dataset = decoder.metadata.get(contract.DATASET)
+        if decoder.groups is not None:  # a hierarchical export: scored by its log-weight graph
+            from keras_vae.serving.hierarchical import hierarchical_score_function
+            return (hierarchical_score_function(decoder, encoder, args), served_threshold(decoder),
+                    None if dataset == "unknown" else dataset)
+        if args.log_weight:
+            raise ValueError("--log-weight goes with a hierarchical decoder")
 
         def score(images, progress):
             return onnx_scores(encoder, decoder, images, args.num_samples, args.batch_size,
                                args.seed, progress)
         return score, served_threshold(decoder), None if dataset == "unknown" else dataset
-    if args.encoder:
-        raise ValueError("--encoder goes with an ONNX decoder, not with a run directory")
+    if args.encoder or args.log_weight:
+        raise ValueError("--encoder and --log-weight go with an ONNX decoder, not with a run directory")
     start_keras(args)
     from keras_vae.evaluation.anomaly import keras_scores
     from keras_vae.training.run_directory import load_vae, read_run_config, resolve_model_path

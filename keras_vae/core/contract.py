@@ -67,6 +67,13 @@ DECODER_LOG_SCALE = "decoder_log_scale"
 ANOMALY_THRESHOLD = "anomaly_threshold"  # JSON, see keras_vae.core.anomaly.AnomalyThreshold
 # Class-conditional exports only: JSON list of the class names, label k naming class_names[k].
 CLASS_NAMES = "class_names"
+# Hierarchical (multi-group latent) exports only; see keras_vae.core.hierarchy.
+MODEL = "model"  # "hierarchical"; absent for the single-latent model
+LATENT_GROUPS = "latent_groups"  # JSON [{"name": "group_0", "shape": [h, w, c] or [d]}, ...], top-down
+# The third graph of a hierarchical export: x, epsilon -> log_weight (see keras_vae.core.hierarchy).
+LOG_WEIGHT_FILE = "log_weight.onnx"
+LOG_WEIGHT_INPUTS = ("x", "epsilon")  # float32 [batch, H, W, C] and [batch, D] (standard-normal noise)
+LOG_WEIGHT_OUTPUT = "log_weight"  # float32 [batch]: log p(x|z) + Σ_l log p(z_l|z_<l) − log q(z_l|x, z_<l)
 
 #: Largest temperature a sampler accepts: z = μ + T·σ·ε stays far inside float32.
 MAX_TEMPERATURE = 10.0

@@ -30,7 +30,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from keras_vae.serving import explorer
+from keras_vae.serving import explorer, hierarchical
 from keras_vae.serving.admission import Admission, AdmissionMiddleware, install_overload_handler
 from keras_vae.serving.batching import MicroBatcher
 from keras_vae.serving.encoder import Encoder
@@ -109,6 +109,7 @@ def create_app(
         encoder = Encoder(encoder, provider=provider, intra_op_threads=intra_op_threads)
     if encoder is not None:
         encoder.check_pairs_with(sampler)
+    log_weight = hierarchical.attach(sampler, encoder, provider, intra_op_threads)
     metrics = Metrics()
     admission = Admission(max_queue_ms, score_concurrency, metrics)
     batcher = MicroBatcher(admission.timed("decode", sampler.decode_rows), max_batch=max_batch_size, wait_ms=batch_wait_ms,
@@ -116,7 +117,7 @@ def create_app(
         micro_batching and decode_fn is None) else None
     state = ServingState(sampler, model_name, max_batch_size, metrics, batcher, decode_fn=decode_fn,
                          encoder=encoder, max_score_samples=max_score_samples,
-                         admission=admission)
+                         admission=admission, log_weight=log_weight)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -143,13 +144,15 @@ def create_app(
     app.state.serving = state
     install_error_handlers(app)
     install_overload_handler(app, metrics)
-    app.include_router(v1_router(sampler.latent_dim, max_batch_size, sampler.class_names))
+    app.include_router(v1_router(sampler.latent_dim, max_batch_size, sampler.class_names,
+                                 groups=sampler.groups))
     if encoder is not None:
         app.include_router(encoder_router(encoder.image_shape, max_batch_size, max_score_samples,
                                           unit_interval=sampler.likelihood == "bernoulli",
                                           class_names=sampler.class_names,
                                           score_samples=score_samples_range(sampler, max_score_samples)))
-    app.include_router(model_files_router(with_encoder=encoder is not None))
+    app.include_router(model_files_router(with_encoder=encoder is not None,
+                                          with_log_weight=log_weight is not None))
     app.include_router(kserve_router())
     explorer.add_explorer_routes(app)  # the page at /, /docs and /redoc, all served locally
     # The last middleware added runs first: metrics see every request,

@@ -20,6 +20,7 @@ import numpy as np
 from keras_vae.core import contract
 from keras_vae.core.files import write_bytes_atomic
 from keras_vae.core.images import encode_png, image_grid
+from keras_vae.serving import hierarchical
 from keras_vae.serving.sampler import PROVIDERS, ModelLoadError, ProviderUnavailableError, Sampler
 
 DEFAULT_N = 64
@@ -69,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=None,
                    help="scale of the latent spread, 0 to 10: z ~ N(0, T^2 I), or for a model "
                         "with a mixture prior z ~ N(m_c, T^2 s_c^2) (default 1.0)")
+    p.add_argument("--temperatures", type=float, nargs="+", default=None, metavar="T",
+                   help="hierarchical models: one temperature per latent group, top-down, each "
+                        "multiplying --temperature for its group's noise")
     p.add_argument("--z", metavar="LATENTS.npy", default=None,
                    help="decode these latents, shape [n, latent_dim], instead of sampling")
     p.add_argument("--label", nargs="+", default=None, metavar="CLASS",
@@ -94,9 +98,9 @@ def _check_args(args: argparse.Namespace) -> None:
     if args.out is None and args.npy is None:
         raise UsageError("nothing to write: give --out PNG and/or --npy FILE")
     if args.z is not None and (args.n is not None or args.seed is not None
-                               or args.temperature is not None):
-        raise UsageError("--z decodes given latents; it cannot be combined with -n, --seed "
-                         "or --temperature")
+                               or args.temperature is not None or args.temperatures is not None):
+        raise UsageError("--z decodes given latents; it cannot be combined with -n, --seed, "
+                         "--temperature or --temperatures")
     if args.n is not None and args.n <= 0:
         raise UsageError(f"-n must be a positive integer; got {args.n}")
     if args.seed is not None and args.seed < 0:
@@ -170,8 +174,13 @@ def run(args: argparse.Namespace) -> None:
     else:
         n = DEFAULT_N if args.n is None else args.n
         temperature = 1.0 if args.temperature is None else args.temperature
-        images = sampler.sample(n, seed=args.seed, temperature=temperature,
-                                batch_size=args.batch_size, labels=_labels(sampler, args.label, n))
+        labels = _labels(sampler, args.label, n)
+        if args.temperatures is not None:  # a hierarchical model's per-group temperatures
+            z = hierarchical.latents(sampler, n, args.seed, temperature, args.temperatures)
+            images = sampler.decode(z, batch_size=args.batch_size, labels=labels)
+        else:
+            images = sampler.sample(n, seed=args.seed, temperature=temperature,
+                                    batch_size=args.batch_size, labels=labels)
     seconds = time.perf_counter() - start
     n = images.shape[0]
     if n == 0:

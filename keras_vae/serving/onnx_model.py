@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from keras_vae.core import contract
+from keras_vae.core import contract, hierarchy
 
-__all__ = ["OnnxModel", "ModelLoadError", "ProviderUnavailableError", "PROVIDERS",
+__all__ = ["OnnxModel", "ModelLoadError", "ProviderUnavailableError", "PROVIDERS", "read_latent_groups",
            "finite_float32_array", "parse_int", "parse_shape", "static_dims"]
 
 PROVIDERS = ("auto", "cpu", "cuda")
@@ -135,6 +135,28 @@ def static_dims(shape: list[Any]) -> tuple[int, ...] | None:
     return None
 
 
+def read_latent_groups(metadata: dict[str, str], where: str):
+    """A hierarchical file's latent groups (``keras_vae.core.hierarchy``), None for one latent.
+
+    Raises ModelLoadError when the ``model``, ``latent_groups`` or ``latent_dim`` entries are
+    malformed or disagree, and for a hierarchical file that also holds a ``prior``.
+    """
+    try:
+        if not hierarchy.is_hierarchical(metadata):
+            return None
+        latent_dim = parse_int(metadata.get(contract.LATENT_DIM))
+        if latent_dim is None:
+            raise ValueError(f"a hierarchical model needs its {contract.LATENT_DIM!r} metadata entry "
+                             "(D, the sum of the group sizes) as a positive integer")
+        groups = hierarchy.decode_groups(metadata.get(contract.LATENT_GROUPS), latent_dim)
+    except ValueError as exc:
+        raise ModelLoadError(f"{where}: {exc}") from None
+    if metadata.get(contract.PRIOR) is not None:
+        raise ModelLoadError(f"{where}: a hierarchical model takes standard-normal noise, so it "
+                             f"cannot also hold a {contract.PRIOR!r} entry")
+    return groups
+
+
 class OnnxModel:
     """What both wrappers of an exported graph hold: one session and the file's metadata."""
 
@@ -147,4 +169,6 @@ class OnnxModel:
         self.metadata: dict[str, str] = dict(session.get_modelmeta().custom_metadata_map)
         self.likelihood: str = self.metadata.get(contract.LIKELIHOOD, "unknown")
         self.precision: str = self.metadata.get(contract.PRECISION, "fp32")
+        # a hierarchical export's latent groups, top-down (None: a single latent)
+        self.groups = read_latent_groups(self.metadata, repr(str(path)))
         return session

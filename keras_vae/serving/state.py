@@ -52,6 +52,8 @@ class ServingState:
         encoder: the encoder, when one is served.
         max_score_samples: most importance samples per image in ``/v1/score``.
         admission: the bounded work queues (``keras_vae.serving.admission``).
+        log_weight: a hierarchical model's ``log_weight.onnx`` (``keras_vae.serving.hierarchical``),
+            which ``/v1/score`` needs; None otherwise.
     """
 
     sampler: Sampler
@@ -64,6 +66,7 @@ class ServingState:
     encoder: Encoder | None = None
     max_score_samples: int = 1000
     admission: Admission | None = None
+    log_weight: Any = None
 
     @property
     def micro_batching(self) -> bool:

@@ -83,8 +83,14 @@ def site_files(decoder: Path, encoder: Path | None) -> dict[str, bytes | Path]:
             Encoder(encoder, provider="cpu", intra_op_threads=1).check_pairs_with(sampler)
     except (OSError, ModelLoadError) as exc:
         raise ExportError(str(exc)) from None
+    from keras_vae.serving.hierarchical import find_log_weight
+    try:  # a hierarchical model's log-weight graph, beside the decoder or the encoder
+        log_weight = find_log_weight(sampler, None if encoder is None else Encoder(
+            encoder, provider="cpu", intra_op_threads=1), provider="cpu", intra_op_threads=1)
+    except (OSError, ModelLoadError) as exc:
+        raise ExportError(str(exc)) from None
     config = explorer.explorer_config(sampler, encoder=encoder is not None, ort=True,
-                                      server=False)
+                                      server=False, log_weight=log_weight is not None)
     files: dict[str, bytes | Path] = {
         "index.html": explorer.STATIC_DIR / "index.html",
         "explorer/config.json": (json.dumps(config, separators=(",", ":")) + "\n").encode(),
@@ -94,6 +100,8 @@ def site_files(decoder: Path, encoder: Path | None) -> dict[str, bytes | Path]:
     }
     if encoder is not None:
         files["models/encoder.onnx"] = encoder
+    if log_weight is not None:
+        files["models/log_weight.onnx"] = log_weight.model_path
     return files
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from keras_vae.core import contract, likelihood
+from keras_vae.serving import hierarchical
 from keras_vae.serving.scoring import threshold_summary
 
 __all__ = ["explorer_config", "prior_directions", "SLIDERS", "SCORE_SAMPLES", "SCORE_SEED"]
@@ -102,7 +103,7 @@ def _compact(values) -> list:
 
 def explorer_config(sampler, *, encoder: bool, ort: bool, server: bool,
                     max_batch: int | None = None,
-                    score_samples: int = SCORE_SAMPLES) -> dict[str, Any]:
+                    score_samples: int = SCORE_SAMPLES, log_weight: bool = False) -> dict[str, Any]:
     """What the page needs to know about the model, as JSON-ready data.
 
     Args:
@@ -116,6 +117,7 @@ def explorer_config(sampler, *, encoder: bool, ort: bool, server: bool,
         max_batch: most rows the server decodes per request.
         score_samples: importance samples K for the score of a drawn image; the
             K of the decoder's anomaly threshold when it holds one with a K.
+        log_weight: whether ``models/log_weight.onnx`` (a hierarchical model's) is there.
 
     ``anomaly_threshold`` is the decoder's threshold (``keras_vae.core.anomaly``:
     score, value, num_samples, fpr, ...), or None without one (or a malformed one).
@@ -155,6 +157,8 @@ def explorer_config(sampler, *, encoder: bool, ort: bool, server: bool,
                    "encoder": "models/encoder.onnx" if encoder else None},
         # a class-conditional decoder's classes: the page's class picker chooses the label
         "class_names": None if sampler.class_names is None else list(sampler.class_names),
+        # a hierarchical model's latent groups and log-weight graph (None: a single latent)
+        "hierarchy": hierarchical.explorer_settings(sampler, log_weight),
         "tensors": {"decoder_input": contract.DECODER_INPUT, "label_input": contract.LABEL_INPUT,
                     "decoder_output": contract.DECODER_OUTPUT,
                     "encoder_input": contract.ENCODER_INPUT,

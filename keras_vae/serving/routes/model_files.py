@@ -15,8 +15,9 @@ __all__ = ["model_files_router"]
 State = Annotated[ServingState, Depends(get_state)]
 
 
-def model_files_router(with_encoder: bool) -> APIRouter:
-    """``GET /models/decoder.onnx``, and ``/models/encoder.onnx`` when an encoder is served."""
+def model_files_router(with_encoder: bool, with_log_weight: bool = False) -> APIRouter:
+    """``GET /models/decoder.onnx``, and ``/models/encoder.onnx`` when an encoder is served
+    (``/models/log_weight.onnx``: a hierarchical model's log-weight graph, when served)."""
     router = APIRouter(tags=["models"], default_response_class=Response,
                        responses=binary_responses("The ONNX file, byte for byte",
                                                   "application/octet-stream"))
@@ -29,6 +30,11 @@ def model_files_router(with_encoder: bool) -> APIRouter:
         @router.get("/models/encoder.onnx", summary="The served encoder.onnx")
         async def encoder_file(state: State) -> Response:
             return _send(state.encoder.model_path)
+
+    if with_log_weight:
+        @router.get("/models/log_weight.onnx", summary="The served log_weight.onnx (hierarchical models)")
+        async def log_weight_file(state: State) -> Response:
+            return _send(state.log_weight.model_path)
 
     return router
 

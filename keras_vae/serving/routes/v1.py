@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse, Response
 
 from keras_vae.core.images import encode_png, image_grid
 from keras_vae.core.likelihood import is_likelihood
+from keras_vae.serving import hierarchical
 from keras_vae.serving.batching import encode_off_loop
 from keras_vae.serving.errors import APIError
 from keras_vae.serving.labels import fill_labels
@@ -49,6 +50,8 @@ async def images_response(state: ServingState, x: np.ndarray, fmt: str,
 def _scores(state: ServingState, images: list, num_samples: int, seed: int, labels=None):
     """(images float32 [N, H, W, C], their ``ImageScores``); blocking, run in the score threads."""
     images = state.encoder.validate_images(images)
+    if state.sampler.groups is not None:  # a hierarchical model: its log-weight graph scores
+        return images, hierarchical.served_scores(state, images, num_samples, seed)
     return images, onnx_scores(state.encoder, state.sampler, images, num_samples, 100, seed,
                                labels=labels)
 
@@ -60,9 +63,12 @@ def _labels(state: ServingState, body, n: int):
 
 
 def v1_router(latent_dim: int, max_batch_size: int,
-              class_names: tuple[str, ...] | None = None) -> APIRouter:
-    """Health, metrics, model information, ``/v1/generate`` and ``/v1/decode``."""
+              class_names: tuple[str, ...] | None = None, groups=None) -> APIRouter:
+    """Health, metrics, model information, ``/v1/generate`` and ``/v1/decode`` (with per-group
+    ``temperatures`` for a hierarchical model's latent ``groups``)."""
     GenerateRequest, DecodeRequest = request_models(latent_dim, max_batch_size, class_names)
+    if groups is not None:
+        GenerateRequest = hierarchical.with_group_temperatures(GenerateRequest, groups)
     router = APIRouter()
 
     @router.get("/healthz", tags=["health"])
@@ -71,13 +77,17 @@ def v1_router(latent_dim: int, max_batch_size: int,
 
     @router.get("/v1/model", tags=["v1"])
     async def model_info(state: State) -> dict:
-        info = {"model_name": state.model_name, **state.sampler.describe()}
+        info = {"model_name": state.model_name, **state.sampler.describe(),
+                **hierarchical.describe(state.sampler)}
         info["max_batch"] = state.max_batch_size
         info["micro_batching"] = state.micro_batching
         info["encoder"] = None if state.encoder is None else {
             "path": state.encoder.model_path.name, "provider": state.encoder.provider,
             "max_score_samples": state.max_score_samples,
             "anomaly_threshold": threshold_summary(state.sampler)}
+        if state.sampler.groups is not None:
+            info["log_weight"] = None if state.log_weight is None else {
+                "path": state.log_weight.model_path.name, "provider": state.log_weight.provider}
         return info
 
     @router.get("/metrics", tags=["health"], **ROUTE_DOCS["/metrics"])
@@ -87,7 +97,8 @@ def v1_router(latent_dim: int, max_batch_size: int,
 
     async def generate(body, state: State) -> Response:
         try:
-            z = state.sampler.latents(body.n, seed=body.seed, temperature=body.temperature)
+            z = hierarchical.latents(state.sampler, body.n, body.seed, body.temperature,
+                                     getattr(body, "temperatures", None))
             x = await state.decode(z, _labels(state, body, body.n))
         except ValueError as exc:
             raise APIError(422, str(exc)) from None

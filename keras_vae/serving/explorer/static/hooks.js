@@ -17,6 +17,7 @@
 
 import { drawLatents } from './latents.js';
 import { logLikelihood } from './likelihood.js';
+import { hierarchicalLogLikelihood } from './hierarchy.js';
 import { decodeFlat, encodeFlat, rowsOf } from './models.js';
 import { setZ, settled } from './latent.js';
 
@@ -68,6 +69,10 @@ export function createHooks(state) {
     const seed = options.seed ?? state.config.score_seed;
     const result = [];
     for (let i = 0; i < n; i++) {
+      if (state.config.hierarchy) {  // a hierarchical model: its log-weight graph
+        result.push(await hierarchicalLogLikelihood(state, x.subarray(i * P, (i + 1) * P), numSamples, seed, i));
+        continue;
+      }
       result.push(await logLikelihood({
         x: x.subarray(i * P, (i + 1) * P), zMean: zMean.subarray(i * D, (i + 1) * D),
         zLogVar: zLogVar.subarray(i * D, (i + 1) * D), config: state.config,

@@ -27,6 +27,7 @@ import { sampleGrid, setupGrid } from './grid.js';
 import { createHooks } from './hooks.js';
 import { drawInterpolation, setupInterpolation } from './interpolation.js';
 import { setZ, settled } from './latent.js';
+import { setLowerGroups, setupHierarchy } from './hierarchy.js';
 import { startOnnxruntime } from './models.js';
 import { setupPad } from './pad.js';
 import { setupSliders } from './sliders.js';
@@ -105,6 +106,7 @@ async function start(state) {
   $('no-encoder').hidden = config.encoder;
 
   setupPad(state, setZ);
+  if (config.hierarchy) setupHierarchy(state, setZ);
   setupSliders(state, setZ);
   setupGrid(state, setZ);
   setupInterpolation(state);
@@ -166,5 +168,7 @@ window.explorer = createHooks(state);
 // explorer.setLabel(k) chooses a class-conditional model's class k; explorer.label reads it.
 window.explorer.setLabel = async (label) => { await state.ready; return chooseClass(state, label); };
 Object.defineProperty(window.explorer, 'label', { get: () => state.label });
+// explorer.setLowerGroups('seed' | 'mean'): a hierarchical model's lower groups on the pad.
+window.explorer.setLowerGroups = async (mode) => { await state.ready; setLowerGroups(state, setZ, mode); };
 state.ready = start(state);
 state.ready.catch(fail);

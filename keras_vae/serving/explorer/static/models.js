@@ -9,7 +9,7 @@
  * @param {object} runtime state.runtime (its queue).
  * @param {function(): Promise<*>} task
  */
-function serial(runtime, task) {
+export function serial(runtime, task) {
   const result = runtime.queue.then(task);
   runtime.queue = result.catch(() => {});
   return result;

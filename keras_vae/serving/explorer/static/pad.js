@@ -4,6 +4,7 @@
 import { $ } from './dom.js';
 import { writeHash } from './address.js';
 import { drawLatents } from './latents.js';
+import { applyLowerGroups } from './hierarchy.js';
 
 /** Seed and count of the prior samples shown as grey dots. */
 const DOTS_SEED = 20240601, DOTS = 500;
@@ -131,6 +132,7 @@ export function setupPad(state, setZ) {
     const z = state.current.z.slice();
     moveAlong(state, z, pad.x, u);
     moveAlong(state, z, pad.y, v);
+    applyLowerGroups(state, z);  // a hierarchical model's lower groups follow their toggle
     setZ(state, z, { hash: false });
   };
   canvas.addEventListener('pointerdown', (event) => {

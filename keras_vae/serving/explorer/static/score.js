@@ -7,6 +7,7 @@
 // decision: anomalous when the image's score is above the threshold, at the threshold's K.
 
 import { isLikelihood, logLikelihood } from './likelihood.js';
+import { hierarchicalLogLikelihood } from './hierarchy.js';
 import { decodeFlat, labelFields, nestImages, postJSON } from './models.js';
 
 /**
@@ -41,7 +42,9 @@ export async function scoreImage(state, x, zMean, zLogVar) {
              num_samples: reply.num_samples || config.score_samples,
              anomalous: reply.anomalous ? reply.anomalous[0] : null };
   }
-  const logPx = await logLikelihood({
+  const logPx = config.hierarchy
+    ? await hierarchicalLogLikelihood(state, x, config.score_samples, config.score_seed, 0)
+    : await logLikelihood({
     x, zMean, zLogVar, config, decode: (z, n) => decodeFlat(state, z, n),
     numSamples: config.score_samples, seed: config.score_seed, index: 0 });
   const threshold = config.anomaly_threshold;
