@@ -1,0 +1,1 @@
+"""Model families beside the single-latent `VAE`, one module per member."""
