@@ -254,9 +254,7 @@ class HierarchicalVAE(BackendTrainer, keras.Model):
         self.kl_loss_tracker = keras.metrics.Mean(name="kl_loss")
         self.kl_group_trackers = [keras.metrics.Mean(name=f"kl_group_{l}")
                                   for l in range(self.num_groups)]
-        # Builds every layer: one deterministic pass on a zero image.
-        self.top_down(self.bottom_up(ops.zeros((1,) + input_shape)),
-                      [ops.zeros((1,) + s) for s in self.group_shapes])
+        self.build_layers()
         self.built = True
 
     def get_config(self):
@@ -305,6 +303,42 @@ class HierarchicalVAE(BackendTrainer, keras.Model):
         return sum(math.prod(s) for s in self.group_shapes)
 
     # === The networks ===
+
+    def build_layers(self):
+        """Creates every layer's weights from the shapes alone (no pass over data, which
+        under JAX would compile every operation eagerly)."""
+        w, d = self.width, self.latent_dim
+        if self.architecture == "mlp":
+            self.bottom_up_stem.build((None, math.prod(self.image_shape)))
+            for layer in [b for blocks in self.bottom_up_blocks + self.top_down_blocks for b in blocks]:
+                layer.build((None, w))
+            for l in range(self.num_groups):
+                self.priors[l].build((None, w))
+                self.posteriors[l].build((None, 2 * w))
+                self.latent_projections[l].build((None, d))
+            self.output_head.build((None, w))
+            return
+        height, width = self.image_shape[:2]
+
+        def at(level, channels):  # (None, h, w, channels) at a resolution level (0: coarsest)
+            scale = 2 ** (self.num_resolutions - level)
+            return (None, height // scale, width // scale, channels)
+
+        self.bottom_up_stem.build((None,) + self.image_shape)
+        for stage, blocks in enumerate(self.bottom_up_blocks):
+            for block in blocks:
+                block.build(at(self.num_resolutions - 1 - stage, w))
+        for l, level in enumerate(self.group_levels):
+            self.priors[l].build(at(level, w))
+            self.posteriors[l].build(at(level, 2 * w))
+            self.latent_projections[l].build(at(level, d))
+            for block in self.top_down_blocks[l]:
+                block.build(at(level, w))
+        for level, upsampler in enumerate(self.upsamplers):
+            upsampler[0].build(at(level, w))
+        for block in self.output_blocks:
+            block.build(at(self.num_resolutions, w))
+        self.output_head.build(at(self.num_resolutions, w))
 
     def bottom_up(self, x):
         """Features of x (B, H, W, C) for each group, in top-down order (group 0 first)."""
@@ -636,13 +670,33 @@ class HierarchicalVAE(BackendTrainer, keras.Model):
             (N,) float64 numpy array.
         """
         x = self.check_images(x)
+        if getattr(self, "_compiled_log_weights", None) is None:
+            self._compiled_log_weights = self.compiled_for_inference(self.importance_log_weights)
+        compute = self._compiled_log_weights
 
         def log_weights(x_batch, noise):
-            return ops.convert_to_numpy(self.importance_log_weights(x_batch, noise))
+            return ops.convert_to_numpy(compute(x_batch, noise))
 
         return core_likelihood.noise_log_likelihood(
             x, log_weights, self.noise_size, num_samples=num_samples, batch_size=batch_size,
             samples_per_chunk=samples_per_chunk, seed=seed)
+
+
+    def compiled_for_inference(self, function):
+        """`function` of arrays, jit-compiled as one graph under JAX (where running it op by op
+        compiles every operation on its first call); unchanged on the other backends."""
+        if keras.backend.backend() != "jax":
+            return function
+        import jax
+
+        variables = self.variables
+
+        def stateless(values, *args):
+            with keras.StatelessScope(state_mapping=list(zip(variables, values))):
+                return function(*args)
+
+        jitted = jax.jit(stateless)
+        return lambda *args: jitted([v.value for v in variables], *args)
 
 
 def group_levels(num_groups, num_resolutions):
