@@ -40,7 +40,6 @@ def weights_and_optimizer_state(model):
 @pytest.mark.parametrize("make,data", [
     (lambda: tiny(num_groups=3, free_bits=0.1, kl_warmup_steps=4), BINARY),
     (lambda: tiny_conv(num_groups=3), EIGHT_BIT),
-    (lambda: tiny_conv(likelihood="discretized_logistic", upsampling="subpixel"), EIGHT_BIT),
 ])
 def test_fit_reports_finite_losses_and_the_kl_of_every_group(make, data):
     model = make()
@@ -104,7 +103,8 @@ def test_free_bits_charge_at_least_the_floor_per_group():
 
 
 def test_save_and_load_under_another_backend_give_the_same_log_likelihood(tmp_path):
-    model = tiny_conv(kl_warmup_steps=3, grad_clip=100.0)
+    model = tiny_conv(likelihood="discretized_logistic", upsampling="subpixel", kl_warmup_steps=3,
+                      grad_clip=100.0)
     model.compile(optimizer="adam")
     model.fit(EIGHT_BIT, epochs=1, batch_size=16, verbose=0)
     path = tmp_path / "hvae.keras"
@@ -122,7 +122,7 @@ def test_save_and_load_under_another_backend_give_the_same_log_likelihood(tmp_pa
     result = run_python(["-c", code], backend=NEXT_BACKEND[keras.backend.backend()], timeout=300)
     loaded = json.loads(result.stdout.strip().splitlines()[-1])
     np.testing.assert_allclose(loaded["ll"], expected, rtol=1e-4)
-    assert loaded["config"]["likelihood"] == "logistic_mixture" and loaded["steps"] == 2.0
+    assert loaded["config"] == json.loads(json.dumps(model.get_config())) and loaded["steps"] == 2.0
 
 
 def test_log_likelihood_does_not_depend_on_chunking_and_beats_the_elbo():
