@@ -4,14 +4,14 @@ The package is grouped by job; a module's folder says what it does and what it n
 
 * ``keras_vae.core`` - NumPy, Pillow and the standard library only: the export
   contract, the likelihood estimator, anomaly scores, atomic files, images.
-* ``keras_vae.models`` - the VAE family (``keras_vae.VAE``), on Keras.
+* ``keras_vae.models`` - the VAE family (``keras_vae.VAE``, ``keras_vae.HierarchicalVAE``), on Keras.
 * ``keras_vae.data``, ``keras_vae.training``, ``keras_vae.evaluation``,
   ``keras_vae.export`` - datasets, training runs, measuring, ONNX export.
 * ``keras_vae.serving`` - onnxruntime and the web stack; never Keras.
 * ``keras_vae.commands`` - the ``keras-vae`` command line.
 
 ``import keras_vae`` loads no Keras, so a serving-only install can import the package;
-``keras_vae.VAE`` imports Keras on first use (PEP 562). The model classes are
+``keras_vae.VAE`` and ``keras_vae.HierarchicalVAE`` import Keras on first use (PEP 562). The model classes are
 registered with Keras as soon as Keras is imported, before or after this package,
 so Keras' own idiom loads a saved model::
 
@@ -26,22 +26,23 @@ import sys
 
 __version__ = "0.1.0"
 
-__all__ = ["VAE", "__version__"]
+__all__ = ["VAE", "HierarchicalVAE", "__version__"]
+
+#: The model classes exported here, and the modules that define them.
+_MODELS = {"VAE": "keras_vae.models.vae", "HierarchicalVAE": "keras_vae.models.hierarchical"}
 
 #: The module whose import registers every model class of the family with Keras.
 _MODELS_MODULE = "keras_vae.models.vae"
 
 
 def __getattr__(name: str):
-    if name == "VAE":
-        from keras_vae.models.vae import VAE
-
-        return VAE
+    if name in _MODELS:
+        return getattr(importlib.import_module(_MODELS[name]), name)
     raise AttributeError(f"module 'keras_vae' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | {"VAE"})
+    return sorted(set(globals()) | set(_MODELS))
 
 
 def _register_models() -> None:

@@ -29,7 +29,8 @@ from keras_vae.core.contract import MixturePrior
 __all__ = ["log_likelihood", "importance_log_weights", "onnx_log_likelihood", "onnx_log_px_given_z",
            "is_likelihood", "log_mean_exp",
            "prior_log_prob", "bernoulli_log_prob", "gaussian_log_prob",
-           "discretized_logistic_log_prob", "PROBABILITY_FLOOR"]
+           "discretized_logistic_log_prob", "discretized_logistic_mixture_log_prob",
+           "gaussian_kl", "noise_log_likelihood", "PROBABILITY_FLOOR"]
 
 LOG_2PI = math.log(2.0 * math.pi)
 #: Bernoulli probabilities from a decoder's float32 output are clipped to
@@ -119,6 +120,100 @@ def discretized_logistic_log_prob(x: np.ndarray, mean: np.ndarray, log_scale) ->
                         np.where(x > 1.0 - half_bin, log_sf_lower, log_inner))
     return np.sum(log_prob, axis=(-3, -2, -1))
 
+
+
+def _discretized_logistic_log_prob_per_pixel(x, mean, log_scale):
+    """log P(x) per element (no sum) of the discretized logistic; see `discretized_logistic_log_prob`."""
+    levels = 255.0
+    half_bin = 0.5 / levels
+    upper = (x - mean + half_bin) * np.exp(-log_scale)
+    lower = (x - mean - half_bin) * np.exp(-log_scale)
+    log_cdf_upper, log_cdf_lower = -np.logaddexp(0.0, -upper), -np.logaddexp(0.0, -lower)
+    log_sf_upper, log_sf_lower = -np.logaddexp(0.0, upper), -np.logaddexp(0.0, lower)
+    with np.errstate(divide="ignore"):
+        below = log_cdf_upper + np.log(-np.expm1(np.minimum(log_cdf_lower - log_cdf_upper, 0.0)))
+        above = log_sf_lower + np.log(-np.expm1(np.minimum(log_sf_upper - log_sf_lower, 0.0)))
+    log_inner = np.where(x - mean > 0.0, above, below)
+    return np.where(x < half_bin, log_cdf_upper, np.where(x > 1.0 - half_bin, log_sf_lower, log_inner))
+
+
+def discretized_logistic_mixture_log_prob(x: np.ndarray, logits: np.ndarray, means: np.ndarray,
+                                          log_scales: np.ndarray, coefficients: np.ndarray
+                                          ) -> np.ndarray:
+    """Σ over (H, W) of log P(pixel) under the channel-coupled mixture of discretized logistics.
+
+    The NumPy twin of `keras_vae.distributions.discretized_logistic_mixture_log_prob`:
+    P(x) = Σ_k softmax(logits)_k Π_c P_k(x_c | x_<c), channel c of component k a discretized
+    logistic (256 levels on [0, 1]) of scale exp(log_scales[k, c]) and location
+    means[k, c] + Σ_{j<c} tanh(α_kcj)·x_j, α ordered (1,0), (2,0), (2,1), ….
+
+    Args:
+        x: (..., H, W, C) pixels in [0, 1]; logits (..., H, W, M); means and log_scales
+            (..., H, W, M, C); coefficients (..., H, W, M, C(C−1)/2).
+
+    Returns:
+        (...) float64.
+    """
+    x = np.round(np.asarray(x, np.float64) * 255.0) / 255.0
+    logits, means, log_scales, coefficients = (
+        np.asarray(a, np.float64) for a in (logits, means, log_scales, coefficients))
+    channels = means.shape[-1]
+    locations, index = [], 0
+    for c in range(channels):
+        location = means[..., c]
+        for j in range(c):
+            location = location + np.tanh(coefficients[..., index]) * x[..., None, j]
+            index += 1
+        locations.append(location)
+    per_channel = _discretized_logistic_log_prob_per_pixel(
+        x[..., None, :], np.stack(locations, axis=-1), log_scales)  # (..., H, W, M, C)
+    log_weights = logits - _logsumexp(logits, axis=-1)[..., None]
+    log_pixels = _logsumexp(per_channel.sum(-1) + log_weights, axis=-1)  # (..., H, W)
+    return np.sum(log_pixels, axis=(-2, -1))
+
+
+def gaussian_kl(mean_q, log_var_q, mean_p, log_var_p) -> np.ndarray:
+    """KL(N(μ_q, σ_q²) ‖ N(μ_p, σ_p²)) per element, float64; twin of `keras_vae.distributions.gaussian_kl`."""
+    mean_q, log_var_q, mean_p, log_var_p = (
+        np.asarray(a, np.float64) for a in (mean_q, log_var_q, mean_p, log_var_p))
+    return 0.5 * (log_var_p - log_var_q
+                  + (np.exp(log_var_q) + np.square(mean_q - mean_p)) * np.exp(-log_var_p) - 1.0)
+
+
+def noise_log_likelihood(x: np.ndarray, log_weights: Callable[[np.ndarray, np.ndarray], np.ndarray],
+                         noise_size: int, num_samples: int = 1000, batch_size: int = 100,
+                         samples_per_chunk: int | None = None, seed: int | None = 0) -> np.ndarray:
+    """Importance-sampled log p(x) per image, in nats, for a model that draws its latents from noise.
+
+    A hierarchical VAE draws z of every group from q(z_l | x, z_<l) in turn, so the
+    caller maps the standard normal noise ε to log weights itself:
+    ``log_weights(x_batch (B, H, W, C), ε float32 (k, B, noise_size))`` returns
+    log p(x, z) − log q(z|x), (k, B). Here: the noise, the chunking and the
+    log-mean-exp over K = num_samples. Image i draws its K rows of ε, in order,
+    from ``numpy.random.default_rng([seed, i])`` (as `log_likelihood`), so its
+    estimate does not depend on ``batch_size`` or ``samples_per_chunk``.
+
+    Returns:
+        (N,) float64.
+    """
+    if num_samples < 1 or batch_size < 1:
+        raise ValueError(f"num_samples and batch_size must be >= 1; got {num_samples}, {batch_size}")
+    if samples_per_chunk is None:
+        samples_per_chunk = max(1, min(num_samples, 20_000 // batch_size))
+    if seed is None:
+        seed = int(np.random.SeedSequence().entropy)
+    results = []
+    for start in range(0, len(x), batch_size):
+        x_batch = x[start : start + batch_size]
+        streams = [np.random.default_rng([seed, start + i]) for i in range(len(x_batch))]
+        chunks = []
+        for done in range(0, num_samples, samples_per_chunk):
+            k = min(samples_per_chunk, num_samples - done)
+            epsilon = np.stack([s.standard_normal((k, noise_size), dtype=np.float32) for s in streams],
+                               axis=1)  # (k, B, noise_size)
+            chunks.append(np.asarray(log_weights(x_batch, epsilon), np.float64))
+        results.append(log_mean_exp(np.concatenate(chunks), axis=0))
+    return np.concatenate(results) if results else np.zeros((0,), np.float64)
 
 def log_likelihood(x: np.ndarray, encode: Encode, log_px_given_z: LogPxGivenZ,
                    prior: MixturePrior | None = None, num_samples: int = 1000,

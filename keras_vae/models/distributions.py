@@ -160,3 +160,89 @@ def discretized_logistic_log_prob(x, mean, log_scale, event_axes=1):
     log_prob = ops.where(x < half_bin, log_cdf_upper,
                          ops.where(x > 1.0 - half_bin, log_sf_lower, log_inner))
     return sum_over_trailing_axes(log_prob, event_axes)
+
+
+def gaussian_kl(mean_q, log_var_q, mean_p, log_var_p):
+    """KL(N(μ_q, diag σ_q²) ‖ N(μ_p, diag σ_p²)) in closed form, per element (no sum).
+
+    KL = ½ (log σ_p² − log σ_q² + (σ_q² + (μ_q − μ_p)²) / σ_p² − 1).
+
+    Args:
+        mean_q, log_var_q, mean_p, log_var_p: broadcastable tensors.
+
+    Returns:
+        The elementwise KL in nats; sum it over a group's latent axes.
+    """
+    return 0.5 * (log_var_p - log_var_q
+                  + (ops.exp(log_var_q) + ops.square(mean_q - mean_p)) * ops.exp(-log_var_p) - 1.0)
+
+
+def coupled_channel_means(x, means, coefficients):
+    """Channel-coupled locations of a logistic mixture (PixelCNN++): μ_c = m_c + Σ_{j<c} tanh(α_cj)·x_j.
+
+    Args:
+        x: pixels (..., C) on the [0, 1] scale (the channels j < c of the same pixel).
+        means: m, (..., M, C).
+        coefficients: raw α, (..., M, C(C−1)/2), ordered (1,0), (2,0), (2,1), (3,0), ….
+
+    Returns:
+        (..., M, C) locations.
+    """
+    channels = means.shape[-1]
+    coupled, index = [], 0
+    for c in range(channels):
+        mean = means[..., c]
+        for j in range(c):
+            mean = mean + ops.tanh(coefficients[..., index]) * x[..., None, j]
+            index += 1
+        coupled.append(mean)
+    return ops.stack(coupled, axis=-1)
+
+
+def discretized_logistic_mixture_log_prob(x, logits, means, log_scales, coefficients, event_axes=2):
+    """log P(x) of 8-bit pixels under a mixture of discretized logistics with coupled channels.
+
+    The output distribution of PixelCNN++ (Salimans et al. 2017) that VDVAE uses, on the
+    [0, 1] pixel scale: each pixel (C channels) picks component k with probability
+    softmax(logits)_k; given k, channel c is a discretized logistic (256 levels, as
+    `discretized_logistic_log_prob`) of scale exp(log_scales[k, c]) and location
+    μ_kc = means[k, c] + Σ_{j<c} tanh(α_kcj)·x_j, which depends on the pixel's earlier channels:
+
+        P(x) = Σ_k π_k Π_c P_k(x_c | x_<c).
+
+    Args:
+        x: pixels in [0, 1], (..., H, W, C) (rounded to the nearest of the 256 levels).
+        logits: (..., H, W, M) unnormalized log mixture weights.
+        means, log_scales: (..., H, W, M, C).
+        coefficients: (..., H, W, M, C(C−1)/2) raw coupling coefficients (tanh is applied here).
+        event_axes: how many trailing axes of the per-pixel result (…, H, W) form one event.
+
+    Returns:
+        (...) log-probability in nats.
+    """
+    levels = PIXEL_LEVELS - 1
+    x = ops.round(x * levels) / levels
+    locations = coupled_channel_means(x, means, coefficients)  # (..., H, W, M, C)
+    per_channel = discretized_logistic_log_prob(x[..., None, :], locations, log_scales, event_axes=0)
+    log_components = ops.sum(per_channel, axis=-1) + ops.log_softmax(logits, axis=-1)  # (..., H, W, M)
+    return sum_over_trailing_axes(ops.logsumexp(log_components, axis=-1), event_axes)
+
+
+def logistic_mixture_mean(logits, means, coefficients):
+    """The mean pixel of the coupled logistic mixture, clipped to [0, 1]: (..., H, W, C).
+
+    Within component k, E[x_c] = m_kc + Σ_{j<c} tanh(α_kcj)·E[x_j] (the logistic's mean is its
+    location; the discretization and the edges of [0, 1] are ignored); the components are
+    then averaged with weights softmax(logits).
+    """
+    channels = means.shape[-1]
+    expected, index = [], 0
+    for c in range(channels):
+        mean = means[..., c]
+        for j in range(c):
+            mean = mean + ops.tanh(coefficients[..., index]) * expected[j]
+            index += 1
+        expected.append(mean)
+    per_component = ops.stack(expected, axis=-1)  # (..., M, C)
+    weights = ops.softmax(logits, axis=-1)[..., None]
+    return ops.clip(ops.sum(weights * per_component, axis=-2), 0.0, 1.0)

@@ -535,3 +535,8 @@ def _tensor_or_none(values):
 
 def _is_array(x):
     return isinstance(x, np.ndarray) or (hasattr(x, "shape") and hasattr(x, "dtype"))
+
+
+# The family registers with Keras together: importing one model module (as `import keras_vae`
+# does once Keras is imported) makes every model class loadable by keras.models.load_model.
+from keras_vae.models import hierarchical  # noqa: E402, F401

@@ -152,3 +152,142 @@ def test_discretized_logistic_rounds_to_the_nearest_level_and_sums_over_pixels()
         *tensors(x, mean, np.full_like(x, np.log(scale))), event_axes=3))
     expected = np.log(scipy_discretized_logistic(levels, mean, scale)).sum(axis=(1, 2, 3))
     np.testing.assert_allclose(log_p, expected, rtol=1e-4)
+
+
+# === The hierarchical VAE's math: KL between two Gaussians, the z-dependent and mixture logistics ===
+
+
+def test_gaussian_kl_matches_numeric_integrals_and_its_numpy_twin():
+    from keras_vae.core.likelihood import gaussian_kl as numpy_kl
+
+    for mean_q, log_var_q, mean_p, log_var_p in [(0.0, 0.0, 0.0, 0.0), (1.5, -1.0, -0.5, 0.6),
+                                                 (-0.7, 0.8, 0.3, -1.2)]:
+        q = scipy.stats.norm(mean_q, np.exp(0.5 * log_var_q))
+        p = scipy.stats.norm(mean_p, np.exp(0.5 * log_var_p))
+        integral, _ = scipy.integrate.quad(lambda z: q.pdf(z) * (q.logpdf(z) - p.logpdf(z)), -40, 40)
+        got = to_numpy(dist.gaussian_kl(*tensors([mean_q], [log_var_q], [mean_p], [log_var_p])))
+        np.testing.assert_allclose(got, [integral], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(numpy_kl(mean_q, log_var_q, mean_p, log_var_p), integral, rtol=1e-9,
+                                   atol=1e-12)
+    # Against a standard normal it is the existing closed form, elementwise.
+    mean, log_var = RNG.normal(size=(3, 4)), RNG.normal(size=(3, 4))
+    np.testing.assert_allclose(
+        to_numpy(dist.gaussian_kl(*tensors(mean, log_var, np.zeros((3, 4)), np.zeros((3, 4))))).sum(-1),
+        to_numpy(dist.gaussian_kl_to_standard_normal(*tensors(mean, log_var))), rtol=1e-5)
+
+
+def test_discretized_logistic_with_a_scale_per_pixel_matches_scipy():
+    # The hierarchical VAE's decoder gives every pixel its own location and log-scale.
+    rng = np.random.default_rng(1)
+    levels = rng.integers(0, 256, size=(2, 3, 3, 2))
+    mean = rng.uniform(0, 1, levels.shape)
+    scale = np.exp(rng.uniform(-5, -1, levels.shape))
+    x, mean32, log_scale32 = (levels / 255.0).astype("float32"), mean.astype("float32"), \
+        np.log(scale).astype("float32")
+    got = to_numpy(dist.discretized_logistic_log_prob(*tensors(x, mean32, log_scale32), event_axes=3))
+    expected = np.log(scipy_discretized_logistic(levels, mean32.astype("float64"),
+                                                 np.exp(log_scale32.astype("float64")))).sum((1, 2, 3))
+    np.testing.assert_allclose(got, expected, rtol=1e-4)
+
+
+def scipy_coupled_mixture(x_levels, logits, means, scales, coefficients):
+    """P(pixel) under the coupled mixture from scipy's logistic CDF: levels (..., C) ints -> (...)."""
+    x_levels = np.asarray(x_levels)
+    channels = x_levels.shape[-1]
+    x = x_levels / 255.0
+    weights = scipy.special.softmax(logits)
+    total = 0.0
+    for k in range(len(weights)):
+        probability, index = weights[k], 0
+        for c in range(channels):
+            location = means[k, c] + np.zeros(x.shape[:-1])
+            for j in range(c):
+                location = location + np.tanh(coefficients[k, index]) * x[..., j]
+                index += 1
+            probability = probability * scipy_discretized_logistic(x_levels[..., c], location, scales[k, c])
+        total = total + probability
+    return total
+
+
+def mixture_parameters(rng, components, channels, shape=()):
+    logits = rng.normal(size=shape + (components,))
+    means = rng.uniform(0.1, 0.9, shape + (components, channels))
+    log_scales = rng.uniform(-3.5, -2.0, shape + (components, channels))
+    coefficients = rng.normal(size=shape + (components, channels * (channels - 1) // 2))
+    return logits, means, log_scales, coefficients
+
+
+def test_each_channel_of_the_coupled_mixture_is_a_distribution_over_256_levels():
+    # Channel c's conditional P(x_c | x_<c) = P(x_≤c) / P(x_<c), where P(x_≤c) is the same
+    # mixture on the first c + 1 channels (the coefficients of channel c come after those of
+    # the channels before it). For any earlier levels, it sums to 1 over the 256 levels of
+    # x_c and matches the ratio computed with scipy's logistic CDF.
+    from keras_vae.core.likelihood import discretized_logistic_mixture_log_prob as numpy_log_prob
+
+    rng = np.random.default_rng(2)
+    logits, means, log_scales, coefficients = mixture_parameters(rng, 2, 3)
+
+    def log_prob(levels, channels, numpy=False):  # levels (N, channels) -> (N,) over the first channels
+        x = np.asarray(levels).reshape(-1, 1, 1, channels) / 255.0
+        params = [np.broadcast_to(p, (len(x), 1, 1) + p.shape) for p in
+                  (logits, means[:, :channels], log_scales[:, :channels],
+                   coefficients[:, : channels * (channels - 1) // 2])]
+        if numpy:
+            return numpy_log_prob(x, *params)
+        return to_numpy(dist.discretized_logistic_mixture_log_prob(*tensors(x, *params)))
+
+    def scipy_prob(levels):
+        channels = levels.shape[-1]
+        return scipy_coupled_mixture(levels, logits, means[:, :channels], np.exp(log_scales[:, :channels]),
+                                     coefficients[:, : channels * (channels - 1) // 2])
+
+    for earlier in [(0, 0), (40, 200), (255, 128)]:
+        for channel in range(3):
+            prefix = tuple(earlier[:channel])
+            levels = [prefix + (k,) for k in range(256)]
+            reference = scipy_prob(np.array(levels)) / (scipy_prob(np.array(prefix)) if prefix else 1.0)
+            assert reference.sum() == pytest.approx(1.0, abs=1e-9)
+            prefix_log_prob = {False: 0.0, True: 0.0}
+            if prefix:
+                prefix_log_prob = {numpy: log_prob([prefix], channel, numpy)[0] for numpy in (False, True)}
+            conditional64 = np.exp(log_prob(levels, channel + 1, True) - prefix_log_prob[True])
+            assert conditional64.sum() == pytest.approx(1.0, abs=1e-9)
+            np.testing.assert_allclose(conditional64, reference, rtol=1e-6, atol=1e-300)
+            conditional = np.exp(log_prob(levels, channel + 1) - prefix_log_prob[False])
+            assert conditional.sum() == pytest.approx(1.0, abs=1e-4)
+            likely = reference > 1e-6
+            np.testing.assert_allclose(np.log(conditional[likely]), np.log(reference[likely]),
+                                       rtol=1e-3, atol=2e-3)
+
+
+def test_the_coupled_mixture_sums_to_one_over_every_pair_of_levels():
+    # Two channels, three components: the 65,536 joint probabilities of a pixel sum to 1.
+    from keras_vae.core.likelihood import discretized_logistic_mixture_log_prob as numpy_log_prob
+
+    rng = np.random.default_rng(3)
+    params = mixture_parameters(rng, 3, 2)
+    grid = np.stack(np.meshgrid(np.arange(256), np.arange(256), indexing="ij"), -1).reshape(-1, 1, 1, 2)
+    broadcast = [np.broadcast_to(p, (len(grid), 1, 1) + p.shape) for p in params]
+    log_p64 = numpy_log_prob(grid / 255.0, *broadcast)
+    assert np.exp(log_p64).sum() == pytest.approx(1.0, abs=1e-9)
+    log_p = to_numpy(dist.discretized_logistic_mixture_log_prob(*tensors(grid / 255.0, *broadcast)))
+    assert np.exp(log_p).sum() == pytest.approx(1.0, abs=1e-4)
+    for index in rng.integers(0, len(grid), 5):
+        expected = scipy_coupled_mixture(grid[index, 0, 0], params[0], params[1],
+                                         np.exp(params[2]), params[3])
+        np.testing.assert_allclose(log_p64[index], np.log(expected), rtol=1e-6)
+
+
+def test_coupled_mixture_sums_over_pixels_and_its_mean_is_in_range():
+    rng = np.random.default_rng(4)
+    logits, means, log_scales, coefficients = mixture_parameters(rng, 2, 3, (2, 3, 3))
+    x = rng.integers(0, 256, (2, 3, 3, 3)) / 255.0
+    got = to_numpy(dist.discretized_logistic_mixture_log_prob(
+        *tensors(x, logits, means, log_scales, coefficients)))
+    expected = [sum(np.log(scipy_coupled_mixture(np.round(x[b, i, j] * 255).astype(int),
+                                                 logits[b, i, j], means[b, i, j],
+                                                 np.exp(log_scales[b, i, j]), coefficients[b, i, j]))
+                    for i in range(3) for j in range(3)) for b in range(2)]
+    np.testing.assert_allclose(got, expected, rtol=1e-4)
+    mean = to_numpy(dist.logistic_mixture_mean(*tensors(logits, means, coefficients)))
+    assert mean.shape == (2, 3, 3, 3) and mean.min() >= 0.0 and mean.max() <= 1.0

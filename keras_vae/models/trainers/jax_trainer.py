@@ -10,6 +10,8 @@ import jax
 import keras
 from keras import ops
 
+from keras_vae.models.trainers import gradient_guard
+
 
 class JaxTrainer:
     def stateless_compute_losses(self, trainable_variables, non_trainable_variables, x, training,
@@ -45,10 +47,26 @@ class JaxTrainer:
         (_, (losses, non_trainable_variables)), gradients = jax.value_and_grad(
             mean_loss, has_aux=True
         )(trainable_variables, non_trainable_variables)
-        trainable_variables, optimizer_variables = self.optimizer.stateless_apply(
-            optimizer_variables, gradients, trainable_variables
-        )
-        logs, metrics_variables = self.stateless_update_loss_trackers(metrics_variables, losses)
+        if gradient_guard.guard_settings(self) is None:
+            trainable_variables, optimizer_variables = self.optimizer.stateless_apply(
+                optimizer_variables, gradients, trainable_variables
+            )
+            logs, metrics_variables = self.stateless_update_loss_trackers(metrics_variables, losses)
+        else:
+            gradients, skip, _ = gradient_guard.guard(self, gradients)
+            new_trainable, new_optimizer = self.optimizer.stateless_apply(
+                optimizer_variables, gradients, trainable_variables
+            )
+            # A skipped step keeps the old weights and optimizer state.
+            keep = lambda old, new: jax.numpy.where(skip, old, new)  # noqa: E731
+            trainable_variables = jax.tree_util.tree_map(keep, trainable_variables, new_trainable)
+            optimizer_variables = jax.tree_util.tree_map(keep, optimizer_variables, new_optimizer)
+            index = next(i for i, v in enumerate(self.non_trainable_variables)
+                         if v is self.skipped_updates)
+            non_trainable_variables = list(non_trainable_variables)
+            non_trainable_variables[index] = non_trainable_variables[index] + ops.cast(skip, "float32")
+            logs, metrics_variables = self.stateless_update_loss_trackers(metrics_variables, losses)
+            logs["skipped_updates"] = non_trainable_variables[index]
         state = (trainable_variables, non_trainable_variables, optimizer_variables, metrics_variables)
         return logs, state
 

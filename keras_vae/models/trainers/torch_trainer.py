@@ -5,6 +5,8 @@ import torch
 import keras
 from keras import ops
 
+from keras_vae.models.trainers import gradient_guard
+
 
 class TorchTrainer:
     def train_step(self, data):
@@ -14,9 +16,19 @@ class TorchTrainer:
         ops.mean(losses["loss"]).backward()
         variables = self.trainable_weights
         gradients = [v.value.grad for v in variables]
+        if gradient_guard.guard_settings(self) is None:
+            with torch.no_grad():
+                self.optimizer.apply(gradients, variables)
+            return self.update_loss_trackers(losses)
         with torch.no_grad():
-            self.optimizer.apply(gradients, variables)
-        return self.update_loss_trackers(losses)
+            gradients, skip, _ = gradient_guard.guard(self, gradients)
+            if bool(skip):  # eager: a skipped step touches neither weights nor optimizer state
+                self.skipped_updates.assign_add(1.0)
+            else:
+                self.optimizer.apply(gradients, variables)
+        logs = self.update_loss_trackers(losses)
+        logs["skipped_updates"] = ops.convert_to_tensor(self.skipped_updates)
+        return logs
 
     def test_step(self, data):
         x, labels, _ = keras.utils.unpack_x_y_sample_weight(data)
