@@ -2,8 +2,8 @@
 
 Both sides import this module, so the contract is written once:
 
-* the tensor names of ``decoder.onnx`` (``z`` -> ``x_mean``) and ``encoder.onnx``
-  (``x`` -> ``z_mean``, ``z_log_var``);
+* the tensor names of ``decoder.onnx`` (``z`` -> ``x_mean``, and ``logits`` for a
+  Bernoulli decoder) and ``encoder.onnx`` (``x`` -> ``z_mean``, ``z_log_var``);
 * the metadata keys every exported graph carries, and how the learned prior is
   encoded in them (``encode_prior``, ``decode_prior``);
 * drawing z from the prior (``draw_latents``), which both
@@ -26,7 +26,7 @@ import numpy as np
 
 __all__ = [
     "DECODER_INPUT", "DECODER_OUTPUT", "ENCODER_INPUT", "ENCODER_OUTPUTS", "MAX_TEMPERATURE",
-    "MixturePrior", "check_temperature", "decode_prior", "draw_latents", "encode_prior",
+    "DECODER_LOGITS", "MixturePrior", "check_temperature", "decode_prior", "draw_latents", "encode_prior",
     "encode_decoder_log_var", "decode_decoder_log_var", "LABEL_INPUT", "CLASS_NAMES",
     "check_labels", "decode_class_names", "describe_classes",
 ]
@@ -34,6 +34,11 @@ __all__ = [
 # === Tensor names ===
 DECODER_INPUT = "z"  # float32 [batch, D]
 DECODER_OUTPUT = "x_mean"  # float32 [batch, H, W, C]: probabilities (Bernoulli) or means (Gaussian)
+# Bernoulli decoders only: a second output, the logits l whose sigmoid is x_mean, float32
+# [batch, H, W, C]. Scorers compute log p(x|z) from it (x·l − log(1 + e^l)), which is exact
+# where the float32 sigmoid saturates at 0 or 1 (|l| above ~17). Files exported before it
+# existed have only x_mean, and are scored from the probabilities.
+DECODER_LOGITS = "logits"
 ENCODER_INPUT = "x"  # float32 [batch, H, W, C]
 ENCODER_OUTPUTS = ("z_mean", "z_log_var")  # float32 [batch, D] each: q(z|x) = N(z_mean, exp(z_log_var))
 # Class-conditional exports only: the second input of both graphs, the class y of each row,

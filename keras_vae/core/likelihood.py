@@ -28,7 +28,7 @@ from keras_vae.core.contract import MixturePrior
 
 __all__ = ["log_likelihood", "importance_log_weights", "onnx_log_likelihood", "onnx_log_px_given_z",
            "is_likelihood", "log_mean_exp",
-           "prior_log_prob", "bernoulli_log_prob", "gaussian_log_prob",
+           "prior_log_prob", "bernoulli_log_prob", "bernoulli_log_prob_from_logits", "gaussian_log_prob",
            "discretized_logistic_log_prob", "PROBABILITY_FLOOR"]
 
 LOG_2PI = math.log(2.0 * math.pi)
@@ -84,6 +84,16 @@ def bernoulli_log_prob(x: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
     p = np.clip(np.asarray(probabilities, dtype=np.float64), PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR)
     x = np.asarray(x, dtype=np.float64)
     return np.sum(x * np.log(p) + (1.0 - x) * np.log1p(-p), axis=(-3, -2, -1))
+
+
+def bernoulli_log_prob_from_logits(x: np.ndarray, logits: np.ndarray) -> np.ndarray:
+    """Σ over (H, W, C) of log Bernoulli(x; sigmoid(l)) = x·l − log(1 + e^l): (..., H, W, C) -> (...).
+
+    The NumPy twin of `keras_vae.models.distributions.bernoulli_log_prob_from_logits`:
+    exact (no floor) for any logit, where `bernoulli_log_prob` of the float32 sigmoid is not.
+    """
+    logits, x = np.asarray(logits, np.float64), np.asarray(x, np.float64)
+    return np.sum(x * logits - np.logaddexp(0.0, logits), axis=(-3, -2, -1))
 
 
 def gaussian_log_prob(x: np.ndarray, mean: np.ndarray, log_var) -> np.ndarray:
@@ -211,11 +221,14 @@ def onnx_log_likelihood(encoder, decoder, x: np.ndarray, num_samples: int = 1000
 def onnx_log_px_given_z(decoder) -> LogPxGivenZ:
     """log p(x|z) of an exported decoder (a `keras_vae.serving.sampler.Sampler`), in nats.
 
-    Bernoulli probabilities are clipped to [PROBABILITY_FLOOR, 1 − PROBABILITY_FLOOR],
-    so saturated pixels cost at most −log(1e-7) ≈ 16 nats where Keras, working from
-    logits, has the exact value. Raises ValueError when the metadata cannot say
-    how to score (a Gaussian decoder without ``decoder_log_var``).
+    A Bernoulli decoder is scored from its ``logits`` output (`bernoulli_log_prob_from_logits`),
+    as Keras scores it. A file exported without that output is scored from its
+    probabilities, clipped to [PROBABILITY_FLOOR, 1 − PROBABILITY_FLOOR], so there a
+    saturated pixel costs at most −log(1e-7) ≈ 16 nats where the exact value may be more.
+    Raises ValueError when the metadata cannot say how to score (a Gaussian decoder
+    without ``decoder_log_var``).
     """
+    decode = decoder.decode
     if decoder.likelihood == "gaussian":
         log_var = contract.decode_decoder_log_var(decoder.metadata.get(contract.DECODER_LOG_VAR),
                                                   decoder.image_shape)
@@ -225,6 +238,8 @@ def onnx_log_px_given_z(decoder) -> LogPxGivenZ:
 
         def pixels_log_prob(x_batch, means):
             return gaussian_log_prob(x_batch, means, log_var)
+    elif decoder.likelihood == "bernoulli" and decoder.logits_name is not None:
+        pixels_log_prob, decode = bernoulli_log_prob_from_logits, decoder.decode_logits
     elif decoder.likelihood == "bernoulli":
         pixels_log_prob = bernoulli_log_prob
     elif decoder.likelihood == "discretized_logistic":
@@ -241,7 +256,7 @@ def onnx_log_px_given_z(decoder) -> LogPxGivenZ:
 
     def log_px_given_z(x_batch, z, y_batch=None):  # z (k, B, D), y (B,) -> (k, B)
         given = {} if y_batch is None else {"labels": np.tile(np.asarray(y_batch), z.shape[0])}
-        means = decoder.decode(z.reshape(-1, z.shape[-1]), batch_size=4096, **given)
+        means = decode(z.reshape(-1, z.shape[-1]), batch_size=4096, **given)
         return pixels_log_prob(x_batch, means.reshape(z.shape[:2] + means.shape[1:]))
 
     return log_px_given_z

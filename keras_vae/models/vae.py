@@ -459,12 +459,24 @@ class VAE(BackendTrainer, keras.Model):
 
         `labels`: a conditional model's classes, an int or (N,) ints in 0..num_classes-1.
         """
+        return ops.convert_to_numpy(self.decoder_output_to_mean(self._decoder_params(z, batch_size, labels)))
+
+    def decoder_logits(self, z, batch_size=256, labels=None):
+        """The logits of a Bernoulli decoder for z (N, D): (N, H, W, C) numpy, sigmoid of `decode`.
+
+        `labels`: a conditional model's classes, as `decode`.
+        """
+        if self.likelihood != "bernoulli":
+            raise ValueError(f"only a Bernoulli decoder has logits; this one is {self.likelihood}")
+        return ops.convert_to_numpy(self._decoder_params(z, batch_size, labels))
+
+    def _decoder_params(self, z, batch_size, labels):
+        """The decoder network's raw output for z (N, D) (logits, locations or means)."""
         z = np.asarray(z, dtype="float32")
         if z.ndim != 2 or z.shape[1] != self.latent_dim:
             raise ValueError(f"Expected z of shape (batch, {self.latent_dim}), got {z.shape}.")
         labels = conditioning.labels_for(self, labels, len(z))
-        params = self.decoder.predict(self.with_labels(z, labels), batch_size=batch_size, verbose=0)
-        return ops.convert_to_numpy(self.decoder_output_to_mean(params))
+        return self.decoder.predict(self.with_labels(z, labels), batch_size=batch_size, verbose=0)
 
     def sample_latents(self, n, seed=None, temperature=1.0):
         """n draws of z from the prior, spread scaled by T (0 ≤ T ≤ 10): (n, D) float32.

@@ -157,6 +157,7 @@ def explorer_config(sampler, *, encoder: bool, ort: bool, server: bool,
         "class_names": None if sampler.class_names is None else list(sampler.class_names),
         "tensors": {"decoder_input": contract.DECODER_INPUT, "label_input": contract.LABEL_INPUT,
                     "decoder_output": contract.DECODER_OUTPUT,
+                    "decoder_logits": contract.DECODER_LOGITS,
                     "encoder_input": contract.ENCODER_INPUT,
                     "encoder_outputs": list(contract.ENCODER_OUTPUTS)},
         "model": {key: metadata[key] for key in (

@@ -7,7 +7,7 @@
 // decision: anomalous when the image's score is above the threshold, at the threshold's K.
 
 import { isLikelihood, logLikelihood } from './likelihood.js';
-import { decodeFlat, labelFields, nestImages, postJSON } from './models.js';
+import { labelFields, nestImages, postJSON, scoringDecoder } from './models.js';
 
 /**
  * @typedef {object} Score
@@ -42,7 +42,7 @@ export async function scoreImage(state, x, zMean, zLogVar) {
              anomalous: reply.anomalous ? reply.anomalous[0] : null };
   }
   const logPx = await logLikelihood({
-    x, zMean, zLogVar, config, decode: (z, n) => decodeFlat(state, z, n),
+    x, zMean, zLogVar, config, ...scoringDecoder(state),
     numSamples: config.score_samples, seed: config.score_seed, index: 0 });
   const threshold = config.anomaly_threshold;
   return { by: 'browser', measure, value: -logPx, log_px: logPx, num_samples: config.score_samples,
