@@ -400,7 +400,7 @@ def test_exported_decoder_samples_from_the_mixture_prior_like_keras(tmp_path, ga
 def test_exported_gaussian_files_score_like_keras(tmp_path, digits, decoder_std):
     from keras_vae.export.onnx import export_decoder
     from keras_vae.export.onnx import export_encoder
-    from keras_vae.core.likelihood import onnx_log_likelihood
+    from keras_vae.serving.likelihood import onnx_log_likelihood
     from keras_vae.serving.encoder import Encoder
     from keras_vae.serving.sampler import Sampler
 
@@ -420,7 +420,7 @@ def test_exported_bernoulli_files_score_confidently_wrong_pixels_like_keras(tmp_
     """Logits beyond ±17 saturate the float32 sigmoid: scored from x_mean, a wrong pixel costs
     at most −log(1e-7) ≈ 16 nats, where Keras, from the logits, has their full cost. The
     export's logits output gives onnxruntime Keras's numbers."""
-    from keras_vae.core.likelihood import onnx_log_likelihood
+    from keras_vae.serving.likelihood import onnx_log_likelihood
     from keras_vae.export.onnx import export_decoder, export_encoder
     from keras_vae.serving.encoder import Encoder
     from keras_vae.serving.sampler import Sampler

@@ -29,7 +29,8 @@ from helpers.headless_chromium import (
 from helpers.onnx_fixtures import make_decoder_onnx, make_encoder_onnx, reference_decode, reference_encode
 
 from keras_vae.core import contract
-from keras_vae.core.likelihood import PROBABILITY_FLOOR, onnx_log_likelihood
+from keras_vae.core.likelihood import PROBABILITY_FLOOR
+from keras_vae.serving.likelihood import onnx_log_likelihood
 from keras_vae.serving import explorer
 from keras_vae.serving.encoder import Encoder
 from keras_vae.serving.sampler import Sampler
