@@ -17,8 +17,8 @@ from functools import lru_cache
 import numpy as np
 
 from keras_vae.core import contract
-from keras_vae.core.anomaly import (AnomalyThreshold, ImageScores, check_num_samples, decode_threshold,
-                                    encode_threshold, score_images)
+from keras_vae.core.anomaly import (SAMPLED_SCORES, AnomalyThreshold, ImageScores, check_num_samples,
+                                    decode_threshold, encode_threshold, score_images)
 from keras_vae.core.files import write_bytes_atomic
 from keras_vae.serving.encoder import Encoder
 from keras_vae.serving.likelihood import onnx_log_px_given_z
@@ -26,7 +26,7 @@ from keras_vae.serving.onnx_metadata import set_metadata_entry
 from keras_vae.serving.sampler import Sampler
 
 __all__ = ["onnx_scores", "served_threshold", "write_threshold", "resolve_score_request",
-           "threshold_summary", "DEFAULT_SCORE_SAMPLES"]
+           "check_threshold_servable", "threshold_summary", "DEFAULT_SCORE_SAMPLES"]
 
 
 def onnx_scores(encoder: Encoder, decoder: Sampler, x: np.ndarray, num_samples: int = 100,
@@ -100,6 +100,27 @@ def resolve_score_request(decoder: Sampler, num_samples: int | None,
         raise ValueError(f"{why}num_samples = {num_samples} is more than this server allows "
                          f"({max_score_samples}; keras-vae serve --max-score-samples)")
     return threshold, num_samples
+
+
+def check_threshold_servable(decoder: Sampler, max_score_samples: int) -> None:
+    """Raise ValueError, naming both numbers, when the decoder's anomaly threshold holds only at
+    a K above ``max_score_samples``: every ``/v1/score`` request would then be refused.
+
+    A malformed threshold passes here (``/v1/score`` reports it, as ``/v1/model`` does).
+    """
+    try:
+        threshold = served_threshold(decoder)
+    except ValueError:
+        return
+    if threshold is None or threshold.score not in SAMPLED_SCORES or not threshold.num_samples:
+        return
+    if threshold.num_samples > max_score_samples:
+        raise ValueError(
+            f"the anomaly threshold in {decoder.model_path.name} was set with K = "
+            f"{threshold.num_samples} importance samples, more than --max-score-samples "
+            f"{max_score_samples} allows, so every /v1/score request would be refused; serve with "
+            f"--max-score-samples {threshold.num_samples} or more, or set the threshold again "
+            f"with --num-samples {max_score_samples} or fewer")
 
 
 def threshold_summary(decoder: Sampler) -> dict | None:

@@ -158,7 +158,7 @@ def test_write_threshold_replaces_one_metadata_entry_and_keeps_the_rest(tmp_path
     assert not_onnx.read_bytes() == b"\xff\xff\xff"
 
 
-def test_v1_score_decides_with_the_threshold_and_refuses_another_k(tmp_path):
+def test_v1_score_decides_with_the_threshold_and_refuses_another_k(tmp_path, capsys):
     from fastapi.testclient import TestClient
 
     from keras_vae.serving.app import create_app
@@ -185,10 +185,20 @@ def test_v1_score_decides_with_the_threshold_and_refuses_another_k(tmp_path):
         # the schema pins num_samples to the threshold's K, so the 422 names it
         assert r.status_code == 422 and "num_samples" in r.json()["error"] and "30" in r.json()["error"]
         assert client.get("/v1/model").json()["encoder"]["anomaly_threshold"]["num_samples"] == 30
+    # a threshold set at K = 100 where the server allows 40: it refuses to start, naming both
     write_threshold(decoder, AnomalyThreshold("log_px", 1.0, 100, 0.1, 0.1, "x", 10))
-    with TestClient(create_app(str(decoder), encoder=str(encoder), max_score_samples=40)) as client:
-        r = client.post("/v1/score", json={"images": BINARY.tolist()})
-        assert r.status_code == 422 and "100" in r.json()["error"], r.text
+    with pytest.raises(ValueError, match=r"K = 100 .*--max-score-samples 40 allows"):
+        create_app(str(decoder), encoder=str(encoder), max_score_samples=40)
+    from keras_vae.serving.server import main
+
+    assert main([str(decoder), "--encoder", str(encoder), "--max-score-samples", "40"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("keras-vae serve: error: ") and err.count("\n") == 1, err
+    assert "K = 100" in err and "--max-score-samples 40" in err
+    create_app(str(decoder), max_score_samples=40)  # without an encoder nothing is scored: it serves
+    with TestClient(create_app(str(decoder), encoder=str(encoder), max_score_samples=100)) as client:
+        r = client.post("/v1/score", json={"images": BINARY[:2].tolist()})
+        assert r.status_code == 200 and r.json()["num_samples"] == 100, r.text
 
 
 # ------------------------------------------------------------------ keras-vae score
