@@ -500,6 +500,31 @@ class VAE(BackendTrainer, keras.Model):
         z_mean, _ = self.encode(x, labels=labels)
         return self.decode(z_mean, labels=labels)
 
+    def numpy_functions(self):
+        """The model as the NumPy functions that `keras_vae.core.likelihood` and
+        `keras_vae.core.anomaly.score_images` take: (encode, log_px_given_z, decode_mean).
+
+        encode: x (B, H, W, C) -> (z_mean, z_log_var), each (B, D); log_px_given_z:
+        (x (B, H, W, C), z (K, B, D)) -> log p(x|z) (K, B); decode_mean: z (B, D) -> pixel
+        means (B, H, W, C). A conditional model's functions take the batch's labels (B,) last.
+        """
+        def encode(x_batch, y_batch=None):
+            z_mean, z_log_var = self.encoder(
+                self.with_labels(ops.convert_to_tensor(x_batch), _tensor_or_none(y_batch)), training=False)
+            return ops.convert_to_numpy(z_mean), ops.convert_to_numpy(z_log_var)
+
+        def log_px_given_z(x_batch, z, y_batch=None):
+            log_px = self.log_px_given_z(ops.convert_to_tensor(x_batch), ops.convert_to_tensor(z),
+                                         labels=_tensor_or_none(y_batch))
+            return ops.convert_to_numpy(log_px)
+
+        def decode_mean(z, y_batch=None):
+            params = self.decoder(self.with_labels(ops.convert_to_tensor(z), _tensor_or_none(y_batch)),
+                                  training=False)
+            return ops.convert_to_numpy(self.decoder_output_to_mean(params))
+
+        return encode, log_px_given_z, decode_mean
+
     def log_likelihood(self, x, y=None, num_samples=1000, batch_size=100, samples_per_chunk=None,
                        seed=0, verbose=False):
         """Importance-sampled estimate of log p(x), per example, in nats (log p(x|y) given labels y).
@@ -518,17 +543,7 @@ class VAE(BackendTrainer, keras.Model):
         x = self.check_images(x)
         y = conditioning.labels_for(self, y, len(x))
         progress = keras.utils.Progbar(len(x), unit_name="image") if verbose else None
-
-        def encode(x_batch, y_batch=None):
-            z_mean, z_log_var = self.encoder(
-                self.with_labels(ops.convert_to_tensor(x_batch), _tensor_or_none(y_batch)), training=False)
-            return ops.convert_to_numpy(z_mean), ops.convert_to_numpy(z_log_var)
-
-        def log_px_given_z(x_batch, z, y_batch=None):
-            log_px = self.log_px_given_z(ops.convert_to_tensor(x_batch), ops.convert_to_tensor(z),
-                                         labels=_tensor_or_none(y_batch))
-            return ops.convert_to_numpy(log_px)
-
+        encode, log_px_given_z, _ = self.numpy_functions()
         return likelihood.log_likelihood(
             x, encode, log_px_given_z, self.prior_parameters(), num_samples=num_samples,
             batch_size=batch_size, samples_per_chunk=samples_per_chunk, seed=seed,

@@ -333,6 +333,70 @@ def test_export_stores_a_threshold_set_on_the_test_split(keras_and_onnx, tmp_pat
     assert threshold.achieved_fpr == 0.25
 
 
+LABELS = np.arange(len(BINARY)) % 3
+
+
+@pytest.fixture(scope="module")
+def conditional_keras_and_onnx(tmp_path_factory):
+    """An untrained class-conditional VAE (3 classes) saved as .keras and exported to ONNX."""
+    keras = pytest.importorskip("keras")
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("ONNX export runs under the TensorFlow backend")
+    import keras_vae
+    from keras_vae.export.onnx import export_decoder, export_encoder
+
+    root = tmp_path_factory.mktemp("conditional")
+    vae = keras_vae.VAE(input_shape=(8, 8, 1), latent_dim=4, hidden_units=(32,), num_classes=3, seed=0)
+    vae([BINARY[:2], LABELS[:2]])
+    vae.save(str(root / "model.keras"))
+    export_decoder(vae, str(root / "decoder.onnx"))
+    export_encoder(vae, str(root / "encoder.onnx"))
+    return root, vae
+
+
+def test_a_conditional_model_scores_and_sets_thresholds_with_the_datasets_labels(
+        conditional_keras_and_onnx, tmp_path, capsys):
+    from keras_vae.commands.export import main as export
+    from keras_vae.commands.score import main as score
+    from keras_vae.serving.sampler import Sampler
+
+    root, vae = conditional_keras_and_onnx
+    data = str(tmp_path / "x.npz")
+    np.savez(data, x_test=BINARY, y_test=LABELS)
+    rows = {}
+    for name, model in (("keras", "model.keras"), ("onnx", "decoder.onnx")):
+        score([str(root / model), "--dataset", data, "--num-samples", "40", "--seed", "9",
+               "--out", str(tmp_path / f"{name}.csv"), "--quiet"])
+        rows[name] = np.array([float(r["log_px"]) for r in _read_csv(tmp_path / f"{name}.csv")])
+    # log p(x|y), each image under its own label: VAE.log_likelihood on the same noise
+    expected = vae.log_likelihood(BINARY, LABELS, num_samples=40, seed=9)
+    np.testing.assert_allclose(rows["keras"], expected, atol=1e-3, rtol=0)
+    np.testing.assert_allclose(rows["onnx"], expected, atol=1e-3, rtol=0)
+    other = vae.log_likelihood(BINARY, (LABELS + 1) % 3, num_samples=40, seed=9)
+    assert np.abs(other - expected).max() > 1e-2  # the labels matter
+    # export --anomaly-fpr sets the threshold on -log p(x|y) of the labelled test split (seed 0)
+    export([str(root / "model.keras"), "--out", str(tmp_path / "decoder.onnx"),
+            "--anomaly-percentile", "75", "--anomaly-samples", "40", "--dataset", data])
+    threshold = decode_threshold(Sampler(tmp_path / "decoder.onnx").metadata[contract.ANOMALY_THRESHOLD])
+    nll = -vae.log_likelihood(BINARY, LABELS, num_samples=40, seed=0)
+    assert threshold.value == pytest.approx(calibrate_threshold(nll, 0.25), abs=1e-6)
+    # images without labels: a clear refusal, from both commands
+    unlabelled = str(tmp_path / "unlabelled.npz")
+    np.savez(unlabelled, x_test=BINARY)
+    for model in ("model.keras", "decoder.onnx"):
+        with pytest.raises(SystemExit) as exit_info:
+            score([str(root / model), "--dataset", unlabelled, "--out", str(tmp_path / "s.csv"),
+                   "--quiet"])
+        message = str(exit_info.value.code)
+        assert message.startswith("keras-vae score: error: this model is class-conditional")
+        assert f"{unlabelled} test has none" in message and "\n" not in message
+    with pytest.raises(SystemExit) as exit_info:
+        export([str(root / "model.keras"), "--out", str(tmp_path / "d2.onnx"),
+                "--anomaly-fpr", "0.1", "--dataset", unlabelled])
+    assert "class-conditional" in str(exit_info.value.code) and "has none" in str(exit_info.value.code)
+    assert not (tmp_path / "d2.onnx").exists()
+
+
 @pytest.mark.slow
 def test_anomaly_benchmark_resumes_and_tables_every_score(tmp_path):
     from helpers.processes import markdown_tables, run_python
