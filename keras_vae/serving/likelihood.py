@@ -50,9 +50,9 @@ def onnx_log_px_given_z(decoder: Sampler) -> LogPxGivenZ:
         spread = contract.decoder_spread(decoder.metadata, decoder.likelihood, decoder.image_shape)
         if spread is None:
             key = contract.DECODER_SPREAD_KEYS[decoder.likelihood]
-            raise ValueError(f"the decoder's metadata has no {key}, so its "
-                             f"{decoder.likelihood.replace('_', ' ')} likelihood cannot be scored; "
-                             "export it again")
+            name = {"gaussian": "Gaussian"}.get(decoder.likelihood, decoder.likelihood.replace("_", " "))
+            raise ValueError(f"the decoder's metadata has no {key}, so its {name} likelihood "
+                             "cannot be scored; export it again")
         density = (gaussian_log_prob if decoder.likelihood == "gaussian"
                    else discretized_logistic_log_prob)
 
