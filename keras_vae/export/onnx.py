@@ -46,7 +46,8 @@ def export_decoder(vae, path, opset=DEFAULT_OPSET, metadata=None, tolerance=PARI
 
     Checks, before the file appears: `onnx.checker.check_model(full_check=True)`,
     then onnxruntime against the Keras decoder on the same random z for batch
-    sizes 1, 7 and 64 (max absolute difference ≤ tolerance).
+    sizes 1, 7 and 64 (max absolute difference ≤ tolerance; for the logits, relative
+    to their size where it is above 1).
 
     Returns:
         A summary dict: path, bytes, opset, input/output shapes, parity per
@@ -231,7 +232,8 @@ def _name_outputs(onnx_model, output_names):
 
 
 def _check_parity(model_bytes, random_inputs, reference, output_names, tolerance):
-    """Runs onnxruntime and the Keras model on the same inputs; returns max |diff| per batch size."""
+    """Runs onnxruntime and the Keras model on the same inputs; returns max |diff| per batch size
+    (for ``logits``, |diff| / max(1, |keras|))."""
     import onnxruntime
 
     session = onnxruntime.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
@@ -241,7 +243,11 @@ def _check_parity(model_bytes, random_inputs, reference, output_names, tolerance
         inputs = random_inputs(batch_size, rng)
         got = session.run(output_names, inputs)
         expected = reference(*inputs.values())
-        diff = max(float(np.max(np.abs(g - e))) for g, e in zip(got, expected))
+        # logits are unbounded: float32 rounding grows with them, so they are compared
+        # relative to their size above 1 (the bounded outputs absolutely)
+        diff = max(float(np.max(np.abs(g - e) / (np.maximum(1.0, np.abs(e))
+                                                 if name == contract.DECODER_LOGITS else 1.0)))
+                   for name, g, e in zip(output_names, got, expected))
         parity[batch_size] = diff
         if not diff <= tolerance:
             raise ExportError(
