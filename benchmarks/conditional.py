@@ -193,7 +193,8 @@ def main(argv=None):
 def marginal_nll(args, files, train_labels, test):
     """-log p(x|y), the conditional model's -log p(x) and the unconditional model's, per image
     averaged, on args.marginal_images test images, from the exported files."""
-    from keras_vae.core.likelihood import log_mean_exp, onnx_log_likelihood
+    from keras_vae.core.likelihood import log_mean_exp
+    from keras_vae.serving.likelihood import onnx_log_likelihood
     from keras_vae.data.datasets import binarize
     from keras_vae.evaluation.evaluate import spread_subset
     from keras_vae.serving.encoder import Encoder

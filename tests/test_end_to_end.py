@@ -145,9 +145,10 @@ def test_export_matches_keras_for_every_origin_backend(runs, decoded, source, tm
     assert "max |onnxruntime fp32 - keras|: batch 1:" in result.stdout
 
     session = onnxruntime.InferenceSession(str(decoder_path), providers=["CPUExecutionProvider"])
-    (z_input,), (x_output,) = session.get_inputs(), session.get_outputs()
+    (z_input,), (x_output, logits) = session.get_inputs(), session.get_outputs()
     assert (z_input.name, z_input.shape, z_input.type) == ("z", ["batch", 8], "tensor(float)")
     assert (x_output.name, x_output.shape) == ("x_mean", ["batch", 8, 8, 1])
+    assert (logits.name, logits.shape) == ("logits", ["batch", 8, 8, 1])
     metadata = session.get_modelmeta().custom_metadata_map
     assert metadata["latent_dim"] == "8" and json.loads(metadata["image_shape"]) == [8, 8, 1]
     assert metadata["precision"] == "fp32"

@@ -142,8 +142,7 @@ def main(argv=None):
         if args.anomaly_fpr is not None:
             metadata[ANOMALY_THRESHOLD] = _anomaly_threshold(args, vae, split)
         if args.precision == "int8":
-            images, labels = split.images, split.labels
-            labels = spread_subset(labels, args.nll_images) if vae.conditional else None
+            images, labels = split.images, _split_labels(vae, split, args.nll_images)
             print(f"int8: quantizing, then measuring the test NLL of both decoders on "
                   f"{min(args.nll_images, len(images))} images (K = {args.nll_samples}) ...",
                   flush=True)
@@ -213,6 +212,16 @@ def _test_split(args, vae, config):
     return TestSplit(dataset, images, labels, binarized)
 
 
+def _split_labels(vae, split, count):
+    """The labels of the test split's ``spread_subset`` of ``count`` images, for a class-conditional
+    model (None for an unconditional one); ValueError when the split has none."""
+    from keras_vae.data.sources import labels_to_score
+    from keras_vae.evaluation.evaluate import spread_subset
+
+    labels = labels_to_score(split.labels, vae.conditional, f"the {split.dataset} test split")
+    return None if labels is None else spread_subset(labels, count)
+
+
 def _anomaly_threshold(args, vae, split):
     """The ``anomaly_threshold`` metadata value, set on the test split (keras_vae.evaluation.anomaly)."""
     from keras_vae.evaluation.anomaly import calibrate_keras
@@ -221,10 +230,12 @@ def _anomaly_threshold(args, vae, split):
 
     dataset, binarized = split.dataset, split.binarized
     images = spread_subset(split.images, args.anomaly_images)
+    labels = _split_labels(vae, split, args.anomaly_images)
     print(f"anomaly threshold: scoring {len(images)} test images (K = {args.anomaly_samples}) ...",
           flush=True)
     threshold = calibrate_keras(vae, images, f"{dataset} test" + (" (binarized)" if binarized else ""),
-                                args.anomaly_score, args.anomaly_fpr, args.anomaly_samples)
+                                args.anomaly_score, args.anomaly_fpr, args.anomaly_samples,
+                                labels=labels)
     print(f"anomaly threshold: {threshold.describe()}", flush=True)
     return encode_threshold(threshold)
 

@@ -5,6 +5,9 @@ decoder.onnx with its encoder.onnx (--encoder; default: encoder.onnx beside it),
 scored with onnxruntime and no Keras. With the same --seed both give the same
 scores, up to the export's parity.
 
+A class-conditional model scores log p(x|y), each image under its own label, so the
+images need labels (y_<split> of a .npz, the class folders of an image folder).
+
 Each row: index, log_px (importance-sampled log p(x) with K = --num-samples, nats),
 elbo (the K-sample ELBO, nats) and recon_mse (mean squared error of the reconstruction
 from the posterior mean, per pixel), and, when a threshold is known, anomalous (0/1).
@@ -118,7 +121,10 @@ def _progress(total, quiet):
 
 
 def _scorer(args):
-    """(score(images, progress) -> ImageScores, the model's own threshold or None, default dataset)."""
+    """(score(ScoreImages, progress) -> ImageScores, the model's own threshold or None, default
+    dataset). A class-conditional model scores −log p(x|y) with the images' labels."""
+    from keras_vae.data.sources import labels_to_score
+
     if args.model.endswith(".onnx"):
         from keras_vae.core import contract
         from keras_vae.serving.encoder import Encoder
@@ -142,9 +148,10 @@ def _scorer(args):
         if args.log_weight:
             raise ValueError("--log-weight goes with a hierarchical decoder")
 
-        def score(images, progress):
-            return onnx_scores(encoder, decoder, images, args.num_samples, args.batch_size,
-                               args.seed, progress)
+        def score(data, progress):
+            return onnx_scores(encoder, decoder, data.images, args.num_samples, args.batch_size,
+                               args.seed, progress,
+                               labels_to_score(data.labels, decoder.conditional, data.description))
         return score, served_threshold(decoder), None if dataset == "unknown" else dataset
     if args.encoder or args.log_weight:
         raise ValueError("--encoder and --log-weight go with an ONNX decoder, not with a run directory")
@@ -155,8 +162,9 @@ def _scorer(args):
     _, run_dir = resolve_model_path(args.model)
     vae = load_vae(args.model)
 
-    def score(images, progress):
-        return keras_scores(vae, images, args.num_samples, args.batch_size, args.seed, progress)
+    def score(data, progress):
+        return keras_scores(vae, data.images, args.num_samples, args.batch_size, args.seed, progress,
+                            labels_to_score(data.labels, vae.conditional, data.description))
     return score, None, read_run_config(run_dir).get("dataset")
 
 
@@ -184,7 +192,7 @@ def run(args):
         raise ValueError("which images? pass --dataset (this model does not name its dataset)")
     data = load_images(dataset, args.split, args.key, args.data_dir, args.binarize, args.seed,
                        args.max_images)
-    scores = score(data.images, _progress(len(data.images), args.quiet))
+    scores = score(data, _progress(len(data.images), args.quiet))
     lines = []
     if args.calibrate_fpr is not None:
         threshold = threshold_from_scores(scores, args.score, args.calibrate_fpr, data.description)

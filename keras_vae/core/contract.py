@@ -2,8 +2,8 @@
 
 Both sides import this module, so the contract is written once:
 
-* the tensor names of ``decoder.onnx`` (``z`` -> ``x_mean``) and ``encoder.onnx``
-  (``x`` -> ``z_mean``, ``z_log_var``);
+* the tensor names of ``decoder.onnx`` (``z`` -> ``x_mean``, and ``logits`` for a
+  Bernoulli decoder) and ``encoder.onnx`` (``x`` -> ``z_mean``, ``z_log_var``);
 * the metadata keys every exported graph carries, and how the learned prior is
   encoded in them (``encode_prior``, ``decode_prior``);
 * drawing z from the prior (``draw_latents``), which both
@@ -26,8 +26,8 @@ import numpy as np
 
 __all__ = [
     "DECODER_INPUT", "DECODER_OUTPUT", "ENCODER_INPUT", "ENCODER_OUTPUTS", "MAX_TEMPERATURE",
-    "MixturePrior", "check_temperature", "decode_prior", "draw_latents", "encode_prior",
-    "encode_decoder_log_var", "decode_decoder_log_var", "LABEL_INPUT", "CLASS_NAMES",
+    "DECODER_LOGITS", "MixturePrior", "check_temperature", "decode_prior", "draw_latents", "encode_prior",
+    "encode_decoder_log_var", "decoder_spread", "DECODER_SPREAD_KEYS", "LABEL_INPUT", "CLASS_NAMES",
     "check_labels", "decode_class_names", "describe_classes",
 ]
 
@@ -36,6 +36,11 @@ DECODER_INPUT = "z"  # float32 [batch, D]
 # float32 [batch, H, W, C]: probabilities (Bernoulli), means (Gaussian) or the location μ in [0, 1]
 # (discretized logistic)
 DECODER_OUTPUT = "x_mean"
+# Bernoulli decoders only: a second output, the logits l whose sigmoid is x_mean, float32
+# [batch, H, W, C]. Scorers compute log p(x|z) from it (x·l − log(1 + e^l)), which is exact
+# where the float32 sigmoid saturates at 0 or 1 (|l| above ~17). Files exported before it
+# existed have only x_mean, and are scored from the probabilities.
+DECODER_LOGITS = "logits"
 ENCODER_INPUT = "x"  # float32 [batch, H, W, C]
 ENCODER_OUTPUTS = ("z_mean", "z_log_var")  # float32 [batch, D] each: q(z|x) = N(z_mean, exp(z_log_var))
 # Class-conditional exports only: the second input of both graphs, the class y of each row,
@@ -64,6 +69,8 @@ DECODER_LOG_VAR = "decoder_log_var"  # Gaussian decoders: log σ², see encode_d
 # Discretized logistic decoders: log s per pixel (x_mean is then the location μ in [0, 1]),
 # encoded as encode_decoder_log_var encodes an (H, W, C) array.
 DECODER_LOG_SCALE = "decoder_log_scale"
+#: The metadata key of the spread of each likelihood that has one (see `decoder_spread`).
+DECODER_SPREAD_KEYS = {"gaussian": DECODER_LOG_VAR, "discretized_logistic": DECODER_LOG_SCALE}
 ANOMALY_THRESHOLD = "anomaly_threshold"  # JSON, see keras_vae.core.anomaly.AnomalyThreshold
 # Class-conditional exports only: JSON list of the class names, label k naming class_names[k].
 CLASS_NAMES = "class_names"
@@ -151,8 +158,22 @@ def encode_decoder_log_var(log_var) -> str:
     return json.dumps({"shape": list(values.shape), "data": data})
 
 
-def decode_decoder_log_var(value: str | None, image_shape) -> float | np.ndarray | None:
-    """log σ² from a ``decoder_log_var`` value: a float, an (H, W, C) float64 array, or None."""
+def decoder_spread(metadata: dict[str, str], likelihood: str, image_shape) -> float | np.ndarray | None:
+    """The decoder's spread from its metadata: log σ² (``decoder_log_var``) of a Gaussian decoder,
+    log s (``decoder_log_scale``) of a discretized logistic one.
+
+    A float or an (H, W, C) float64 array (as `encode_decoder_log_var` wrote it); None for a
+    likelihood without a spread (Bernoulli), or when the entry is missing. Raises ValueError,
+    naming the key, when the entry is malformed or not of ``image_shape``.
+    """
+    key = DECODER_SPREAD_KEYS.get(likelihood)
+    if key is None:
+        return None
+    return _decode_pixel_values(metadata.get(key), image_shape, key)
+
+
+def _decode_pixel_values(value: str | None, image_shape, key: str) -> float | np.ndarray | None:
+    """A float, an (H, W, C) float64 array, or None from an `encode_decoder_log_var` value."""
     if value is None:
         return None
     try:
@@ -165,9 +186,9 @@ def decode_decoder_log_var(value: str | None, image_shape) -> float | np.ndarray
             result = np.frombuffer(base64.b64decode(spec["data"], validate=True), "<f4")
             result = result.astype(np.float64).reshape(tuple(image_shape))
     except (ValueError, KeyError, TypeError, binascii.Error) as exc:
-        raise ValueError(f"malformed decoder_log_var metadata: {exc}") from None
+        raise ValueError(f"malformed {key} metadata: {exc}") from None
     if not np.all(np.isfinite(result)):
-        raise ValueError("malformed decoder_log_var metadata: NaN or infinite values")
+        raise ValueError(f"malformed {key} metadata: NaN or infinite values")
     return result
 
 

@@ -5,8 +5,8 @@
 (the IWAE bound with K samples; it tightens towards log p(x) as K grows).
 The caller supplies the model as two functions, ``encode`` and
 ``log_px_given_z``; `keras_vae.VAE.log_likelihood` passes its Keras networks,
-the server its ONNX files. Everything else is here: the noise, the chunking,
-log q, log p(z) and the log-mean-exp.
+`keras_vae.serving.likelihood` the exported ONNX files. Everything else is
+here: the noise, the chunking, log q, log p(z) and the log-mean-exp.
 
 The noise is fixed per image: image i (its index in ``x``) draws its K values
 of ε, in order, from ``numpy.random.default_rng([seed, i])``. So an image's
@@ -23,14 +23,13 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from keras_vae.core import contract
 from keras_vae.core.contract import MixturePrior
 
-__all__ = ["log_likelihood", "importance_log_weights", "onnx_log_likelihood", "onnx_log_px_given_z",
-           "is_likelihood", "log_mean_exp",
-           "prior_log_prob", "bernoulli_log_prob", "gaussian_log_prob",
-           "discretized_logistic_log_prob", "discretized_logistic_mixture_log_prob",
-           "gaussian_kl", "noise_log_likelihood", "PROBABILITY_FLOOR"]
+__all__ = ["log_likelihood", "importance_log_weights", "is_likelihood", "log_mean_exp",
+           "prior_log_prob", "bernoulli_log_prob", "bernoulli_log_prob_from_logits",
+           "gaussian_log_prob", "discretized_logistic_log_prob",
+           "discretized_logistic_mixture_log_prob", "gaussian_kl", "noise_log_likelihood",
+           "PROBABILITY_FLOOR"]
 
 LOG_2PI = math.log(2.0 * math.pi)
 #: Bernoulli probabilities from a decoder's float32 output are clipped to
@@ -85,6 +84,16 @@ def bernoulli_log_prob(x: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
     p = np.clip(np.asarray(probabilities, dtype=np.float64), PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR)
     x = np.asarray(x, dtype=np.float64)
     return np.sum(x * np.log(p) + (1.0 - x) * np.log1p(-p), axis=(-3, -2, -1))
+
+
+def bernoulli_log_prob_from_logits(x: np.ndarray, logits: np.ndarray) -> np.ndarray:
+    """Σ over (H, W, C) of log Bernoulli(x; sigmoid(l)) = x·l − log(1 + e^l): (..., H, W, C) -> (...).
+
+    The NumPy twin of `keras_vae.models.distributions.bernoulli_log_prob_from_logits`:
+    exact (no floor) for any logit, where `bernoulli_log_prob` of the float32 sigmoid is not.
+    """
+    logits, x = np.asarray(logits, np.float64), np.asarray(x, np.float64)
+    return np.sum(x * logits - np.logaddexp(0.0, logits), axis=(-3, -2, -1))
 
 
 def gaussian_log_prob(x: np.ndarray, mean: np.ndarray, log_var) -> np.ndarray:
@@ -284,59 +293,3 @@ def importance_log_weights(x: np.ndarray, encode: Encode, log_px_given_z: LogPxG
             log_p = np.asarray(log_px_given_z(x_batch, z, *given), np.float64) + prior_log_prob(z, prior)
             log_weights.append(log_p - log_q)
         yield start, z_mean, np.concatenate(log_weights)
-
-
-def onnx_log_likelihood(encoder, decoder, x: np.ndarray, num_samples: int = 1000,
-                        batch_size: int = 100, samples_per_chunk: int | None = None,
-                        seed: int | None = 0, labels: np.ndarray | None = None) -> np.ndarray:
-    """`log_likelihood` of images x (N, H, W, C) from the exported files alone, in nats
-    (log p(x|y) of a class-conditional export, given labels (N,)).
-
-    ``encoder`` is a `keras_vae.serving.encoder.Encoder`, ``decoder`` a `keras_vae.serving.sampler.Sampler`;
-    the prior, the likelihood and (Gaussian) the decoder's variance come from the
-    decoder's metadata (see `onnx_log_px_given_z`).
-
-    Returns:
-        (N,) float64.
-    """
-    return log_likelihood(x, encoder.encode, onnx_log_px_given_z(decoder), decoder.prior,
-                          num_samples, batch_size, samples_per_chunk, seed, labels=labels)
-
-
-def onnx_log_px_given_z(decoder) -> LogPxGivenZ:
-    """log p(x|z) of an exported decoder (a `keras_vae.serving.sampler.Sampler`), in nats.
-
-    Bernoulli probabilities are clipped to [PROBABILITY_FLOOR, 1 − PROBABILITY_FLOOR],
-    so saturated pixels cost at most −log(1e-7) ≈ 16 nats where Keras, working from
-    logits, has the exact value. Raises ValueError when the metadata cannot say
-    how to score (a Gaussian decoder without ``decoder_log_var``).
-    """
-    if decoder.likelihood == "gaussian":
-        log_var = contract.decode_decoder_log_var(decoder.metadata.get(contract.DECODER_LOG_VAR),
-                                                  decoder.image_shape)
-        if log_var is None:
-            raise ValueError("the decoder's metadata has no decoder_log_var, so its Gaussian "
-                             "likelihood cannot be scored; export it again")
-
-        def pixels_log_prob(x_batch, means):
-            return gaussian_log_prob(x_batch, means, log_var)
-    elif decoder.likelihood == "bernoulli":
-        pixels_log_prob = bernoulli_log_prob
-    elif decoder.likelihood == "discretized_logistic":
-        log_scale = contract.decode_decoder_log_var(
-            decoder.metadata.get(contract.DECODER_LOG_SCALE), decoder.image_shape)
-        if log_scale is None:
-            raise ValueError("the decoder's metadata has no decoder_log_scale, so its discretized "
-                             "logistic likelihood cannot be scored; export it again")
-
-        def pixels_log_prob(x_batch, means):
-            return discretized_logistic_log_prob(x_batch, means, log_scale)
-    else:
-        raise ValueError(f"cannot score a decoder whose likelihood is {decoder.likelihood!r}")
-
-    def log_px_given_z(x_batch, z, y_batch=None):  # z (k, B, D), y (B,) -> (k, B)
-        given = {} if y_batch is None else {"labels": np.tile(np.asarray(y_batch), z.shape[0])}
-        means = decoder.decode(z.reshape(-1, z.shape[-1]), batch_size=4096, **given)
-        return pixels_log_prob(x_batch, means.reshape(z.shape[:2] + means.shape[1:]))
-
-    return log_px_given_z

@@ -46,6 +46,21 @@ Loader = Callable[[str, str, "str | None", "str | None"], ScoreImages]
 _LOADERS: list[tuple[Callable[[str], bool], Loader]] = []
 
 
+def labels_to_score(labels: np.ndarray | None, conditional: bool, description: str) -> np.ndarray | None:
+    """The labels a model scores images with: theirs for a class-conditional model (which scores
+    −log p(x|y)), None for an unconditional one.
+
+    Raises ValueError, saying so, when a conditional model meets images without labels.
+    """
+    if not conditional:
+        return None
+    if labels is None:
+        raise ValueError(f"this model is class-conditional: it scores -log p(x|y), which needs each "
+                         f"image's label, and {description} has none (a .npz needs y_<split> "
+                         "beside x_<split>; an image folder, one subfolder per class)")
+    return np.asarray(labels)
+
+
 def register_loader(accepts: Callable[[str], bool], load: Loader) -> None:
     """Add an image source: ``load`` is used for every ``source`` that ``accepts`` returns True for.
 

@@ -8,38 +8,31 @@ from keras_vae.core.anomaly import AnomalyThreshold, ImageScores, score_images, 
 
 
 def keras_scores(vae, x: np.ndarray, num_samples: int = 100, batch_size: int = 100,
-                 seed: int = 0, progress: Callable[[int], None] | None = None) -> ImageScores:
-    """log p(x), the ELBO (nats) and the reconstruction MSE of images x (N, H, W, C) under ``vae``.
+                 seed: int = 0, progress: Callable[[int], None] | None = None,
+                 labels=None) -> ImageScores:
+    """log p(x), the ELBO (nats) and the reconstruction MSE of images x (N, H, W, C) under ``vae``
+    (log p(x|y) and its ELBO for a class-conditional model, given the images' ``labels`` (N,)).
 
-    Raises ValueError for images the model does not take (shape, range).
+    Raises ValueError for images the model does not take (shape, range), and for labels
+    missing from a conditional model, given to an unconditional one, or out of range.
     """
-    from keras import ops
+    from keras_vae.models import conditioning
 
     x = vae.check_images(x)
-
-    def encode(x_batch):
-        z_mean, z_log_var = vae.encoder(ops.convert_to_tensor(x_batch), training=False)
-        return ops.convert_to_numpy(z_mean), ops.convert_to_numpy(z_log_var)
-
-    def log_px_given_z(x_batch, z):
-        return ops.convert_to_numpy(vae.log_px_given_z(ops.convert_to_tensor(x_batch),
-                                                       ops.convert_to_tensor(z)))
-
-    def decode_mean(z):
-        params = vae.decoder(ops.convert_to_tensor(z), training=False)
-        return ops.convert_to_numpy(vae.decoder_output_to_mean(params))
-
+    labels = conditioning.labels_for(vae, labels, len(x))
+    encode, log_px_given_z, decode_mean = vae.numpy_functions()
     return score_images(x, encode, log_px_given_z, decode_mean, vae.prior_parameters(),
-                        num_samples, batch_size, seed, progress)
+                        num_samples, batch_size, seed, progress, labels)
 
 
 def calibrate_keras(vae, images: np.ndarray, description: str, score: str = "log_px",
                     fpr: float = 0.01, num_samples: int = 100, seed: int = 0,
-                    batch_size: int = 100) -> AnomalyThreshold:
-    """The threshold on ``score`` flagging at most ``fpr`` of ``images`` (held-out normal data).
+                    batch_size: int = 100, labels=None) -> AnomalyThreshold:
+    """The threshold on ``score`` flagging at most ``fpr`` of ``images`` (held-out normal data;
+    a class-conditional model needs their ``labels``).
 
     ``description`` names the images (a dataset and split) in the threshold. See
     `keras_vae.core.anomaly.threshold_from_scores`.
     """
-    scores = keras_scores(vae, images, num_samples, batch_size, seed)
+    scores = keras_scores(vae, images, num_samples, batch_size, seed, labels=labels)
     return threshold_from_scores(scores, score, fpr, description)

@@ -57,7 +57,7 @@ def export_int8_decoder(vae, path, test_images, opset=DEFAULT_OPSET, metadata=No
         fp32, int8, vae.latent_dim, num_classes=vae.num_classes)
     report = quantization.nll_cost(fp32, int8, encoder, vae.check_images(test_images), nll_samples,
                                    labels=test_labels)
-    report["quantization.max_output_difference"] = difference
+    report["max_output_difference"] = difference
     problems = []
     if difference > quantization.PIXEL_TOLERANCE * output_range:
         problems.append(f"int8 outputs differ from fp32 by up to {difference:.3g}, more than "
@@ -71,7 +71,7 @@ def export_int8_decoder(vae, path, test_images, opset=DEFAULT_OPSET, metadata=No
         raise ExportError("; ".join(problems) + "; nothing was written")
     model = onnx.load_from_string(int8)
     props = {p.key: p.value for p in model.metadata_props}
-    props[contract.QUANTIZATION] = json.dumps({"quantization.method": quantization.method(recipe), **report})
+    props[contract.QUANTIZATION] = json.dumps({"method": quantization.method(recipe), **report})
     machine = quantization.measuring_machine()
     props[contract.INT8_MEASURED_ON] = json.dumps(machine)
     del model.metadata_props[:]

@@ -10,7 +10,9 @@ most mature Keras→ONNX converter and handles dynamic batch axes cleanly.
 The decoder graph: input `z` float32 [batch, latent_dim] (symbolic batch)
 -> output `x_mean` float32 [batch, H, W, C] (probabilities for a Bernoulli
 decoder: the sigmoid is in the graph; the mean for a Gaussian one; the location
-μ in [0, 1] for a discretized logistic one, whose log-scale is in the metadata). A
+μ in [0, 1] for a discretized logistic one, whose log-scale is in the metadata). A Bernoulli
+decoder has a second output, `logits` (`contract.DECODER_LOGITS`), the sigmoid's
+input, from which log p(x|z) is scored without the float32 sigmoid's saturation. A
 class-conditional model's decoder also takes `label` int64 [batch], and its
 encoder `x` and `label` (`keras_vae.core.contract.LABEL_INPUT`); their metadata
 lists the class names (`contract.CLASS_NAMES`).
@@ -41,11 +43,12 @@ class ExportError(RuntimeError):
 
 
 def export_decoder(vae, path, opset=DEFAULT_OPSET, metadata=None, tolerance=PARITY_TOLERANCE):
-    """Writes the decoder z -> x_mean as ONNX at `path`, after checking it.
+    """Writes the decoder z -> x_mean (and logits, Bernoulli) as ONNX at `path`, after checking it.
 
     Checks, before the file appears: `onnx.checker.check_model(full_check=True)`,
     then onnxruntime against the Keras decoder on the same random z for batch
-    sizes 1, 7 and 64 (max absolute difference ≤ tolerance).
+    sizes 1, 7 and 64 (max absolute difference ≤ tolerance; for the logits, relative
+    to their size where it is above 1).
 
     Returns:
         A summary dict: path, bytes, opset, input/output shapes, parity per
@@ -57,14 +60,21 @@ def export_decoder(vae, path, opset=DEFAULT_OPSET, metadata=None, tolerance=PARI
 
 
 def _convert_decoder(vae, opset, metadata, tolerance):
-    """The fp32 decoder graph z (, label) -> x_mean as checked ONNX bytes, and its summary."""
+    """The fp32 decoder graph z (, label) -> x_mean (, logits) as checked ONNX bytes, and its summary."""
     z = keras.Input(shape=(vae.latent_dim,), name=contract.DECODER_INPUT)
     inputs, label = _with_label_input(vae, z)
-    decoder = keras.Model(inputs, vae.decoder_output_to_mean(vae.decoder(vae.with_labels(z, label))),
-                          name="vae_decoder")
+    params = vae.decoder(vae.with_labels(z, label))
+    outputs, output_names = [vae.decoder_output_to_mean(params)], [contract.DECODER_OUTPUT]
+    if vae.likelihood == "bernoulli":  # the logits too, so that scorers need no clipped sigmoid
+        outputs.append(params)
+        output_names.append(contract.DECODER_LOGITS)
+    decoder = keras.Model(inputs, outputs, name="vae_decoder")
 
     def reference(z_batch, labels=None):
-        return [vae.decode(z_batch, labels=labels)]
+        means = vae.decode(z_batch, labels=labels)
+        if vae.likelihood != "bernoulli":
+            return [means]
+        return [means, vae.decoder_logits(z_batch, labels=labels)]
 
     def random_inputs(batch_size, rng):
         return _with_random_labels(vae, rng, batch_size, {contract.DECODER_INPUT:
@@ -72,7 +82,7 @@ def _convert_decoder(vae, opset, metadata, tolerance):
 
     props = dict(metadata or {}, **model_metadata(vae))
     return _convert(decoder, _input_specs(vae, contract.DECODER_INPUT, (vae.latent_dim,)),
-                    [contract.DECODER_OUTPUT], opset, props, random_inputs, reference, tolerance)
+                    output_names, opset, props, random_inputs, reference, tolerance)
 
 
 def _with_label_input(vae, first_input):
@@ -223,7 +233,8 @@ def _name_outputs(onnx_model, output_names):
 
 
 def _check_parity(model_bytes, random_inputs, reference, output_names, tolerance):
-    """Runs onnxruntime and the Keras model on the same inputs; returns max |diff| per batch size."""
+    """Runs onnxruntime and the Keras model on the same inputs; returns max |diff| per batch size
+    (for ``logits``, |diff| / max(1, |keras|))."""
     import onnxruntime
 
     session = onnxruntime.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
@@ -233,7 +244,11 @@ def _check_parity(model_bytes, random_inputs, reference, output_names, tolerance
         inputs = random_inputs(batch_size, rng)
         got = session.run(output_names, inputs)
         expected = reference(*inputs.values())
-        diff = max(float(np.max(np.abs(g - e))) for g, e in zip(got, expected))
+        # logits are unbounded: float32 rounding grows with them, so they are compared
+        # relative to their size above 1 (the bounded outputs absolutely)
+        diff = max(float(np.max(np.abs(g - e) / (np.maximum(1.0, np.abs(e))
+                                                 if name == contract.DECODER_LOGITS else 1.0)))
+                   for name, g, e in zip(output_names, got, expected))
         parity[batch_size] = diff
         if not diff <= tolerance:
             raise ExportError(

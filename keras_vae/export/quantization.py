@@ -199,8 +199,8 @@ def nll_cost(fp32_bytes, int8_bytes, encoder_bytes, images, num_samples=200, see
     in nats per example; "cost" is NLL(int8) − NLL(fp32), its standard error from the
     per-image differences.
     """
-    from keras_vae.core.likelihood import onnx_log_likelihood
     from keras_vae.serving.encoder import Encoder
+    from keras_vae.serving.likelihood import onnx_log_likelihood
     from keras_vae.serving.sampler import Sampler
 
     with tempfile.TemporaryDirectory() as workdir:

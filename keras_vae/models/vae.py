@@ -464,12 +464,24 @@ class VAE(BackendTrainer, keras.Model):
 
         `labels`: a conditional model's classes, an int or (N,) ints in 0..num_classes-1.
         """
+        return ops.convert_to_numpy(self.decoder_output_to_mean(self._decoder_params(z, batch_size, labels)))
+
+    def decoder_logits(self, z, batch_size=256, labels=None):
+        """The logits of a Bernoulli decoder for z (N, D): (N, H, W, C) numpy, sigmoid of `decode`.
+
+        `labels`: a conditional model's classes, as `decode`.
+        """
+        if self.likelihood != "bernoulli":
+            raise ValueError(f"only a Bernoulli decoder has logits; this one is {self.likelihood}")
+        return ops.convert_to_numpy(self._decoder_params(z, batch_size, labels))
+
+    def _decoder_params(self, z, batch_size, labels):
+        """The decoder network's raw output for z (N, D) (logits, locations or means)."""
         z = np.asarray(z, dtype="float32")
         if z.ndim != 2 or z.shape[1] != self.latent_dim:
             raise ValueError(f"Expected z of shape (batch, {self.latent_dim}), got {z.shape}.")
         labels = conditioning.labels_for(self, labels, len(z))
-        params = self.decoder.predict(self.with_labels(z, labels), batch_size=batch_size, verbose=0)
-        return ops.convert_to_numpy(self.decoder_output_to_mean(params))
+        return self.decoder.predict(self.with_labels(z, labels), batch_size=batch_size, verbose=0)
 
     def sample_latents(self, n, seed=None, temperature=1.0):
         """n draws of z from the prior, spread scaled by T (0 ≤ T ≤ 10): (n, D) float32.
@@ -493,6 +505,31 @@ class VAE(BackendTrainer, keras.Model):
         z_mean, _ = self.encode(x, labels=labels)
         return self.decode(z_mean, labels=labels)
 
+    def numpy_functions(self):
+        """The model as the NumPy functions that `keras_vae.core.likelihood` and
+        `keras_vae.core.anomaly.score_images` take: (encode, log_px_given_z, decode_mean).
+
+        encode: x (B, H, W, C) -> (z_mean, z_log_var), each (B, D); log_px_given_z:
+        (x (B, H, W, C), z (K, B, D)) -> log p(x|z) (K, B); decode_mean: z (B, D) -> pixel
+        means (B, H, W, C). A conditional model's functions take the batch's labels (B,) last.
+        """
+        def encode(x_batch, y_batch=None):
+            z_mean, z_log_var = self.encoder(
+                self.with_labels(ops.convert_to_tensor(x_batch), _tensor_or_none(y_batch)), training=False)
+            return ops.convert_to_numpy(z_mean), ops.convert_to_numpy(z_log_var)
+
+        def log_px_given_z(x_batch, z, y_batch=None):
+            log_px = self.log_px_given_z(ops.convert_to_tensor(x_batch), ops.convert_to_tensor(z),
+                                         labels=_tensor_or_none(y_batch))
+            return ops.convert_to_numpy(log_px)
+
+        def decode_mean(z, y_batch=None):
+            params = self.decoder(self.with_labels(ops.convert_to_tensor(z), _tensor_or_none(y_batch)),
+                                  training=False)
+            return ops.convert_to_numpy(self.decoder_output_to_mean(params))
+
+        return encode, log_px_given_z, decode_mean
+
     def log_likelihood(self, x, y=None, num_samples=1000, batch_size=100, samples_per_chunk=None,
                        seed=0, verbose=False):
         """Importance-sampled estimate of log p(x), per example, in nats (log p(x|y) given labels y).
@@ -511,17 +548,7 @@ class VAE(BackendTrainer, keras.Model):
         x = self.check_images(x)
         y = conditioning.labels_for(self, y, len(x))
         progress = keras.utils.Progbar(len(x), unit_name="image") if verbose else None
-
-        def encode(x_batch, y_batch=None):
-            z_mean, z_log_var = self.encoder(
-                self.with_labels(ops.convert_to_tensor(x_batch), _tensor_or_none(y_batch)), training=False)
-            return ops.convert_to_numpy(z_mean), ops.convert_to_numpy(z_log_var)
-
-        def log_px_given_z(x_batch, z, y_batch=None):
-            log_px = self.log_px_given_z(ops.convert_to_tensor(x_batch), ops.convert_to_tensor(z),
-                                         labels=_tensor_or_none(y_batch))
-            return ops.convert_to_numpy(log_px)
-
+        encode, log_px_given_z, _ = self.numpy_functions()
         return likelihood.log_likelihood(
             x, encode, log_px_given_z, self.prior_parameters(), num_samples=num_samples,
             batch_size=batch_size, samples_per_chunk=samples_per_chunk, seed=seed,

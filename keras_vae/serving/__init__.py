@@ -12,6 +12,13 @@ Models:
 * `keras_vae.serving.onnx_model` - the onnxruntime session and checks both share.
 * `keras_vae.serving.generate` - `keras-vae generate`: samples to PNG / .npy.
 
+Scoring:
+
+* `keras_vae.serving.likelihood` - log p(x) and log p(x|z) of the exported files
+  (`onnx_log_likelihood`), `keras_vae.core.likelihood`'s estimator on onnxruntime.
+* `keras_vae.serving.scoring` - anomaly scores and thresholds from the exported files.
+* `keras_vae.serving.onnx_metadata` - one metadata entry of an ONNX file, set without `onnx`.
+
 The HTTP server, in FastAPI's "bigger applications" layout:
 
 * `keras_vae.serving.options` - the options, declared once for both CLIs and the Ray YAML.

@@ -35,7 +35,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from keras_vae.core.likelihood import onnx_log_likelihood
+from keras_vae.serving.likelihood import onnx_log_likelihood
 from keras_vae.serving.encoder import Encoder
 from keras_vae.serving.errors import error_response
 from keras_vae.serving.metrics import Metrics, route_template

@@ -43,6 +43,7 @@ from keras_vae.serving.routes.model_files import model_files_router
 from keras_vae.serving.routes.v1 import encoder_router, v1_router
 from keras_vae.serving.sampler import Sampler
 from keras_vae.serving.schemas import score_samples_range
+from keras_vae.serving.scoring import check_threshold_servable
 from keras_vae.serving.state import DecodeFn, ServingState, version
 
 __all__ = ["create_app"]
@@ -109,6 +110,7 @@ def create_app(
         encoder = Encoder(encoder, provider=provider, intra_op_threads=intra_op_threads)
     if encoder is not None:
         encoder.check_pairs_with(sampler)
+        check_threshold_servable(sampler, max_score_samples)
     log_weight = hierarchical.attach(sampler, encoder, provider, intra_op_threads)
     metrics = Metrics()
     admission = Admission(max_queue_ms, score_concurrency, metrics)

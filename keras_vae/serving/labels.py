@@ -73,15 +73,20 @@ def label_type(class_names: tuple[str, ...]) -> Any:
 
 
 def fill_labels(class_names: tuple[str, ...] | None, label: Any, labels: list | None,
-                n: int) -> np.ndarray | None:
+                n: int, per_image: bool = False) -> np.ndarray | None:
     """A request's labels for n rows, int64 ``[n]`` (None for an unconditional model).
 
     ``labels`` (checked indices) repeat in turn to fill the n rows, one per row when
     there are n of them; else every row gets ``label``; without either, row i gets class
-    i mod C, so that a grid shows every class in turn.
+    i mod C, so that a grid shows every class in turn. With ``per_image`` (scoring, where a
+    cycled list would silently score images under the wrong classes), ``labels`` must have
+    exactly n entries: ValueError otherwise.
     """
     if class_names is None:
         return None
+    if labels and per_image and len(labels) != n:
+        raise ValueError(f"labels must give one class per image: got {len(labels)} label"
+                         f"{'s' if len(labels) != 1 else ''} for {n} image{'s' if n != 1 else ''}")
     if labels:
         return np.resize(np.asarray(labels, np.int64), n)
     if label is not None:
@@ -90,13 +95,14 @@ def fill_labels(class_names: tuple[str, ...] | None, label: Any, labels: list | 
 
 
 def label_fields(class_names: tuple[str, ...] | None, max_batch_size: int,
-                 required: bool = False) -> type:
+                 required: bool = False, per_image: bool = False) -> type:
     """The base class of a request body: pydantic's ``BaseModel``, with a conditional model's
     label fields.
 
     Sampling bodies (``required=False``) get ``label`` (one class for every row) and
     ``labels`` (classes repeating in turn to fill the rows; see ``fill_labels``); bodies of
-    images for a class-conditional encoder (``required=True``) need ``labels``.
+    images for a class-conditional encoder (``required=True``) need ``labels``, exactly one
+    per image with ``per_image`` (``/v1/score``).
     """
     from pydantic import BaseModel, Field
 
@@ -105,7 +111,9 @@ def label_fields(class_names: tuple[str, ...] | None, max_batch_size: int,
     Label = label_type(class_names)
     classes = contract.describe_classes(class_names)
     many = Field(... if required else None, min_length=1, max_length=max_batch_size,
-                 description=f"the class of each image, {classes}; a shorter list repeats in turn"
+                 description=f"the class of each image, {classes}; "
+                             + ("one per image, as many as there are images" if per_image
+                                else "a shorter list repeats in turn")
                              + ("" if required else "; takes precedence over label"))
     if required:
         class ImageLabels(BaseModel):

@@ -86,7 +86,8 @@ class ServingOptions(_Options):
                                  description="how long a micro-batch waits to fill, milliseconds")
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1, description="largest request body, bytes")
     max_score_samples: int = Field(1000, ge=1,
-                                   description="most importance samples per image in /v1/score")
+                                   description="most importance samples per image in /v1/score "
+                                               "(at least the K of the decoder's anomaly threshold)")
     max_queue_ms: float = Field(500.0, ge=0, description="bound of each work queue (sampling; "
                                 "scoring, encoding) in expected milliseconds of work; beyond it "
                                 "requests get 503 with Retry-After ('inf': no bound)")

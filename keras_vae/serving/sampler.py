@@ -52,6 +52,8 @@ class Sampler(OnnxModel):
         precision: ``"fp32"``, or ``"int8"`` for a quantized decoder (from the metadata).
         metadata: every metadata entry of the model file, as ``str -> str``.
         input_name, output_name: graph tensor names (normally ``z``, ``x_mean``).
+        logits_name: ``"logits"`` when a Bernoulli decoder has that output
+            (``decode_logits``), else None.
 
     Raises:
         FileNotFoundError: the model file does not exist.
@@ -87,6 +89,10 @@ class Sampler(OnnxModel):
                else outputs[0])
         self.input_name: str = inputs[0].name
         self.output_name: str = out.name
+        # A Bernoulli export's logits (contract.DECODER_LOGITS); files exported before have none.
+        self.logits_name: str | None = (
+            contract.DECODER_LOGITS if self.likelihood == "bernoulli"
+            and contract.DECODER_LOGITS in names and out.name != contract.DECODER_LOGITS else None)
 
         graph_dim = inputs[0].shape[1] if isinstance(inputs[0].shape[1], int) else None
         meta_dim = parse_int(self.metadata.get(contract.LATENT_DIM))
@@ -124,12 +130,20 @@ class Sampler(OnnxModel):
                     f"shape {list(shape)}"
                 )
         self.image_shape: tuple[int, int, int] = shape  # type: ignore[assignment]
+        if self.logits_name is not None:
+            logits = self._run(np.zeros((1, latent_dim), dtype=np.float32), np.zeros(1, np.int64),
+                               self.logits_name)
+            if logits.shape != probe.shape:
+                raise ModelLoadError(f"{where}: output {self.logits_name} has shape "
+                                     f"{list(logits.shape)}, not that of {self.output_name}, "
+                                     f"{list(probe.shape)}")
 
-    def _run(self, z: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
+    def _run(self, z: np.ndarray, labels: np.ndarray | None = None,
+             output: str | None = None) -> np.ndarray:
         feed = {self.input_name: z}
         if self.label_name is not None:
             feed[self.label_name] = labels
-        (x,) = self._session.run([self.output_name], feed)
+        (x,) = self._session.run([output or self.output_name], feed)
         return np.asarray(x, dtype=np.float32)
 
     @property
@@ -158,13 +172,25 @@ class Sampler(OnnxModel):
         return finite_float32_array(
             z, expected, lambda shape: len(shape) == 2 and shape[1] == self.latent_dim)
 
-    def decode(self, z: Any, batch_size: int | None = None, labels: Any = None) -> np.ndarray:
+    def decode_logits(self, z: Any, batch_size: int | None = None, labels: Any = None) -> np.ndarray:
+        """The logits of a Bernoulli decoder with a ``logits`` output: float32 ``[n, H, W, C]``.
+
+        Arguments as ``decode``, whose probabilities are their sigmoid. Raises
+        ``ValueError`` when the file has no logits (``logits_name`` is None).
+        """
+        if self.logits_name is None:
+            raise ValueError(f"{str(self.model_path)!r} has no {contract.DECODER_LOGITS} output")
+        return self.decode(z, batch_size, labels, output=self.logits_name)
+
+    def decode(self, z: Any, batch_size: int | None = None, labels: Any = None,
+               output: str | None = None) -> np.ndarray:
         """Decode latents into pixel means.
 
         Args:
             z: ``[n, latent_dim]`` real numbers (see ``validate_latents``).
             batch_size: rows per onnxruntime call; ``None`` decodes all at once.
             labels: a conditional decoder's classes (``validate_labels``).
+            output: the graph output to fetch (default: ``output_name``).
 
         Returns:
             float32 ``[n, H, W, C]`` pixel means (probabilities in [0, 1] for a
@@ -178,7 +204,8 @@ class Sampler(OnnxModel):
             return np.zeros((0, *self.image_shape), dtype=np.float32)
         classes = self.validate_labels(labels, n)
         step = n if batch_size is None else batch_size
-        parts = [self._run(arr[i : i + step], None if classes is None else classes[i : i + step])
+        parts = [self._run(arr[i : i + step], None if classes is None else classes[i : i + step],
+                           output)
                  for i in range(0, n, step)]
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 

@@ -88,6 +88,7 @@ def encoder_request_models(image_shape: tuple[int, int, int], max_batch_size: in
     (with the images' ``labels`` for a class-conditional one); ``score_samples``: the range of K
     (``score_samples_range``, default 1 to ``max_score_samples``)."""
     Labelled = label_fields(class_names, max_batch_size, required=True)
+    PerImageLabels = label_fields(class_names, max_batch_size, required=True, per_image=True)
     h, w, c = image_shape
     pixel = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=0.0, le=1.0)] if (
         unit_interval) else Real
@@ -112,7 +113,7 @@ def encoder_request_models(image_shape: tuple[int, int, int], max_batch_size: in
         format: ImageFormat = "json"
         ncols: integer(1, max_batch_size) | None = _ncols()
 
-    class ScoreRequest(Labelled):
+    class ScoreRequest(PerImageLabels):
         """Importance-sampled log p(x) of each image, from the encoder and the decoder."""
 
         model_config = ConfigDict(extra="forbid")

@@ -17,15 +17,16 @@ from functools import lru_cache
 import numpy as np
 
 from keras_vae.core import contract
-from keras_vae.core.anomaly import (AnomalyThreshold, ImageScores, check_num_samples, decode_threshold,
-                                    encode_threshold, score_images)
+from keras_vae.core.anomaly import (SAMPLED_SCORES, AnomalyThreshold, ImageScores, check_num_samples,
+                                    decode_threshold, encode_threshold, score_images)
 from keras_vae.core.files import write_bytes_atomic
-from keras_vae.core.likelihood import onnx_log_px_given_z
 from keras_vae.serving.encoder import Encoder
+from keras_vae.serving.likelihood import onnx_log_px_given_z
+from keras_vae.serving.onnx_metadata import set_metadata_entry
 from keras_vae.serving.sampler import Sampler
 
 __all__ = ["onnx_scores", "served_threshold", "write_threshold", "resolve_score_request",
-           "threshold_summary", "DEFAULT_SCORE_SAMPLES"]
+           "check_threshold_servable", "threshold_summary", "DEFAULT_SCORE_SAMPLES"]
 
 
 def onnx_scores(encoder: Encoder, decoder: Sampler, x: np.ndarray, num_samples: int = 100,
@@ -60,81 +61,18 @@ def write_threshold(path: str | os.PathLike, threshold: AnomalyThreshold) -> Non
     The ``anomaly_threshold`` entry of the model's ``metadata_props`` is replaced (or
     added); every other byte of the file is kept. The file is rewritten through a
     temporary file, fsync and rename (`keras_vae.core.files.write_bytes_atomic`), so it
-    is whole before and after. Needs no ``onnx`` package: the edit is made on the
-    protobuf wire format of ``ModelProto``. Raises ValueError when the file is not an
-    ONNX model.
+    is whole before and after. Needs no ``onnx`` package
+    (`keras_vae.serving.onnx_metadata`). Raises ValueError when the file is not an ONNX model.
     """
     value = encode_threshold(threshold)
     with open(path, "rb") as f:
         data = f.read()
     try:
-        kept = [raw for number, raw, body in _fields(data)
-                if number != _METADATA_PROPS or _entry_key(body) != contract.ANOMALY_THRESHOLD]
+        data = set_metadata_entry(data, contract.ANOMALY_THRESHOLD, value)
     except ValueError as exc:
         raise ValueError(f"{os.fspath(path)!r} is not an ONNX model: {exc}") from None
-    entry = _field(1, contract.ANOMALY_THRESHOLD.encode()) + _field(2, value.encode())
-    write_bytes_atomic(path, b"".join(kept) + _field(_METADATA_PROPS, entry))
+    write_bytes_atomic(path, data)
     _parse.cache_clear()
-
-
-_METADATA_PROPS = 14  # ModelProto.metadata_props: repeated StringStringEntryProto {key = 1, value = 2}
-
-
-def _varint(data: bytes, pos: int) -> tuple[int, int]:
-    value, shift = 0, 0
-    while True:
-        if pos >= len(data) or shift > 63:
-            raise ValueError("truncated or malformed protobuf")
-        byte = data[pos]
-        value |= (byte & 0x7F) << shift
-        pos, shift = pos + 1, shift + 7
-        if byte < 0x80:
-            return value, pos
-
-
-def _fields(data: bytes):
-    """(field number, raw bytes of the whole field, payload of a length-delimited field or b"")."""
-    pos = 0
-    while pos < len(data):
-        start = pos
-        tag, pos = _varint(data, pos)
-        number, wire = tag >> 3, tag & 7
-        body = b""
-        if wire == 0:
-            _, pos = _varint(data, pos)
-        elif wire == 1:
-            pos += 8
-        elif wire == 5:
-            pos += 4
-        elif wire == 2:
-            length, pos = _varint(data, pos)
-            body = data[pos : pos + length]
-            pos += length
-        else:
-            raise ValueError(f"unexpected protobuf wire type {wire}")
-        if number < 1 or pos > len(data):
-            raise ValueError("truncated or malformed protobuf")
-        yield number, data[start:pos], body
-
-
-def _entry_key(body: bytes) -> str | None:
-    for number, _, payload in _fields(body):
-        if number == 1:
-            return payload.decode("utf-8", "replace")
-    return None
-
-
-def _field(number: int, payload: bytes) -> bytes:
-    return _encode_varint(number << 3 | 2) + _encode_varint(len(payload)) + payload
-
-
-def _encode_varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
 
 
 #: K of ``/v1/score`` when the request names none and the decoder holds no threshold with a K.
@@ -162,6 +100,27 @@ def resolve_score_request(decoder: Sampler, num_samples: int | None,
         raise ValueError(f"{why}num_samples = {num_samples} is more than this server allows "
                          f"({max_score_samples}; keras-vae serve --max-score-samples)")
     return threshold, num_samples
+
+
+def check_threshold_servable(decoder: Sampler, max_score_samples: int) -> None:
+    """Raise ValueError, naming both numbers, when the decoder's anomaly threshold holds only at
+    a K above ``max_score_samples``: every ``/v1/score`` request would then be refused.
+
+    A malformed threshold passes here (``/v1/score`` reports it, as ``/v1/model`` does).
+    """
+    try:
+        threshold = served_threshold(decoder)
+    except ValueError:
+        return
+    if threshold is None or threshold.score not in SAMPLED_SCORES or not threshold.num_samples:
+        return
+    if threshold.num_samples > max_score_samples:
+        raise ValueError(
+            f"the anomaly threshold in {decoder.model_path.name} was set with K = "
+            f"{threshold.num_samples} importance samples, more than --max-score-samples "
+            f"{max_score_samples} allows, so every /v1/score request would be refused; serve with "
+            f"--max-score-samples {threshold.num_samples} or more, or set the threshold again "
+            f"with --num-samples {max_score_samples} or fewer")
 
 
 def threshold_summary(decoder: Sampler) -> dict | None:

@@ -174,12 +174,20 @@ def test_atomic_writes_keep_extensions_and_leave_nothing_behind(tmp_path):
 
 
 def test_decoder_variance_round_trips_through_metadata():
-    assert contract.decode_decoder_log_var(contract.encode_decoder_log_var(-1.5), (2, 2, 1)) == -1.5
+    def spread(value, shape=(2, 2, 1), likelihood="gaussian"):
+        key = contract.DECODER_SPREAD_KEYS.get(likelihood, "none")
+        return contract.decoder_spread({} if value is None else {key: value}, likelihood, shape)
+
+    assert spread(contract.encode_decoder_log_var(-1.5)) == -1.5
     per_pixel = RNG.normal(size=(2, 2, 1))
-    decoded = contract.decode_decoder_log_var(contract.encode_decoder_log_var(per_pixel), (2, 2, 1))
-    np.testing.assert_array_equal(decoded, per_pixel.astype(np.float32))
-    assert contract.decode_decoder_log_var(None, (2, 2, 1)) is None
+    for likelihood in ("gaussian", "discretized_logistic"):
+        decoded = spread(contract.encode_decoder_log_var(per_pixel), likelihood=likelihood)
+        np.testing.assert_array_equal(decoded, per_pixel.astype(np.float32))
+    assert spread(None) is None
+    assert spread(contract.encode_decoder_log_var(-1.5), likelihood="bernoulli") is None
     with pytest.raises(ValueError, match="not the image shape"):
-        contract.decode_decoder_log_var(contract.encode_decoder_log_var(per_pixel), (4, 1, 1))
+        spread(contract.encode_decoder_log_var(per_pixel), (4, 1, 1))
     with pytest.raises(ValueError, match="malformed decoder_log_var"):
-        contract.decode_decoder_log_var("NaN", (2, 2, 1))
+        spread("NaN")
+    with pytest.raises(ValueError, match="malformed decoder_log_scale"):
+        spread("NaN", likelihood="discretized_logistic")

@@ -288,7 +288,7 @@ def test_an_rgb_folder_trains_evaluates_in_bits_per_dim_exports_and_serves(tmp_p
 
     from helpers.processes import run_python
 
-    from keras_vae.core.likelihood import onnx_log_likelihood
+    from keras_vae.serving.likelihood import onnx_log_likelihood
     from keras_vae.serving.encoder import Encoder
     from keras_vae.serving.explorer.page import explorer_config
     from keras_vae.serving.sampler import Sampler

@@ -17,6 +17,7 @@ from scipy import stats
 
 from keras_vae.core import contract
 from keras_vae.core import likelihood
+from keras_vae.serving.likelihood import onnx_log_likelihood
 from keras_vae.core.anomaly import (AnomalyThreshold, calibrate_threshold, decode_threshold,
                                     encode_threshold, false_positive_rate, score_images,
                                     threshold_from_scores)
@@ -115,7 +116,7 @@ def test_the_elbo_is_the_mean_of_the_weights_whose_log_mean_exp_is_log_px(tmp_pa
 
     decoder, encoder = make_decoder_onnx(tmp_path / "d.onnx"), make_encoder_onnx(tmp_path / "e.onnx")
     scores = onnx_scores(Encoder(encoder), Sampler(decoder), BINARY, num_samples=50, seed=2)
-    np.testing.assert_allclose(scores.log_px, likelihood.onnx_log_likelihood(
+    np.testing.assert_allclose(scores.log_px, onnx_log_likelihood(
         Encoder(encoder), Sampler(decoder), BINARY, 50, seed=2))
     assert np.all(scores.elbo <= scores.log_px + 1e-9)  # Jensen, on the same weights
     # the reconstruction error from the NumPy recomputation of both graphs
@@ -157,7 +158,7 @@ def test_write_threshold_replaces_one_metadata_entry_and_keeps_the_rest(tmp_path
     assert not_onnx.read_bytes() == b"\xff\xff\xff"
 
 
-def test_v1_score_decides_with_the_threshold_and_refuses_another_k(tmp_path):
+def test_v1_score_decides_with_the_threshold_and_refuses_another_k(tmp_path, capsys):
     from fastapi.testclient import TestClient
 
     from keras_vae.serving.app import create_app
@@ -184,10 +185,20 @@ def test_v1_score_decides_with_the_threshold_and_refuses_another_k(tmp_path):
         # the schema pins num_samples to the threshold's K, so the 422 names it
         assert r.status_code == 422 and "num_samples" in r.json()["error"] and "30" in r.json()["error"]
         assert client.get("/v1/model").json()["encoder"]["anomaly_threshold"]["num_samples"] == 30
+    # a threshold set at K = 100 where the server allows 40: it refuses to start, naming both
     write_threshold(decoder, AnomalyThreshold("log_px", 1.0, 100, 0.1, 0.1, "x", 10))
-    with TestClient(create_app(str(decoder), encoder=str(encoder), max_score_samples=40)) as client:
-        r = client.post("/v1/score", json={"images": BINARY.tolist()})
-        assert r.status_code == 422 and "100" in r.json()["error"], r.text
+    with pytest.raises(ValueError, match=r"K = 100 .*--max-score-samples 40 allows"):
+        create_app(str(decoder), encoder=str(encoder), max_score_samples=40)
+    from keras_vae.serving.server import main
+
+    assert main([str(decoder), "--encoder", str(encoder), "--max-score-samples", "40"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("keras-vae serve: error: ") and err.count("\n") == 1, err
+    assert "K = 100" in err and "--max-score-samples 40" in err
+    create_app(str(decoder), max_score_samples=40)  # without an encoder nothing is scored: it serves
+    with TestClient(create_app(str(decoder), encoder=str(encoder), max_score_samples=100)) as client:
+        r = client.post("/v1/score", json={"images": BINARY[:2].tolist()})
+        assert r.status_code == 200 and r.json()["num_samples"] == 100, r.text
 
 
 # ------------------------------------------------------------------ keras-vae score
@@ -320,6 +331,70 @@ def test_export_stores_a_threshold_set_on_the_test_split(keras_and_onnx, tmp_pat
     nll = [-float(r["log_px"]) for r in _read_csv(tmp_path / "s.csv")]
     assert threshold.value == pytest.approx(calibrate_threshold(np.asarray(nll), 0.25), abs=1e-9)
     assert threshold.achieved_fpr == 0.25
+
+
+LABELS = np.arange(len(BINARY)) % 3
+
+
+@pytest.fixture(scope="module")
+def conditional_keras_and_onnx(tmp_path_factory):
+    """An untrained class-conditional VAE (3 classes) saved as .keras and exported to ONNX."""
+    keras = pytest.importorskip("keras")
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("ONNX export runs under the TensorFlow backend")
+    import keras_vae
+    from keras_vae.export.onnx import export_decoder, export_encoder
+
+    root = tmp_path_factory.mktemp("conditional")
+    vae = keras_vae.VAE(input_shape=(8, 8, 1), latent_dim=4, hidden_units=(32,), num_classes=3, seed=0)
+    vae([BINARY[:2], LABELS[:2]])
+    vae.save(str(root / "model.keras"))
+    export_decoder(vae, str(root / "decoder.onnx"))
+    export_encoder(vae, str(root / "encoder.onnx"))
+    return root, vae
+
+
+def test_a_conditional_model_scores_and_sets_thresholds_with_the_datasets_labels(
+        conditional_keras_and_onnx, tmp_path, capsys):
+    from keras_vae.commands.export import main as export
+    from keras_vae.commands.score import main as score
+    from keras_vae.serving.sampler import Sampler
+
+    root, vae = conditional_keras_and_onnx
+    data = str(tmp_path / "x.npz")
+    np.savez(data, x_test=BINARY, y_test=LABELS)
+    rows = {}
+    for name, model in (("keras", "model.keras"), ("onnx", "decoder.onnx")):
+        score([str(root / model), "--dataset", data, "--num-samples", "40", "--seed", "9",
+               "--out", str(tmp_path / f"{name}.csv"), "--quiet"])
+        rows[name] = np.array([float(r["log_px"]) for r in _read_csv(tmp_path / f"{name}.csv")])
+    # log p(x|y), each image under its own label: VAE.log_likelihood on the same noise
+    expected = vae.log_likelihood(BINARY, LABELS, num_samples=40, seed=9)
+    np.testing.assert_allclose(rows["keras"], expected, atol=1e-3, rtol=0)
+    np.testing.assert_allclose(rows["onnx"], expected, atol=1e-3, rtol=0)
+    other = vae.log_likelihood(BINARY, (LABELS + 1) % 3, num_samples=40, seed=9)
+    assert np.abs(other - expected).max() > 1e-2  # the labels matter
+    # export --anomaly-fpr sets the threshold on -log p(x|y) of the labelled test split (seed 0)
+    export([str(root / "model.keras"), "--out", str(tmp_path / "decoder.onnx"),
+            "--anomaly-percentile", "75", "--anomaly-samples", "40", "--dataset", data])
+    threshold = decode_threshold(Sampler(tmp_path / "decoder.onnx").metadata[contract.ANOMALY_THRESHOLD])
+    nll = -vae.log_likelihood(BINARY, LABELS, num_samples=40, seed=0)
+    assert threshold.value == pytest.approx(calibrate_threshold(nll, 0.25), abs=1e-6)
+    # images without labels: a clear refusal, from both commands
+    unlabelled = str(tmp_path / "unlabelled.npz")
+    np.savez(unlabelled, x_test=BINARY)
+    for model in ("model.keras", "decoder.onnx"):
+        with pytest.raises(SystemExit) as exit_info:
+            score([str(root / model), "--dataset", unlabelled, "--out", str(tmp_path / "s.csv"),
+                   "--quiet"])
+        message = str(exit_info.value.code)
+        assert message.startswith("keras-vae score: error: this model is class-conditional")
+        assert f"{unlabelled} test has none" in message and "\n" not in message
+    with pytest.raises(SystemExit) as exit_info:
+        export([str(root / "model.keras"), "--out", str(tmp_path / "d2.onnx"),
+                "--anomaly-fpr", "0.1", "--dataset", unlabelled])
+    assert "class-conditional" in str(exit_info.value.code) and "has none" in str(exit_info.value.code)
+    assert not (tmp_path / "d2.onnx").exists()
 
 
 @pytest.mark.slow

@@ -7,14 +7,17 @@ says; schema-valid requests accepted, schema-invalid ones refused; unsupported m
 answered 405 with Allow...), and on top of them this project's own rule that every 4xx is
 JSON `{"error": "<message>"}`. Used against `keras_vae.serving.server` and the Ray Serve app.
 
-Two settings say what the document cannot:
+Settings say what the document cannot:
 
 * the path parameters `{name}` and `{version}` are the served model's in half of the
   cases (a dictionary of known values), so the requests get past the 404;
 * infer's request fits the schema but not the model when its tensor's name, datatype,
   shape or data count is not the model's (the Open Inference Protocol answers 400, and
   JSON Schema cannot say "as many numbers as the shape's product"), so 400 is one of the
-  answers a schema-valid infer request may get.
+  answers a schema-valid infer request may get;
+* with ``per_image_labels`` (a class-conditional model), ``/v1/score`` needs as many
+  ``labels`` as ``images``, which JSON Schema cannot say either, so 422 is one of the
+  answers a schema-valid score request may get there.
 """
 
 import collections
@@ -40,9 +43,11 @@ def error_body(ctx, response, case):
     return None
 
 
-def fuzz_config(seconds, known_path_parameters=None, seed=SEED, workers=1):
+def fuzz_config(seconds, known_path_parameters=None, seed=SEED, workers=1, per_image_labels=False):
     """The `schemathesis.Config` of `st run --checks all --seed SEED --max-time SECONDS`, plus the above."""
     known = known_path_parameters or {}
+    score = [{"include-path-regex": "/v1/score$",
+              "checks": {"positive_data_acceptance": {"expected-statuses": ["2xx", 422, 503]}}}]
     data = {
         "seed": seed,
         "max-time": seconds,
@@ -54,21 +59,21 @@ def fuzz_config(seconds, known_path_parameters=None, seed=SEED, workers=1):
             "include-path-regex": "/infer$",
             "checks": {"positive_data_acceptance": {"expected-statuses": [
                 "2xx", 400, 404, 503]}},
-        }],
+        }] + (score if per_image_labels else []),
     }
     config = schemathesis.Config.from_dict(data)
     config.projects.override.checks.update(included_check_names=["all"])
     return config
 
 
-def fuzz(base_url, seconds, known_path_parameters=None, seed=SEED, workers=1):
+def fuzz(base_url, seconds, known_path_parameters=None, seed=SEED, workers=1, per_image_labels=False):
     """Runs every check for `seconds`; returns a Counter of the statuses the service answered.
 
     Raises AssertionError listing every failure (operation, check, message, and a curl
     command that reproduces it) and every error (e.g. an operation the document describes
     wrongly), if there are any.
     """
-    config = fuzz_config(seconds, known_path_parameters, seed, workers)
+    config = fuzz_config(seconds, known_path_parameters, seed, workers, per_image_labels)
     schema = schemathesis.openapi.from_url(f"{base_url}/openapi.json", config=config)
     statuses = collections.Counter()
     problems = []

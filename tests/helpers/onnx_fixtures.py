@@ -33,6 +33,8 @@ def make_decoder_onnx(
     with_metadata: bool = True,
     metadata: dict[str, str] | None = None,
     seed: int = 0,
+    with_logits: bool = False,
+    weight_scale: float = 1.0,
 ) -> Path:
     """Write a decoder ONNX file to ``path`` and return the path.
 
@@ -45,32 +47,39 @@ def make_decoder_onnx(
             must fall back to the graph shapes.
         metadata: extra or overriding metadata entries (strings).
         seed: seed of the fixed random weights.
+        with_logits: a Bernoulli decoder gets the second output ``logits`` [batch, H, W, C]
+            that ``keras-vae export`` writes (older files have only ``x_mean``).
+        weight_scale: multiplies the weights and bias (large values saturate the sigmoid).
     """
     if likelihood not in ("bernoulli", "gaussian", "discretized_logistic"):
         raise ValueError(f"unknown likelihood {likelihood!r}")
     h, w, c = image_shape
     size = h * w * c
     rng = np.random.default_rng(seed)
-    weight = rng.normal(0.0, 1.0, (latent_dim, size)).astype(np.float32)
-    bias = rng.normal(0.0, 0.5, (size,)).astype(np.float32)
+    weight = (weight_scale * rng.normal(0.0, 1.0, (latent_dim, size))).astype(np.float32)
+    bias = (weight_scale * rng.normal(0.0, 0.5, (size,))).astype(np.float32)
 
     nodes = [
         helper.make_node("MatMul", ["z", "W"], ["zw"]),
-        helper.make_node("Add", ["zw", "b"], ["logits"]),
+        helper.make_node("Add", ["zw", "b"], ["flat_logits"]),
     ]
-    flat = "logits"
+    flat = "flat_logits"
     if likelihood in ("bernoulli", "discretized_logistic"):  # probabilities, or the location μ
-        nodes.append(helper.make_node("Sigmoid", ["logits"], ["probs"]))
+        nodes.append(helper.make_node("Sigmoid", ["flat_logits"], ["probs"]))
         flat = "probs"
     nodes.append(helper.make_node("Reshape", [flat, "shape"], ["x_mean"]))
+    outputs = [helper.make_tensor_value_info("x_mean", TensorProto.FLOAT, ["batch", h, w, c])]
+    if with_logits:
+        if likelihood != "bernoulli":
+            raise ValueError("only a Bernoulli decoder has a logits output")
+        nodes.append(helper.make_node("Reshape", ["flat_logits", "shape"], ["logits"]))
+        outputs.append(helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", h, w, c]))
 
     graph = helper.make_graph(
         nodes,
         "vae_decoder",
         inputs=[helper.make_tensor_value_info("z", TensorProto.FLOAT, ["batch", latent_dim])],
-        outputs=[
-            helper.make_tensor_value_info("x_mean", TensorProto.FLOAT, ["batch", h, w, c])
-        ],
+        outputs=outputs,
         initializer=[
             numpy_helper.from_array(weight, "W"),
             numpy_helper.from_array(bias, "b"),
@@ -101,16 +110,17 @@ def make_decoder_onnx(
     return path
 
 
-def reference_decode(path: str | os.PathLike, z: np.ndarray) -> np.ndarray:
+def reference_decode(path: str | os.PathLike, z: np.ndarray, logits: bool = False) -> np.ndarray:
     """Decode ``z`` [n, latent_dim] with NumPy using the weights stored in ``path``.
 
-    Returns float64 ``[n, H, W, C]`` pixel means. Independent of onnxruntime.
+    Returns float64 ``[n, H, W, C]`` pixel means (with ``logits``, the sigmoid's input).
+    Independent of onnxruntime.
     """
     model = onnx.load(str(path))
     init = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     ops = [node.op_type for node in model.graph.node]
-    logits = np.asarray(z, dtype=np.float64) @ init["W"].astype(np.float64) + init["b"]
-    out = 1.0 / (1.0 + np.exp(-logits)) if "Sigmoid" in ops else logits
+    raw = np.asarray(z, dtype=np.float64) @ init["W"].astype(np.float64) + init["b"]
+    out = 1.0 / (1.0 + np.exp(-raw)) if "Sigmoid" in ops and not logits else raw
     return out.reshape(-1, *[int(d) for d in init["shape"][1:]])
 
 

@@ -119,7 +119,7 @@ def test_label_errors(labelled_digits):
 def test_export_with_a_label_input(labelled_digits, tmp_path):
     """The exported decoder and encoder take `label`; onnxruntime agrees with Keras for every
     class; the metadata lists the class names; an unconditional export keeps one input."""
-    from keras_vae.core.likelihood import onnx_log_likelihood
+    from keras_vae.serving.likelihood import onnx_log_likelihood
     from keras_vae.export.onnx import export_decoder, export_encoder
     from keras_vae.export.int8 import export_int8_decoder
     from keras_vae.export.triton import write_triton_repository

@@ -400,7 +400,7 @@ def test_exported_decoder_samples_from_the_mixture_prior_like_keras(tmp_path, ga
 def test_exported_gaussian_files_score_like_keras(tmp_path, digits, decoder_std):
     from keras_vae.export.onnx import export_decoder
     from keras_vae.export.onnx import export_encoder
-    from keras_vae.core.likelihood import onnx_log_likelihood
+    from keras_vae.serving.likelihood import onnx_log_likelihood
     from keras_vae.serving.encoder import Encoder
     from keras_vae.serving.sampler import Sampler
 
@@ -413,6 +413,37 @@ def test_exported_gaussian_files_score_like_keras(tmp_path, digits, decoder_std)
     from_files = onnx_log_likelihood(Encoder(tmp_path / "encoder.onnx"), Sampler(tmp_path / "decoder.onnx"),
                                      x, num_samples=100, seed=4)
     np.testing.assert_allclose(from_files, vae.log_likelihood(x, num_samples=100, seed=4), atol=1e-3)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="ONNX export runs under TensorFlow")
+def test_exported_bernoulli_files_score_confidently_wrong_pixels_like_keras(tmp_path, digits):
+    """Logits beyond ±17 saturate the float32 sigmoid: scored from x_mean, a wrong pixel costs
+    at most −log(1e-7) ≈ 16 nats, where Keras, from the logits, has their full cost. The
+    export's logits output gives onnxruntime Keras's numbers."""
+    from keras_vae.serving.likelihood import onnx_log_likelihood
+    from keras_vae.export.onnx import export_decoder, export_encoder
+    from keras_vae.serving.encoder import Encoder
+    from keras_vae.serving.sampler import Sampler
+
+    vae = small_vae()
+    pixels = vae.decoder.get_layer("pixels")
+    bias = ops.convert_to_numpy(pixels.bias).copy()
+    bias[:4], bias[-4:] = 25.0, -22.0  # confident: these pixels "must" be 1 (first 4) and 0 (last 4)
+    pixels.bias.assign(bias)
+    export_decoder(vae, str(tmp_path / "decoder.onnx"))
+    export_encoder(vae, str(tmp_path / "encoder.onnx"))
+    x = (digits[1][:10] > 0.5).astype("float32")
+    x.reshape(len(x), -1)[:, :4], x.reshape(len(x), -1)[:, -4:] = 0.0, 1.0  # ... and are wrong
+    encoder, decoder = Encoder(tmp_path / "encoder.onnx"), Sampler(tmp_path / "decoder.onnx")
+    assert decoder.logits_name == "logits"
+    z = np.random.default_rng(0).standard_normal((7, 4)).astype("float32")
+    np.testing.assert_allclose(decoder.decode(z), 1 / (1 + np.exp(-decoder.decode_logits(z))), atol=1e-6)
+    keras_log_px = vae.log_likelihood(x, num_samples=50, seed=3)
+    np.testing.assert_allclose(onnx_log_likelihood(encoder, decoder, x, num_samples=50, seed=3),
+                               keras_log_px, atol=1e-3, rtol=0)
+    decoder.logits_name = None  # an export without logits: scored from the probabilities
+    old = onnx_log_likelihood(encoder, decoder, x, num_samples=50, seed=3)
+    assert np.all(old - keras_log_px > 0.1)
 
 
 def test_depth_to_space_lays_each_pixels_channels_out_as_a_block():

@@ -234,6 +234,13 @@ def test_score_encode_and_reconstruct_take_labels(client):
     np.testing.assert_allclose(scores["log_px"], expected, rtol=1e-4, atol=1e-3)
     other = client.post("/v1/score", json=dict(body, labels=[1, 1, 1])).json()
     assert not np.allclose(other["log_px"], scores["log_px"], atol=1e-2)
+    for wrong in ([1], [4, 0], [4, 0, 2, 1]):  # not one per image: refused, never cycled
+        short = client.post("/v1/score", json=dict(body, labels=wrong))
+        assert short.status_code == 422, short.text
+        assert short.json()["error"] == (f"labels must give one class per image: got {len(wrong)} "
+                                         f"label{'s' if len(wrong) > 1 else ''} for 3 images")
+    one = client.post("/v1/score", json=dict(body, images=x[:1].tolist(), labels=[4])).json()
+    np.testing.assert_allclose(one["log_px"], scores["log_px"][:1], rtol=1e-6)
     encoded = client.post("/v1/encode", json={"images": x.tolist(), "labels": labels.tolist()}).json()
     np.testing.assert_allclose(encoded["z_mean"], reference_encode(x, labels)[0], rtol=1e-5, atol=1e-5)
     missing = client.post("/v1/encode", json={"images": x.tolist()})
@@ -248,6 +255,8 @@ def test_openapi_documents_the_label_fields(client):
     label = json.dumps(generate["label"])
     assert '"maximum": 4' in label and '"four"' in label
     assert "labels" in schemas["ScoreRequest"]["required"]
+    assert "one per image" in schemas["ScoreRequest"]["properties"]["labels"]["description"]
+    assert "repeats in turn" in schemas["EncodeRequest"]["properties"]["labels"]["description"]
 
 
 # ------------------------------------------------------------------ KServe v2
@@ -326,7 +335,7 @@ def test_every_schemathesis_check_passes_with_the_label_fields(files, tmp_path):
     from helpers.api_fuzz import fuzz  # raises AssertionError listing any failure or error
 
     with live_server(files, tmp_path / "server.log") as address:
-        statuses = fuzz(f"http://{address}", seconds=20,
+        statuses = fuzz(f"http://{address}", seconds=20, per_image_labels=True,
                         known_path_parameters={"name": "vae_decoder", "version": "1"})
     assert sum(statuses.values()) > 100 and not any(code >= 500 for code in statuses)
 

@@ -29,7 +29,8 @@ from helpers.headless_chromium import (
 from helpers.onnx_fixtures import make_decoder_onnx, make_encoder_onnx, reference_decode, reference_encode
 
 from keras_vae.core import contract
-from keras_vae.core.likelihood import PROBABILITY_FLOOR, onnx_log_likelihood
+from keras_vae.core.likelihood import PROBABILITY_FLOOR
+from keras_vae.serving.likelihood import onnx_log_likelihood
 from keras_vae.serving import explorer
 from keras_vae.serving.encoder import Encoder
 from keras_vae.serving.sampler import Sampler
@@ -646,6 +647,27 @@ def test_a_discretized_logistic_colour_decoder_scores_like_python(page, tmp_path
         levels[0, 0, 0] = (0, 255, 128)  # both edge levels
         check_scores_match_python(page, decoder, encoder, (levels / 255.0).astype(np.float32))
         assert_quiet_and_local(page)
+
+
+def test_a_bernoulli_decoder_with_logits_scores_saturated_pixels_like_python(page, tmp_path):
+    """Logits far beyond ±17: the page scores from the logits output, as Python does, so a
+    confidently wrong pixel costs its full x·l − log(1 + e^l), not the 1e-7 floor's 16 nats."""
+    decoder = make_decoder_onnx(tmp_path / "sharp.onnx", latent_dim=LATENT, image_shape=SHAPE,
+                                with_logits=True, weight_scale=12.0)
+    encoder = make_encoder_onnx(tmp_path / "sharp_encoder.onnx", latent_dim=LATENT, image_shape=SHAPE)
+    images = (np.random.default_rng(3).random((3, *SHAPE)) > 0.5).astype(np.float32)
+    with serve_app(make_app(decoder, encoder)) as url:
+        open_page(page, url + "/")
+        assert page.evaluate("explorer.backend") == "onnxruntime-web"
+        check_scores_match_python(page, decoder, encoder, images)
+        assert_quiet_and_local(page)
+    # the same file without its logits output would be scored from the clipped probabilities
+    clipped = Sampler(decoder, provider="cpu")
+    clipped.logits_name = None
+    exact = onnx_log_likelihood(Encoder(encoder, provider="cpu"), Sampler(decoder, provider="cpu"),
+                                images, num_samples=64)
+    assert np.abs(onnx_log_likelihood(Encoder(encoder, provider="cpu"), clipped, images,
+                                      num_samples=64) - exact).max() > 1.0
 
 
 def test_without_an_encoder_the_page_says_so_and_hides_the_panel(page, models):

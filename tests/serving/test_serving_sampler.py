@@ -86,6 +86,19 @@ def test_metadata_is_read(sampler, gaussian_path):
     assert json.loads(json.dumps(info))["image_shape"] == [5, 6, 3]
 
 
+def test_a_bernoulli_export_with_logits_decodes_them_and_the_same_means(tmp_path, sampler):
+    path = make_decoder_onnx(tmp_path / "logits.onnx", with_logits=True)
+    s = Sampler(path)
+    assert (s.output_name, s.logits_name) == ("x_mean", "logits")
+    assert sampler.logits_name is None  # an older file, without the output
+    z = np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)
+    np.testing.assert_array_equal(s.decode(z), sampler.decode(z))  # x_mean as before
+    np.testing.assert_allclose(s.decode_logits(z, batch_size=2), reference_decode(path, z, logits=True),
+                               atol=1e-5)
+    with pytest.raises(ValueError, match="no logits output"):
+        sampler.decode_logits(z)
+
+
 def test_falls_back_to_graph_shapes_without_metadata(tmp_path):
     path = make_decoder_onnx(tmp_path / "bare.onnx", latent_dim=6, image_shape=(4, 3, 3),
                              with_metadata=False)

@@ -68,31 +68,18 @@ def prior_directions(latent_dim: int, prior: contract.MixturePrior | None) -> di
     }
 
 
-def _decoder_log_var(sampler) -> Any:
-    """log σ² of a Gaussian decoder from its metadata, as JSON (a number or nested lists)."""
-    value = getattr(sampler, "decoder_log_var", None)
-    decode = getattr(contract, "decode_decoder_log_var", None)
-    if value is None and decode is not None and sampler.likelihood == "gaussian":
-        try:
-            value = decode(sampler.metadata.get(getattr(contract, "DECODER_LOG_VAR", "")),
-                           sampler.image_shape)
-        except ValueError:
-            value = None
+def _decoder_spread(sampler, likelihood: str) -> Any:
+    """The spread (``contract.decoder_spread``) of a decoder of this ``likelihood``, as JSON (a
+    number or nested lists); None for another likelihood, or when its metadata has none."""
+    if sampler.likelihood != likelihood:
+        return None
+    try:
+        value = contract.decoder_spread(sampler.metadata, likelihood, sampler.image_shape)
+    except ValueError:
+        return None
     if value is None:
         return None
     return float(value) if np.ndim(value) == 0 else np.asarray(value, np.float64).tolist()
-
-
-def _decoder_log_scale(sampler) -> Any:
-    """log s of a discretized logistic decoder from its metadata, as nested lists (or None)."""
-    if sampler.likelihood != "discretized_logistic":
-        return None
-    try:
-        value = contract.decode_decoder_log_var(sampler.metadata.get(contract.DECODER_LOG_SCALE),
-                                                sampler.image_shape)
-    except ValueError:
-        return None
-    return None if value is None else np.asarray(value, np.float64).tolist()
 
 
 def _compact(values) -> list:
@@ -133,8 +120,8 @@ def explorer_config(sampler, *, encoder: bool, ort: bool, server: bool,
         "latent_dim": int(sampler.latent_dim),
         "image_shape": [int(d) for d in sampler.image_shape],
         "likelihood": sampler.likelihood,
-        "decoder_log_var": _decoder_log_var(sampler),
-        "decoder_log_scale": _decoder_log_scale(sampler),
+        "decoder_log_var": _decoder_spread(sampler, "gaussian"),
+        "decoder_log_scale": _decoder_spread(sampler, "discretized_logistic"),
         # exact float64 values: the page draws z from them as draw_latents does
         "prior": None if prior is None else {
             "components": int(prior.components),
@@ -161,6 +148,7 @@ def explorer_config(sampler, *, encoder: bool, ort: bool, server: bool,
         "hierarchy": hierarchical.explorer_settings(sampler, log_weight),
         "tensors": {"decoder_input": contract.DECODER_INPUT, "label_input": contract.LABEL_INPUT,
                     "decoder_output": contract.DECODER_OUTPUT,
+                    "decoder_logits": contract.DECODER_LOGITS,
                     "encoder_input": contract.ENCODER_INPUT,
                     "encoder_outputs": list(contract.ENCODER_OUTPUTS)},
         "model": {key: metadata[key] for key in (

@@ -56,10 +56,10 @@ def _scores(state: ServingState, images: list, num_samples: int, seed: int, labe
                                labels=labels)
 
 
-def _labels(state: ServingState, body, n: int):
-    """The body's labels for n rows (a class-conditional model's; None otherwise)."""
+def _labels(state: ServingState, body, n: int, per_image: bool = False):
+    """The body's labels for n rows (a class-conditional model's; None otherwise); see ``fill_labels``."""
     return fill_labels(state.sampler.class_names, getattr(body, "label", None),
-                       getattr(body, "labels", None), n)
+                       getattr(body, "labels", None), n, per_image)
 
 
 def v1_router(latent_dim: int, max_batch_size: int,
@@ -160,7 +160,7 @@ def encoder_router(image_shape: tuple[int, int, int], max_batch_size: int, max_s
                                                            state.max_score_samples)
             images, scores = await state.admission.run_scoring(
                 "score", len(body.images) * num_samples, _scores, state, body.images,
-                num_samples, body.seed, _labels(state, body, len(body.images)))
+                num_samples, body.seed, _labels(state, body, len(body.images), per_image=True))
         except ValueError as exc:
             raise APIError(422, str(exc)) from None
         log_px = scores.log_px

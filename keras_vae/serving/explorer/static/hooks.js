@@ -18,7 +18,7 @@
 import { drawLatents } from './latents.js';
 import { logLikelihood } from './likelihood.js';
 import { hierarchicalLogLikelihood } from './hierarchy.js';
-import { decodeFlat, encodeFlat, rowsOf } from './models.js';
+import { decodeFlat, encodeFlat, rowsOf, scoringDecoder } from './models.js';
 import { setZ, settled } from './latent.js';
 
 /**
@@ -76,7 +76,7 @@ export function createHooks(state) {
       result.push(await logLikelihood({
         x: x.subarray(i * P, (i + 1) * P), zMean: zMean.subarray(i * D, (i + 1) * D),
         zLogVar: zLogVar.subarray(i * D, (i + 1) * D), config: state.config,
-        decode: (z, k) => decodeFlat(state, z, k), numSamples, seed, index: i }));
+        ...scoringDecoder(state), numSamples, seed, index: i }));
     }
     return result;
   }

@@ -57,10 +57,11 @@ export function priorLogProb(z, prior) {
 /**
  * The decoder's log p(x|z) as a function of its output, from the settings in config.json.
  * @param {{likelihood: string, decoder_log_var: (null|number|Array), probability_floor: number}} config
+ * @param {boolean} [logits=false] the output is a Bernoulli decoder's logits, not its probabilities.
  * @returns {function(Float32Array, Float32Array): number} (x (P,), mean (P,)) -> nats, summed
  *   over the P = H·W·C pixels.
  */
-export function pixelsLogProb(config) {
+export function pixelsLogProb(config, logits = false) {
   if (config.likelihood === 'discretized_logistic') {
     if (config.decoder_log_scale == null) {
       throw new Error('this discretized logistic decoder carries no decoder_log_scale: it cannot be scored');
@@ -92,6 +93,14 @@ export function pixelsLogProb(config) {
   }
   if (config.likelihood !== 'bernoulli') {
     throw new Error(`cannot score a decoder whose likelihood is ${config.likelihood}`);
+  }
+  if (logits) {
+    // x·l − log(1 + e^l): exact for any logit (keras_vae.core.likelihood.bernoulli_log_prob_from_logits)
+    return (x, logit) => {
+      let s = 0;
+      for (let i = 0; i < x.length; i++) s += x[i] * logit[i] - softplus(logit[i]);
+      return s;
+    };
   }
   const floor = config.probability_floor;
   return (x, mean) => {
@@ -160,15 +169,17 @@ export function posteriorSamples(zMean, zLogVar, K, seed, index) {
  * @param {Float32Array} options.x (P,) the image, P = H·W·C.
  * @param {Float32Array} options.zMean (D,) and options.zLogVar (D,): q(z|x) from the encoder.
  * @param {function(Float32Array, number): Promise<Float32Array>} options.decode
- *   (z (K·D,), K) -> pixel means (K·P,).
+ *   (z (K·D,), K) -> pixel means (K·P,), or a Bernoulli decoder's logits with options.logits.
+ * @param {boolean} [options.logits=false] whether decode gives logits (models.js scoringDecoder).
  * @param {object} options.config explorer/config.json.
  * @param {number} options.numSamples K.
  * @param {number} options.seed the noise seed.
  * @param {number} [options.index=0] the image's index in its batch (see posteriorSamples).
  * @returns {Promise<number>} log p(x), nats.
  */
-export async function logLikelihood({ x, zMean, zLogVar, decode, config, numSamples, seed, index = 0 }) {
-  const logPxGivenZ = pixelsLogProb(config);
+export async function logLikelihood({ x, zMean, zLogVar, decode, logits = false, config, numSamples, seed,
+                                      index = 0 }) {
+  const logPxGivenZ = pixelsLogProb(config, logits);
   const K = numSamples, D = zMean.length, P = x.length;
   const { z, logQ } = posteriorSamples(zMean, zLogVar, K, seed, index);
   const means = await decode(z, K);

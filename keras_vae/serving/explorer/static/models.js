@@ -88,7 +88,7 @@ export function labelFields(state, key) {
  * @param {number} n rows.
  * @returns {Promise<Float32Array>} (n·P,)
  */
-export async function decodeFlat(state, z, n) {
+export async function decodeFlat(state, z, n, outputName = null) {
   const { runtime, config } = state;
   const { D, P } = state.dims;
   const session = runtime.decoder;
@@ -96,8 +96,8 @@ export async function decodeFlat(state, z, n) {
     return serial(runtime, async () => {
       const input = new runtime.ort.Tensor('float32', z, [n, D]);
       const output = await session.run(feeds(state, session, config.tensors.decoder_input, input, n));
-      const name = session.outputNames.includes(config.tensors.decoder_output)
-        ? config.tensors.decoder_output : session.outputNames[0];
+      const name = outputName || (session.outputNames.includes(config.tensors.decoder_output)
+        ? config.tensors.decoder_output : session.outputNames[0]);
       return output[name].data;
     });
   }
@@ -111,6 +111,22 @@ export async function decodeFlat(state, z, n) {
     out.set(reply.images.flat(Infinity), start * P);
   }
   return out;
+}
+
+/**
+ * What scores an image's log p(x|z): the decoder's logits where a Bernoulli decoder in
+ * onnxruntime-web has that output (config.tensors.decoder_logits; exact where the float32
+ * sigmoid saturates, as keras_vae.serving scores them), else its pixel means.
+ * @param {object} state the page's state.
+ * @returns {{decode: function(Float32Array, number): Promise<Float32Array>, logits: boolean}}
+ *   decode (z (n·D,), n) -> (n·P,) logits or means, and which of the two.
+ */
+export function scoringDecoder(state) {
+  const { runtime, config } = state;
+  const name = config.tensors.decoder_logits;
+  const logits = config.likelihood === 'bernoulli' && Boolean(runtime.decoder)
+    && runtime.decoder.outputNames.includes(name);
+  return { decode: (z, n) => decodeFlat(state, z, n, logits ? name : null), logits };
 }
 
 /**

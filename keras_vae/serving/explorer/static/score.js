@@ -8,7 +8,7 @@
 
 import { isLikelihood, logLikelihood } from './likelihood.js';
 import { hierarchicalLogLikelihood } from './hierarchy.js';
-import { decodeFlat, labelFields, nestImages, postJSON } from './models.js';
+import { labelFields, nestImages, postJSON, scoringDecoder } from './models.js';
 
 /**
  * @typedef {object} Score
@@ -45,7 +45,7 @@ export async function scoreImage(state, x, zMean, zLogVar) {
   const logPx = config.hierarchy
     ? await hierarchicalLogLikelihood(state, x, config.score_samples, config.score_seed, 0)
     : await logLikelihood({
-    x, zMean, zLogVar, config, decode: (z, n) => decodeFlat(state, z, n),
+    x, zMean, zLogVar, config, ...scoringDecoder(state),
     numSamples: config.score_samples, seed: config.score_seed, index: 0 });
   const threshold = config.anomaly_threshold;
   return { by: 'browser', measure, value: -logPx, log_px: logPx, num_samples: config.score_samples,
