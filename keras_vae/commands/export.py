@@ -12,6 +12,11 @@ CPU with VNNI int8 instructions. Its cost is measured as test NLL, with the same
 images and noise for both decoders, and the file is refused when int8 costs
 more than --max-nll-cost nats (unless --force). The file's metadata names the
 recipe and the CPU and onnxruntime version the cost was measured on.
+
+A HierarchicalVAE exports in noise space (docs/hierarchical.md): the decoder takes the
+standard-normal noise `z` [batch, D] of all its latent groups, the encoder gives the
+posterior in that space, and --encoder-out also writes log_weight.onnx beside the
+encoder, the graph that keras-vae score and /v1/score estimate log p(x) with.
 """
 
 import argparse
@@ -20,6 +25,7 @@ import sys
 from typing import NamedTuple
 
 from keras_vae.core.anomaly import SCORES
+from keras_vae.core import contract
 from keras_vae.core.contract import ANOMALY_THRESHOLD
 from keras_vae.core.contract import DEFAULT_OPSET
 
@@ -55,7 +61,8 @@ def parse_args(argv=None):
     parser.add_argument("--out", required=True, help="where to write the decoder .onnx")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET,
                         help=f"ONNX opset (default: {DEFAULT_OPSET})")
-    parser.add_argument("--encoder-out", help="also export the encoder x -> z_mean, z_log_var")
+    parser.add_argument("--encoder-out", help="also export the encoder x -> z_mean, z_log_var "
+                        "(and, for a hierarchical model, log_weight.onnx beside it)")
     parser.add_argument("--triton-repo",
                         help="also write a Triton model repository in this directory")
     parser.add_argument("--model-name", default="vae_decoder",
@@ -123,6 +130,8 @@ def main(argv=None):
     from keras_vae.export.onnx import export_encoder
     from keras_vae.export.int8 import export_int8_decoder
     from keras_vae.export.triton import write_triton_repository
+    from keras_vae.export.hierarchical import export_hierarchical
+    from keras_vae.models.hierarchical import HierarchicalVAE
 
     try:
         for out in filter(None, (args.out, args.encoder_out)):
@@ -141,7 +150,18 @@ def main(argv=None):
             split = _test_split(args, vae, config)
         if args.anomaly_fpr is not None:
             metadata[ANOMALY_THRESHOLD] = _anomaly_threshold(args, vae, split)
-        if args.precision == "int8":
+        hierarchical = isinstance(vae, HierarchicalVAE)
+        if hierarchical and args.precision == "int8":
+            raise ValueError("int8 export is for the single-latent model's decoder; export a "
+                             "HierarchicalVAE with --precision fp32")
+        if hierarchical:
+            # The log-weight graph scores images (keras-vae score, /v1/score): beside the encoder.
+            log_weight_out = args.encoder_out and os.path.join(
+                os.path.dirname(os.path.abspath(args.encoder_out)), contract.LOG_WEIGHT_FILE)
+            written = export_hierarchical(vae, args.out, args.encoder_out, log_weight_out,
+                                          args.opset, metadata)
+            decoder = written.pop("decoder")
+        elif args.precision == "int8":
             images, labels = split.images, _split_labels(vae, split, args.nll_images)
             print(f"int8: quantizing, then measuring the test NLL of both decoders on "
                   f"{min(args.nll_images, len(images))} images (K = {args.nll_samples}) ...",
@@ -153,11 +173,14 @@ def main(argv=None):
         else:
             decoder = export_decoder(vae, args.out, args.opset, metadata)
         summaries = [decoder]
-        if args.encoder_out:
+        if hierarchical:
+            summaries += list(written.values())
+        elif args.encoder_out:
             summaries.append(export_encoder(vae, args.encoder_out, args.opset, metadata))
         if args.triton_repo:
             model_dir = write_triton_repository(args.out, args.triton_repo, args.model_name,
-                                                vae.latent_dim, vae.image_shape,
+                                                getattr(vae, "noise_size", vae.latent_dim),
+                                                vae.image_shape,
                                                 precision=args.precision,
                                                 conditional=vae.conditional)
             print(f"Triton model repository: {os.path.abspath(model_dir)}")

@@ -17,7 +17,10 @@ from keras_vae.commands.quiet import start_keras
 from keras_vae.data.options import IMAGE_OPTION_NAMES
 from keras_vae.models.options import OPTION_NAMES
 from keras_vae.data.options import ImageOptions
+from keras_vae.models.options import HIERARCHICAL_OPTION_NAMES
+from keras_vae.models.options import HierarchicalOptions
 from keras_vae.models.options import ModelOptions
+from keras_vae.models.options import check_model_choice
 from keras_vae.core.options import OptionError
 
 EXAMPLES = """
@@ -44,6 +47,12 @@ examples:
 
   # or a .npz with x_train, x_test (uint8 0-255 or float 0-1)
   keras-vae train --dataset my_images.npz --architecture conv --out runs/mine
+
+  # a hierarchical VAE (top-down groups of latents) on binarized MNIST, and on 8-bit photos
+  keras-vae train --model hierarchical --num-groups 4 --latent-dim 32 --width 256 \
+      --dataset data/mnist.npz --dynamic-binarization --grad-clip 200 --out runs/mnist-hvae
+  keras-vae train --model hierarchical --architecture conv --num-resolutions 3 --num-groups 6 \
+      --likelihood logistic_mixture --dataset data/photo_patches --out runs/photos-hvae
 
   # data-parallel over all devices (JAX); here 2 virtual CPU devices
   XLA_FLAGS=--xla_force_host_platform_device_count=2 \\
@@ -77,6 +86,10 @@ def parse_args(argv=None):
                       help="fraction of the training split held out for validation; 0 trains "
                            "on all of it and keeps the last epoch as model.keras (default: 0.1)")
 
+    add_model_options(parser.add_argument_group(
+        "hierarchical model (--model hierarchical; it also reads --latent-dim, --architecture, "
+        "--likelihood, --decoder-std, --beta, --kl-warmup-steps, --dynamic-binarization)"),
+        HierarchicalOptions)
     add_model_options(parser.add_argument_group("image folders"), ImageOptions)
     add_model_options(parser.add_argument_group("model"))
 
@@ -109,10 +122,15 @@ def parse_args(argv=None):
     try:  # the model options are checked by their declaration
         options = ModelOptions(**{name: getattr(args, name) for name in OPTION_NAMES})
         images = ImageOptions(**{name: getattr(args, name) for name in IMAGE_OPTION_NAMES})
+        hierarchy = HierarchicalOptions(**{name: getattr(args, name)
+                                           for name in HIERARCHICAL_OPTION_NAMES})
+        # converted: "--decoder-std 0.5" gives 0.5
+        for converted in (options.model_kwargs(), dataclasses.asdict(images),
+                          dataclasses.asdict(hierarchy)):
+            vars(args).update(converted)
+        check_model_choice(args)
     except OptionError as error:
         parser.error(f"{flag(error.option)} must be {error.requirement}")
-    vars(args).update(options.model_kwargs())  # converted: "--decoder-std 0.5" gives 0.5
-    vars(args).update({name: getattr(images, name) for name in IMAGE_OPTION_NAMES})
     if args.checkpoint_every < 0:
         parser.error("--checkpoint-every must be 0 (off) or a number of epochs")
     return args

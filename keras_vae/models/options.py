@@ -26,19 +26,15 @@ from keras_vae.core.options import checked_value
 from keras_vae.core.options import option
 
 
+MODELS = ("vae", "hierarchical")
 ARCHITECTURES = ("mlp", "conv")
-
-
 CONV_UPSAMPLINGS = ("transpose", "subpixel")
-
-
 LIKELIHOODS = ("bernoulli", "gaussian", "discretized_logistic")
-
-
 OBJECTIVES = ("elbo", "iwae")
-
-
 PRIORS = ("standard", "mixture")
+# The hierarchical model's own choices.
+HIERARCHICAL_UPSAMPLINGS = ("nearest", "subpixel")
+HIERARCHICAL_LIKELIHOODS = ("bernoulli", "gaussian", "discretized_logistic", "logistic_mixture")
 
 
 @dataclasses.dataclass
@@ -70,9 +66,10 @@ class ModelOptions:
         0, "conv: residual blocks (two 3x3 convolutions and a skip) after each stride-2 layer "
            "of the encoder and each upsampling of the decoder", minimum=0)
     likelihood: str = option(
-        "bernoulli", "p(x|z): Bernoulli (pixels in [0, 1]), Gaussian, or discretized logistic "
-                     "(8-bit images: a probability for each of the 256 levels)",
-        choices=LIKELIHOODS)
+        "bernoulli", "p(x|z): Bernoulli (pixels in [0, 1]), Gaussian, discretized logistic "
+                     "(8-bit images: a probability for each of the 256 levels), or, for the "
+                     "hierarchical model, a mixture of discretized logistics (logistic_mixture)",
+        choices=HIERARCHICAL_LIKELIHOODS)
     decoder_std: float | str = option(
         1.0, "Gaussian decoder σ: a number or 'learned'", choices=("learned",))
     beta: float = option(1.0, "KL weight β", minimum=0)
@@ -107,3 +104,89 @@ class ModelOptions:
 
 
 OPTION_NAMES = tuple(field.name for field in dataclasses.fields(ModelOptions))
+
+
+@dataclasses.dataclass
+class HierarchicalOptions:
+    """The options of `keras_vae.HierarchicalVAE` that the single-latent model does not have.
+
+    `model` chooses the family member. The hierarchical model also reads these options of
+    `ModelOptions`: `latent_dim` (units, or channels, of each group), `architecture`,
+    `likelihood` (which for it also takes "logistic_mixture"), `decoder_std` (a number),
+    `beta`, `kl_warmup_steps` and `dynamic_binarization`; `HierarchicalVAE`'s docstring
+    explains each option. 0 stands for "none" where the model takes None.
+    """
+
+    model: str = option(
+        "vae", "vae: one latent vector (keras_vae.VAE); hierarchical: top-down groups of "
+               "latents (keras_vae.HierarchicalVAE, Ladder VAE / NVAE / VDVAE style)",
+        choices=MODELS)
+    num_groups: int = option(2, "hierarchical: latent groups L", minimum=1)
+    width: int = option(
+        0, "hierarchical: width of the residual stream, units (mlp) or filters (conv); "
+           "0: 256 (mlp) or 32 (conv)", minimum=0)
+    residual_blocks: int = option(
+        1, "hierarchical: residual blocks after each group, top-down and bottom-up", minimum=0)
+    num_resolutions: int = option(
+        2, "hierarchical conv: latents at H/2, H/4, ..., H/2**N", minimum=1)
+    upsampling: str = option(
+        "nearest", "hierarchical conv: nearest-neighbour resize or sub-pixel convolution",
+        choices=HIERARCHICAL_UPSAMPLINGS)
+    mixture_components: int = option(
+        5, "hierarchical, --likelihood logistic_mixture: components per pixel", minimum=1)
+    free_bits: float = option(
+        0.0, "hierarchical: nats per group below which a group's KL is not pushed down "
+             "(0: off)", minimum=0)
+    grad_clip: float = option(
+        0.0, "hierarchical: clip the gradients to this global norm (0: off)", minimum=0)
+    skip_threshold: float = option(
+        0.0, "hierarchical: skip updates whose gradient norm is above this, as well as "
+             "non-finite ones (0: only non-finite ones)", minimum=0)
+
+    def __post_init__(self):
+        for field in dataclasses.fields(HierarchicalOptions):
+            setattr(self, field.name, checked_value(field, getattr(self, field.name)))
+
+
+HIERARCHICAL_OPTION_NAMES = tuple(field.name for field in dataclasses.fields(HierarchicalOptions))
+#: The options of `ModelOptions` that the hierarchical model reads too.
+SHARED_OPTION_NAMES = ("latent_dim", "architecture", "likelihood", "decoder_std", "beta",
+                       "kl_warmup_steps", "dynamic_binarization")
+
+
+def check_model_choice(options):
+    """Raises OptionError when `options` (a `TrainConfig`) sets an option the chosen model lacks.
+
+    An option counts as set when it differs from its default; a class-conditional run
+    (`options.conditional`) needs the single-latent model.
+    """
+    if options.model == "hierarchical":
+        own = [name for name in OPTION_NAMES if name not in SHARED_OPTION_NAMES]
+        defaults, other = ModelOptions(), "vae"
+        if options.likelihood not in HIERARCHICAL_LIKELIHOODS:
+            raise OptionError("likelihood", f"one of {HIERARCHICAL_LIKELIHOODS}", options.likelihood)
+        if options.decoder_std == "learned":
+            raise OptionError("decoder_std", "a positive number for the hierarchical model",
+                              options.decoder_std)
+    else:
+        own = [name for name in HIERARCHICAL_OPTION_NAMES if name != "model"]
+        defaults, other = HierarchicalOptions(), "hierarchical"
+        if options.likelihood not in LIKELIHOODS:
+            raise OptionError("likelihood", f"one of {LIKELIHOODS} for the single-latent model "
+                              "(logistic_mixture needs --model hierarchical)", options.likelihood)
+    if options.model != "vae" and getattr(options, "conditional", False):
+        raise OptionError("conditional", "off: a class-conditional model is a --model vae", True)
+    for name in own:
+        if getattr(options, name) != getattr(defaults, name):
+            raise OptionError(name, f"left at its default: it is an option of --model {other}",
+                              getattr(options, name))
+
+
+def hierarchical_kwargs(options):
+    """The keyword arguments of `keras_vae.HierarchicalVAE` from `options` (a `TrainConfig`)."""
+    kwargs = {name: getattr(options, name) for name in SHARED_OPTION_NAMES}
+    kwargs.update({name: getattr(options, name) for name in HIERARCHICAL_OPTION_NAMES
+                   if name != "model"})
+    for name in ("width", "grad_clip", "skip_threshold"):
+        kwargs[name] = kwargs[name] or None
+    return kwargs

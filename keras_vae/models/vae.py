@@ -16,7 +16,7 @@ from keras_vae.models.networks import build_encoder
 from keras_vae.models.networks import Z_LOG_VAR_RANGE
 from keras_vae.models.networks import check_architecture
 from keras_vae.models.networks import default_conv_filters
-from keras_vae.models.options import LIKELIHOODS  # noqa: F401 (importable from here, as before)
+from keras_vae.models.options import LIKELIHOODS
 from keras_vae.models.options import OBJECTIVES  # noqa: F401
 from keras_vae.models.options import OPTION_NAMES
 from keras_vae.models.options import PRIORS  # noqa: F401
@@ -152,6 +152,10 @@ class VAE(BackendTrainer, keras.Model):
         # Converted to their types and checked (ValueError); every option is kept below
         # as an attribute of its name (self.latent_dim, ...) and returned by get_config.
         options = ModelOptions(**{name: arguments[name] for name in OPTION_NAMES})
+        if options.likelihood not in LIKELIHOODS:
+            raise ValueError(f"likelihood must be one of {LIKELIHOODS} for a VAE, got "
+                             f"{options.likelihood!r}; {options.likelihood} is the "
+                             "HierarchicalVAE's")
         input_shape = tuple(int(d) for d in input_shape)
         options.conv_filters = options.conv_filters or default_conv_filters(input_shape)
         check_architecture(input_shape, options.architecture, options.conv_filters, options.gated)

@@ -117,7 +117,8 @@ def served_scores(state, images: np.ndarray, num_samples: int, seed: int) -> Ima
 
 
 def hierarchical_score_function(decoder, encoder, args):
-    """``keras-vae score``'s ``score(images, progress)`` for a hierarchical decoder: its
+    """``keras-vae score``'s ``score(data, progress)`` (data: the `ScoreImages` to score) for a
+    hierarchical decoder: its
     log-weight graph from ``args.log_weight`` or beside the decoder or the encoder.
 
     Raises FileNotFoundError without one, ValueError when it does not fit the decoder.
@@ -130,8 +131,8 @@ def hierarchical_score_function(decoder, encoder, args):
         raise FileNotFoundError(f"no {contract.LOG_WEIGHT_FILE} beside {decoder.model_path} or the "
                                 "encoder: a hierarchical model is scored by it; pass --log-weight")
 
-    def score(images, progress):
-        return hierarchical_scores(encoder, decoder, log_weight, images, args.num_samples,
+    def score(data, progress):
+        return hierarchical_scores(encoder, decoder, log_weight, data.images, args.num_samples,
                                    args.batch_size, args.seed, progress)
     return score
 

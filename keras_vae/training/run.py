@@ -23,7 +23,10 @@ import keras
 import keras_vae
 from keras_vae.core.files import write_json
 from keras_vae.data.options import ImageOptions
+from keras_vae.models.options import HierarchicalOptions
 from keras_vae.models.options import ModelOptions
+from keras_vae.models.options import check_model_choice
+from keras_vae.models.options import hierarchical_kwargs
 from keras_vae.models.pictures import save_reconstructions
 from keras_vae.models.pictures import save_samples
 from keras_vae.training import resume
@@ -39,12 +42,13 @@ from keras_vae.training.run_directory import run_record
 
 
 @dataclasses.dataclass
-class TrainConfig(ImageOptions, ModelOptions):
+class TrainConfig(ImageOptions, HierarchicalOptions, ModelOptions):
     """Every option of a training run; saved, flat, as the run's config.json.
 
-    The model's options are the fields of `ModelOptions`, and an image folder's
-    those of `ImageOptions`, inherited (converted and checked on construction);
-    the fields below are the run's own.
+    The model's options are the fields of `ModelOptions` (and, for
+    `model="hierarchical"`, of `HierarchicalOptions`), and an image folder's those of
+    `ImageOptions`, inherited (converted and checked on construction: an option the
+    chosen model does not take raises `OptionError`); the fields below are the run's own.
     """
 
     dataset: str = "digits"
@@ -67,7 +71,9 @@ class TrainConfig(ImageOptions, ModelOptions):
 
     def __post_init__(self):
         ModelOptions.__post_init__(self)
+        HierarchicalOptions.__post_init__(self)
         ImageOptions.__post_init__(self)
+        check_model_choice(self)
 
 
 class TrainingDiverged(RuntimeError):
@@ -75,11 +81,17 @@ class TrainingDiverged(RuntimeError):
 
 
 def build_model(config, input_shape, learning_rate=None, class_names=None):
-    """A VAE for the config's model options and seed, on images of `input_shape` (H, W, C),
-    compiled with Adam (learning_rate defaults to config.lr); class-conditional on
-    `class_names` when given."""
-    classes = {} if not class_names else dict(num_classes=len(class_names), class_names=class_names)
-    vae = keras_vae.VAE(input_shape=input_shape, **config.model_kwargs(), seed=config.seed, **classes)
+    """The config's model (a `VAE`, or a `HierarchicalVAE` for model="hierarchical") with its
+    options and seed, on images of `input_shape` (H, W, C), compiled with Adam
+    (learning_rate defaults to config.lr); class-conditional on `class_names` when given."""
+    if config.model == "hierarchical":
+        vae = keras_vae.HierarchicalVAE(input_shape=input_shape, **hierarchical_kwargs(config),
+                                        seed=config.seed)
+    else:
+        classes = {} if not class_names else dict(num_classes=len(class_names),
+                                                  class_names=class_names)
+        vae = keras_vae.VAE(input_shape=input_shape, **config.model_kwargs(), seed=config.seed,
+                            **classes)
     vae.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate or config.lr),
                 steps_per_execution=config.steps_per_execution)
     return vae

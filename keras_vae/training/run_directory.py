@@ -12,6 +12,7 @@ import numpy as np
 import keras
 
 import keras_vae
+from keras_vae.models.hierarchical import HierarchicalVAE
 from keras_vae.models.vae import VAE
 
 
@@ -28,14 +29,16 @@ def resolve_model_path(path):
 
 
 def load_vae(path):
-    """Loads a VAE from a `.keras` file or a run directory; ValueError if it is not one."""
+    """Loads a model of the family (a `VAE` or a `HierarchicalVAE`) from a `.keras` file or a
+    run directory; ValueError if it is not one."""
     model_path, _ = resolve_model_path(path)
     try:
         model = keras.models.load_model(model_path)
     except Exception as error:
         raise ValueError(f"Could not load {model_path} as a Keras model: {error}") from None
-    if not isinstance(model, VAE):
-        raise ValueError(f"{model_path} holds a {type(model).__name__}, not a keras_vae.VAE")
+    if not isinstance(model, (VAE, HierarchicalVAE)):
+        raise ValueError(f"{model_path} holds a {type(model).__name__}, not a keras_vae.VAE or "
+                         "keras_vae.HierarchicalVAE")
     return model
 
 
