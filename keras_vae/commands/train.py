@@ -155,6 +155,27 @@ def train_config(args):
     return TrainConfig(**options, verbose=2 if args.quiet else "auto")
 
 
+def _multi_process():
+    from keras_vae.training.devices import multi_process_requested
+
+    return multi_process_requested()
+
+
+def stop(message):
+    """Exits with `message`. One of several processes exits at once, skipping JAX's shutdown
+    barrier (which would wait for the others); they stop when JAX's coordination service sees
+    this process gone."""
+    if not _multi_process():
+        sys.exit(message)
+    import jax
+
+    rank = jax.process_index() if jax.distributed.is_initialized() else os.environ.get(
+        "KERAS_DISTRIBUTION_PROCESS_ID", "?")
+    print(f"{message} [process {rank}]", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(1)
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args.backend:
@@ -164,9 +185,21 @@ def main(argv=None):
 
     config = train_config(args)
     try:
-        train(config)
+        vae = train(config)
     except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as error:
-        sys.exit(f"error: {error}")
+        stop(f"error: {error}")
+    except BaseException:
+        if _multi_process():
+            import traceback
+
+            traceback.print_exc()
+            stop("error: this process failed (above)")
+        raise
+    from keras_vae.training.devices import is_writer
+
+    if not is_writer():
+        print(f"\nTraining done; process 0 wrote the run directory ({vae.count_params()} weights)")
+        return
     print(f"\nRun directory: {os.path.abspath(config.out)}")
     print(f"  pictures: {os.path.join(config.out, 'samples.png')}, "
           f"{os.path.join(config.out, 'reconstructions.png')}")
