@@ -247,6 +247,10 @@ def _fit(vae, data, config, callbacks, verbose):
         validation_data=data.validation_data,
         callbacks=callbacks,
         verbose=verbose,
+        # Batched inputs shuffle themselves, each epoch. Keras would also shuffle the order
+        # of their batches; in data-parallel training every process must read the same
+        # global batch at each step, so that order stays fixed.
+        shuffle=data.batch_size is not None or not config.data_parallel,
     )
     if not all(math.isfinite(loss) for loss in history.history.get("loss", [])):
         raise TrainingDiverged(
