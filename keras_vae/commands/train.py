@@ -161,6 +161,11 @@ def _multi_process():
     return multi_process_requested()
 
 
+# Words in the errors of JAX's collectives and coordination service when a peer is gone.
+PEER_FAILURE_SIGNS = ("Gloo", "NCCL", "Connection closed", "Connection reset", "heartbeat",
+                      "coordination service", "barrier", "DEADLINE_EXCEEDED", "UNAVAILABLE")
+
+
 def stop(message):
     """Exits with `message`. One of several processes exits at once, skipping JAX's shutdown
     barrier (which would wait for the others); they stop when JAX's coordination service sees
@@ -169,6 +174,10 @@ def stop(message):
         sys.exit(message)
     import jax
 
+    if any(sign in message for sign in PEER_FAILURE_SIGNS):
+        message += ("\nerror: another process of this run stopped or became unreachable, so this "
+                    "one stops too. Run the same commands again on every process to resume after "
+                    "the last completed epoch.")
     rank = jax.process_index() if jax.distributed.is_initialized() else os.environ.get(
         "KERAS_DISTRIBUTION_PROCESS_ID", "?")
     print(f"{message} [process {rank}]", file=sys.stderr, flush=True)
