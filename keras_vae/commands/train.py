@@ -88,6 +88,10 @@ def parse_args(argv=None):
     training.add_argument("--data-parallel", action="store_true",
                           help="split each batch across all devices (JAX backend; "
                                "keras.distribution.DataParallel)")
+    training.add_argument("--num-processes", type=int, default=0, metavar="N",
+                          help="start N local processes of one data-parallel run (JAX; implies "
+                               "--data-parallel), their output prefixed by rank; for several "
+                               "hosts see docs/scaling-out.md (default: this process only)")
     training.add_argument("--steps-per-execution", type=int, default=1, metavar="N",
                           help="training steps per compiled call (Keras compile's "
                                "steps_per_execution; JAX and TensorFlow): fewer round trips "
@@ -115,7 +119,30 @@ def parse_args(argv=None):
     vars(args).update({name: getattr(images, name) for name in IMAGE_OPTION_NAMES})
     if args.checkpoint_every < 0:
         parser.error("--checkpoint-every must be 0 (off) or a number of epochs")
+    if args.num_processes < 0:
+        parser.error("--num-processes must be at least 1")
+    if args.num_processes:
+        backend = args.backend or os.environ.get("KERAS_BACKEND", "tensorflow")
+        if backend != "jax":
+            parser.error(f"--num-processes runs on the JAX backend (--backend jax); Keras has no "
+                         f"multi-process distribution for {backend!r}")
+        if "KERAS_DISTRIBUTION_NUM_PROCESSES" in os.environ:
+            parser.error("--num-processes starts the processes itself: unset "
+                         "KERAS_DISTRIBUTION_NUM_PROCESSES, or run without --num-processes")
     return args
+
+
+def without_option(argv, name):
+    """`argv` without the option `name` and its value (`--name V` or `--name=V`)."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == name:
+            skip = True
+        elif not arg.startswith(name + "="):
+            kept.append(arg)
+    return kept
 
 
 def flag(name):
@@ -151,7 +178,8 @@ def train_config(args):
     """The `keras_vae.training.TrainConfig` of parsed arguments (this imports Keras)."""
     from keras_vae.training.run import TrainConfig
 
-    options = {k: v for k, v in vars(args).items() if k not in ("backend", "quiet", "verbose")}
+    options = {k: v for k, v in vars(args).items()
+               if k not in ("backend", "quiet", "verbose", "num_processes")}
     return TrainConfig(**options, verbose=2 if args.quiet else "auto")
 
 
@@ -186,7 +214,17 @@ def stop(message):
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
+    if args.num_processes:
+        from keras_vae.training.launcher import launch
+
+        train_args = without_option(argv, "--num-processes")
+        if "--data-parallel" not in train_args:
+            train_args.append("--data-parallel")
+        if "--backend" not in train_args:
+            train_args += ["--backend", "jax"]
+        sys.exit(launch(args.num_processes, train_args))
     if args.backend:
         os.environ["KERAS_BACKEND"] = args.backend
     quiet_frameworks(args.verbose)

@@ -134,6 +134,29 @@ def check_same_options(options):
                               "command")
 
 
+def check_replicas_agree(model):
+    """Checks that every process ends with the same weights and optimizer state.
+
+    Each process hashes its own copy (the replicas on its devices) and all-gather the
+    hashes; raises RuntimeError if they differ. Returns the hash (hex), printed by the caller.
+    """
+    from jax.experimental import multihost_utils
+
+    digest = hashlib.sha256()
+    variables = [*model.variables, *(model.optimizer.variables if model.optimizer else [])]
+    for variable in variables:
+        value = variable.value
+        for shard in value.addressable_shards:
+            digest.update(np.ascontiguousarray(np.asarray(shard.data)).tobytes())
+            break  # replicated: one local copy stands for this process
+    mine = np.frombuffer(digest.digest(), np.uint8)
+    gathered = np.asarray(multihost_utils.process_allgather(mine))
+    if any((row != gathered[0]).any() for row in gathered):
+        raise RuntimeError("the processes ended with different weights: " + ", ".join(
+            bytes(row).hex()[:16] for row in gathered))
+    return digest.hexdigest()
+
+
 def use_all_devices(batch_size):
     """Data-parallel training over every device of every process (Keras' `DataParallel`).
 

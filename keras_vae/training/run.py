@@ -209,6 +209,8 @@ def _train(config, extra_callbacks, writer=True):
         *([ShareProcessZeroState(backup)] if multi_process else []),
     ]
     _fit(vae, data, config, callbacks, config.verbose)
+    if multi_process:
+        _report_replicas(vae)
     if not validating:
         vae.save(os.path.join(run_dir, "model.keras"))  # the last epoch's model, saved once
     if data.num_processes > 1:
@@ -235,7 +237,14 @@ def _train_without_writing(config, extra_callbacks):
                       learning_rate_schedule(config, data.steps_per_epoch), data.class_names)
     callbacks = [keras.callbacks.TerminateOnNaN(), *extra_callbacks, ShareProcessZeroState()]
     _fit(vae, data, config, callbacks, verbose=0)
+    _report_replicas(vae)
     return vae
+
+
+def _report_replicas(vae):
+    digest = device_lib.check_replicas_agree(vae)
+    print(f"Process {device_lib.process_index()} of {device_lib.process_count()}: weights "
+          f"identical on every process (sha256 {digest[:16]})")
 
 
 def _fit(vae, data, config, callbacks, verbose):
