@@ -48,6 +48,10 @@ examples:
   XLA_FLAGS=--xla_force_host_platform_device_count=2 \\
       keras-vae train --backend jax --data-parallel --out runs/dp
 
+  # data-parallel across 2 local processes (JAX's distributed runtime); for several
+  # hosts, set KERAS_DISTRIBUTION_* on each instead (docs/scaling-out.md)
+  keras-vae train --backend jax --num-processes 2 --out runs/mp
+
   # watch it: tensorboard --logdir runs/mnist/logs
 """
 
