@@ -28,6 +28,9 @@ PROCESS_ID_VARIABLE = "KERAS_DISTRIBUTION_PROCESS_ID"
 #: and stops the others (JAX's default is 100).
 HEARTBEAT_VARIABLE = "KERAS_VAE_HEARTBEAT_TIMEOUT_SECONDS"
 DEFAULT_HEARTBEAT_SECONDS = 10
+#: Seconds a process waits at start for all the others to join before giving up.
+INIT_TIMEOUT_VARIABLE = "KERAS_VAE_INIT_TIMEOUT_SECONDS"
+DEFAULT_INIT_TIMEOUT_SECONDS = 300
 #: Set to 1 to let JAX find the processes from the cluster's own variables (SLURM, Open MPI, ...).
 CLUSTER_VARIABLE = "KERAS_VAE_CLUSTER_DETECTION"
 # Options that may differ between the processes of one run: "out" is only written by
@@ -67,7 +70,8 @@ def initialize_processes():
     if jax.distributed.is_initialized():
         return jax.process_index(), jax.process_count()
     heartbeat = int(os.environ.get(HEARTBEAT_VARIABLE, DEFAULT_HEARTBEAT_SECONDS))
-    kwargs = dict(heartbeat_timeout_seconds=heartbeat, initialization_timeout=300)
+    kwargs = dict(heartbeat_timeout_seconds=heartbeat, initialization_timeout=int(
+        os.environ.get(INIT_TIMEOUT_VARIABLE, DEFAULT_INIT_TIMEOUT_SECONDS)))
     if NUM_PROCESSES_VARIABLE in os.environ:
         addresses = os.environ.get(ADDRESSES_VARIABLE, "")
         num_processes = int(os.environ[NUM_PROCESSES_VARIABLE])

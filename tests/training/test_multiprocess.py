@@ -182,3 +182,26 @@ def test_the_launcher_fails_when_a_process_fails_and_torch_is_a_clear_error(tmp_
          "--num-processes", "2"], cwd=ROOT, env=environment(), capture_output=True, text=True)
     assert torch.returncode != 0
     assert "Keras has no multi-process distribution for 'torch'" in torch.stderr
+
+
+def test_every_example_gets_its_own_noise_whichever_process_holds_it():
+    def draw(env_list):
+        processes = [subprocess.Popen([sys.executable, "tests/helpers/noise_draw.py"], cwd=ROOT,
+                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True) for env in env_list]
+        outputs = [p.communicate(timeout=180) for p in processes]
+        assert all(p.returncode == 0 for p in processes), outputs[0][1][-3000:]
+        line = next(l for l in outputs[0][0].splitlines() if l.startswith("{"))
+        return json.loads(line)
+
+    from keras_vae.training.launcher import process_environments
+
+    two = draw(process_environments(2, environment()))
+    one = draw([environment(XLA_FLAGS=TWO_DEVICES)])
+    assert two["processes"] == 2 and one["processes"] == 1
+    losses = np.array(two["losses"])
+    # Identical inputs: only the noise differs, and it differs for every example, including
+    # between process 0's rows (0-3) and process 1's (4-7).
+    assert len(set(np.round(losses, 4))) == 8, losses
+    # The draw depends on the global batch only, not on how many processes hold it.
+    np.testing.assert_allclose(losses, one["losses"], rtol=1e-5)
