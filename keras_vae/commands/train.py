@@ -58,6 +58,10 @@ examples:
   XLA_FLAGS=--xla_force_host_platform_device_count=2 \\
       keras-vae train --backend jax --data-parallel --out runs/dp
 
+  # data-parallel across 2 local processes (JAX's distributed runtime); for several
+  # hosts, set KERAS_DISTRIBUTION_* on each instead (docs/scaling-out.md)
+  keras-vae train --backend jax --num-processes 2 --out runs/mp
+
   # watch it: tensorboard --logdir runs/mnist/logs
 """
 
@@ -102,6 +106,10 @@ def parse_args(argv=None):
     training.add_argument("--data-parallel", action="store_true",
                           help="split each batch across all devices (JAX backend; "
                                "keras.distribution.DataParallel)")
+    training.add_argument("--num-processes", type=int, default=0, metavar="N",
+                          help="start N local processes of one data-parallel run (JAX; implies "
+                               "--data-parallel), their output prefixed by rank; for several "
+                               "hosts see docs/scaling-out.md (default: this process only)")
     training.add_argument("--steps-per-execution", type=int, default=1, metavar="N",
                           help="training steps per compiled call (Keras compile's "
                                "steps_per_execution; JAX and TensorFlow): fewer round trips "
@@ -133,7 +141,30 @@ def parse_args(argv=None):
         parser.error(f"{flag(error.option)} must be {error.requirement}")
     if args.checkpoint_every < 0:
         parser.error("--checkpoint-every must be 0 (off) or a number of epochs")
+    if args.num_processes < 0:
+        parser.error("--num-processes must be at least 1")
+    if args.num_processes:
+        backend = args.backend or os.environ.get("KERAS_BACKEND", "tensorflow")
+        if backend != "jax":
+            parser.error(f"--num-processes runs on the JAX backend (--backend jax); Keras has no "
+                         f"multi-process distribution for {backend!r}")
+        if "KERAS_DISTRIBUTION_NUM_PROCESSES" in os.environ:
+            parser.error("--num-processes starts the processes itself: unset "
+                         "KERAS_DISTRIBUTION_NUM_PROCESSES, or run without --num-processes")
     return args
+
+
+def without_option(argv, name):
+    """`argv` without the option `name` and its value (`--name V` or `--name=V`)."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == name:
+            skip = True
+        elif not arg.startswith(name + "="):
+            kept.append(arg)
+    return kept
 
 
 def flag(name):
@@ -169,20 +200,73 @@ def train_config(args):
     """The `keras_vae.training.TrainConfig` of parsed arguments (this imports Keras)."""
     from keras_vae.training.run import TrainConfig
 
-    options = {k: v for k, v in vars(args).items() if k not in ("backend", "quiet", "verbose")}
+    options = {k: v for k, v in vars(args).items()
+               if k not in ("backend", "quiet", "verbose", "num_processes")}
     return TrainConfig(**options, verbose=2 if args.quiet else "auto")
 
 
+def _multi_process():
+    from keras_vae.training.devices import multi_process_requested
+
+    return multi_process_requested()
+
+
+# Words in the errors of JAX's collectives and coordination service when a peer is gone.
+PEER_FAILURE_SIGNS = ("Gloo", "NCCL", "Connection closed", "Connection reset", "heartbeat",
+                      "coordination service", "barrier", "DEADLINE_EXCEEDED", "UNAVAILABLE")
+
+
+def stop(message):
+    """Exits with `message`. One of several processes exits at once, skipping JAX's shutdown
+    barrier (which would wait for the others); they stop when JAX's coordination service sees
+    this process gone."""
+    if not _multi_process():
+        sys.exit(message)
+    import jax
+
+    if any(sign in message for sign in PEER_FAILURE_SIGNS):
+        message += ("\nerror: another process of this run stopped or became unreachable, so this "
+                    "one stops too. Run the same commands again on every process to resume after "
+                    "the last completed epoch.")
+    rank = jax.process_index() if jax.distributed.is_initialized() else os.environ.get(
+        "KERAS_DISTRIBUTION_PROCESS_ID", "?")
+    print(f"{message} [process {rank}]", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(1)
+
+
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
+    if args.num_processes:
+        from keras_vae.training.launcher import launch
+
+        train_args = without_option(argv, "--num-processes")
+        if "--data-parallel" not in train_args:
+            train_args.append("--data-parallel")
+        if "--backend" not in train_args:
+            train_args += ["--backend", "jax"]
+        sys.exit(launch(args.num_processes, train_args))
     start_keras(args)
     from keras_vae.training.run import train
 
     config = train_config(args)
     try:
-        train(config)
+        vae = train(config)
     except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as error:
-        sys.exit(f"error: {error}")
+        stop(f"error: {error}")
+    except BaseException:
+        if _multi_process():
+            import traceback
+
+            traceback.print_exc()
+            stop("error: this process failed (above)")
+        raise
+    from keras_vae.training.devices import is_writer
+
+    if not is_writer():
+        print(f"\nTraining done; process 0 wrote the run directory ({vae.count_params()} weights)")
+        return
     print(f"\nRun directory: {os.path.abspath(config.out)}")
     print(f"  pictures: {os.path.join(config.out, 'samples.png')}, "
           f"{os.path.join(config.out, 'reconstructions.png')}")

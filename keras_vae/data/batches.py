@@ -23,14 +23,24 @@ class ImageFolderBatches(keras.utils.PyDataset):
     fixed draw (seeded by the batch's index), as a validation set of a dynamically
     binarized run must be.
 
+    In multi-process data-parallel training, `process_index` p of `num_processes` P reads
+    only its rows [p·b, (p+1)·b) of every global batch of `batch_size` B = P·b files (the
+    shuffled order is the same on every process, from the same seed), so each file is
+    decoded by exactly one process.
+
     Only the batches in flight are in memory: with the default `workers=1` Keras reads
     one batch at a time, in the training loop; with more `workers` (threads, keyword
     arguments of `keras.utils.PyDataset`) it prepares up to `max_queue_size` ahead.
     """
 
     def __init__(self, files, batch_size, shuffle=False, seed=0, drop_last=False,
-                 binarize_seed=None, **kwargs):
+                 binarize_seed=None, process_index=0, num_processes=1, **kwargs):
         super().__init__(**kwargs)
+        if batch_size % num_processes:
+            raise ValueError(f"batches of {batch_size} images must split evenly across "
+                             f"{num_processes} processes")
+        self.process_index = int(process_index)
+        self.num_processes = int(num_processes)
         self.files = files
         self.batch_size = int(batch_size)
         self.shuffle = shuffle
@@ -47,10 +57,16 @@ class ImageFolderBatches(keras.utils.PyDataset):
         if not 0 <= index < len(self):
             raise IndexError(f"batch {index} of {len(self)}")
         indices = self.order[index * self.batch_size : (index + 1) * self.batch_size]
-        images = self.files.read(indices)
+        if len(indices) % self.num_processes:
+            raise ValueError(f"the last batch of {len(indices)} images does not split evenly "
+                             f"across {self.num_processes} processes")
+        local = len(indices) // self.num_processes
+        mine = slice(self.process_index * local, (self.process_index + 1) * local)
+        images = self.files.read(indices[mine])
         if self.binarize_seed is not None:
+            # The global batch's draw, so that it does not depend on the number of processes.
             rng = np.random.default_rng([self.binarize_seed, index])
-            images = (rng.random(images.shape) < images).astype(np.float32)
+            images = (rng.random((len(indices), *images.shape[1:]))[mine] < images).astype(np.float32)
         return (images,)
 
     def on_epoch_end(self):

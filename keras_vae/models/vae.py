@@ -1,5 +1,6 @@
 """`VAE`: a variational autoencoder that trains with `model.fit` on any Keras backend."""
 
+import contextlib
 import math
 import os
 
@@ -437,12 +438,17 @@ class VAE(BackendTrainer, keras.Model):
         the middle of training) never leaves a half-written model behind.
         """
         path = os.fspath(filepath) if isinstance(filepath, (str, os.PathLike)) else None
-        if path is None or not path.endswith(".keras") or "://" in path:
-            return super().save(filepath, overwrite=overwrite, **kwargs)
-        if os.path.exists(path) and not overwrite:
-            return super().save(filepath, overwrite=False, **kwargs)  # Keras asks first
-        with atomic_path(path) as temp_path:
-            super().save(temp_path, overwrite=True, **kwargs)
+        with outside_distribution():
+            if path is None or not path.endswith(".keras") or "://" in path:
+                return super().save(filepath, overwrite=overwrite, **kwargs)
+            if os.path.exists(path) and not overwrite:
+                return super().save(filepath, overwrite=False, **kwargs)  # Keras asks first
+            with atomic_path(path) as temp_path:
+                super().save(temp_path, overwrite=True, **kwargs)
+
+    def save_weights(self, filepath, overwrite=True, **kwargs):
+        with outside_distribution():
+            return super().save_weights(filepath, overwrite=overwrite, **kwargs)
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
         if _is_array(x):
@@ -558,6 +564,26 @@ class VAE(BackendTrainer, keras.Model):
             batch_size=batch_size, samples_per_chunk=samples_per_chunk, seed=seed,
             progress=None if progress is None else progress.add, labels=y,
         )
+
+
+@contextlib.contextmanager
+def outside_distribution():
+    """No `keras.distribution` for the block (restored after it).
+
+    Saving creates throw-away Keras objects (a reference optimizer); under a multi-process
+    distribution their variables would be placed across every process's devices, a collective
+    operation that the one process that saves cannot complete alone. Reading the model's own
+    variables, replicated on every device, needs no other process.
+    """
+    distribution = keras.distribution.distribution()
+    if distribution is None:
+        yield
+        return
+    keras.distribution.set_distribution(None)
+    try:
+        yield
+    finally:
+        keras.distribution.set_distribution(distribution)
 
 
 def _tensor_or_none(values):

@@ -8,7 +8,8 @@ from keras_vae.data.datasets import is_image_folder
 from keras_vae.data.datasets import load_dataset
 
 
-def load_training_data(config, drop_last=False, with_labels=False):
+def load_training_data(config, drop_last=False, with_labels=False, process_index=0,
+                       num_processes=1):
     """Train and validation images for a config: (x_train, x_val).
 
     With `with_labels` (a class-conditional run): ((x_train, y_train), (x_val, y_val),
@@ -20,6 +21,10 @@ def load_training_data(config, drop_last=False, with_labels=False):
     `drop_last`, without the last partial batch). The validation images are a seeded
     `val_fraction` of the training split; with val_fraction 0, x_val is None and
     training uses the whole split.
+
+    In-memory data is loaded whole by every process (it fits in memory), and
+    `keras_vae.training.shards.ProcessBatches` feeds each process its rows of each batch;
+    a streamed folder reads only `process_index`'s files of each batch of `num_processes`.
     """
     if not 0.0 <= config.val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {config.val_fraction}")
@@ -32,7 +37,7 @@ def load_training_data(config, drop_last=False, with_labels=False):
             if with_labels:
                 raise ValueError("--conditional holds the images in memory; this folder is larger "
                                  "than --memory-budget-mb: raise it, or use fewer images")
-            return stream_image_folder(config, files, drop_last)
+            return stream_image_folder(config, files, drop_last, process_index, num_processes)
     data = load_dataset(config.dataset, "train", config.data_dir, config.download,
                         **config.image_kwargs())
     images = data.images
@@ -53,7 +58,7 @@ def load_training_data(config, drop_last=False, with_labels=False):
     return x_train, x_val
 
 
-def stream_image_folder(config, files, drop_last=False):
+def stream_image_folder(config, files, drop_last=False, process_index=0, num_processes=1):
     """(x_train, x_val) as `ImageFolderBatches` over an image folder's training files.
 
     The validation files are a seeded `val_fraction` of them, as for in-memory data.
@@ -68,11 +73,12 @@ def stream_image_folder(config, files, drop_last=False):
           f"{config.memory_budget_mb:g}: streaming them from disk, batch by batch")
     order = np.random.default_rng(config.seed).permutation(len(files))
     num_val = 0 if config.val_fraction == 0.0 else max(1, int(round(config.val_fraction * len(files))))
+    shard = dict(process_index=process_index, num_processes=num_processes)
     x_train = ImageFolderBatches(files.subset(np.sort(order[num_val:])), config.batch_size,
-                                 shuffle=True, seed=config.seed, drop_last=drop_last)
+                                 shuffle=True, seed=config.seed, drop_last=drop_last, **shard)
     if not num_val:
         return x_train, None
     x_val = ImageFolderBatches(files.subset(np.sort(order[:num_val])), config.batch_size,
-                               drop_last=drop_last,
+                               drop_last=drop_last, **shard,
                                binarize_seed=config.seed if config.dynamic_binarization else None)
     return x_train, x_val

@@ -165,8 +165,9 @@ class DurableBackupAndRestore(keras.callbacks.BackupAndRestore):
 
     METADATA = "training_metadata.json"
 
-    def __init__(self, backup_dir):
+    def __init__(self, backup_dir, restore=True):
         super().__init__(backup_dir, save_freq="epoch", delete_checkpoint=False)
+        self.restore = restore  # False: someone else restores (a multi-process run)
 
     def saved_epoch(self):
         """The number of epochs the committed state has trained (0 when none is committed)."""
@@ -187,7 +188,12 @@ class DurableBackupAndRestore(keras.callbacks.BackupAndRestore):
         return epoch, os.path.join(self.backup_dir, weights)
 
     def on_train_begin(self, logs=None):
-        self._load_model()
+        if self.restore:
+            self._load_model()
+
+    def committed_weights(self):
+        """(epoch, path of the committed weights file or None)."""
+        return self._committed()
 
     def _load_model(self):
         epoch, weights = self._committed()

@@ -10,12 +10,18 @@ A run directory holds everything about one run:
     logs/               TensorBoard logs
     backup/             the state of an unfinished run (keras_vae.training.resume); gone when it is done
     samples.png, reconstructions.png
+
+In a multi-process data-parallel run (`keras_vae.training.devices`) only process 0 writes the
+run directory; the other processes write nothing and, when resuming, receive process 0's
+restored state from it.
 """
 
 import contextlib
 import dataclasses
+import json
 import math
 import os
+import tempfile
 import numpy as np
 
 import keras
@@ -35,6 +41,7 @@ from keras_vae.training.callbacks import PeakMemory
 from keras_vae.training.callbacks import best_model_checkpoint
 from keras_vae.training.callbacks import periodic_checkpoint
 from keras_vae.training.callbacks import tensorboard_logs
+from keras_vae.training import devices as device_lib
 from keras_vae.training.devices import use_all_devices
 from keras_vae.training.inputs import load_training_data
 from keras_vae.training.run_directory import last_logged_value
@@ -114,17 +121,69 @@ def train(config, extra_callbacks=()):
     differ); `config.overwrite` starts afresh instead. Raises TrainingDiverged
     on NaN loss.
     """
+    if device_lib.multi_process_requested():
+        if not config.data_parallel:
+            raise ValueError(f"{device_lib.NUM_PROCESSES_VARIABLE} is set: several processes "
+                             "train one model only with --data-parallel")
+        device_lib.initialize_processes()
+        device_lib.check_same_options(dict(json.loads(json.dumps(dataclasses.asdict(config))),
+                                           backend=keras.backend.backend()))
+        if not device_lib.is_writer():
+            return _train(config, extra_callbacks, writer=False)
     os.makedirs(config.out, exist_ok=True)
     with resume.run_lock(config.out):
         return _train(config, extra_callbacks)
 
 
-def _train(config, extra_callbacks):
+class ShareProcessZeroState(keras.callbacks.Callback):
+    """Restores a multi-process run from process 0's backup on every process.
+
+    Only process 0 has the run directory. At the start of training it broadcasts the
+    committed epoch and the bytes of its backup's weights file (model and optimizer state,
+    noise seed included) with JAX's `broadcast_one_to_all`; every process then loads them
+    from a temporary file at the same time, since placing values on the devices of several
+    processes is itself a collective operation.
+    """
+
+    def __init__(self, backup=None):
+        super().__init__()
+        self.backup = backup  # process 0's DurableBackupAndRestore (restore=False); None elsewhere
+
+    def on_train_begin(self, logs=None):
+        from jax.experimental import multihost_utils
+
+        epoch, path = self.backup.committed_weights() if self.backup else (0, None)
+        data = np.fromfile(path, np.uint8) if path else np.zeros(0, np.uint8)
+        header = multihost_utils.broadcast_one_to_all(np.asarray([epoch, len(data)], np.int64))
+        epoch, size = int(header[0]), int(header[1])
+        if not size:
+            return
+        if len(data) != size:
+            data = np.zeros(size, np.uint8)
+        data = np.asarray(multihost_utils.broadcast_one_to_all(data), np.uint8)
+        model = self.model
+        if model.optimizer is not None and not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+        with tempfile.TemporaryDirectory() as folder:
+            weights = os.path.join(folder, "restored.weights.h5")
+            data.tofile(weights)
+            model.load_weights(weights)
+        model._initial_epoch = epoch
+        print(f"Resuming after epoch {epoch} (process 0's backup, on every process)")
+
+
+def _train(config, extra_callbacks, writer=True):
+    """Trains in `config.out`; with writer=False (a multi-process run's processes but 0)
+    trains without reading or writing the run directory."""
     keras.utils.set_random_seed(config.seed)
+    if not writer:
+        return _train_without_writing(config, extra_callbacks)
     run_dir = config.out
     history_path = os.path.join(run_dir, "history.csv")
     config_path = os.path.join(run_dir, "config.json")
-    backup = resume.DurableBackupAndRestore(os.path.join(run_dir, resume.BACKUP_DIR))
+    multi_process = config.data_parallel and device_lib.process_count() > 1
+    backup = resume.DurableBackupAndRestore(os.path.join(run_dir, resume.BACKUP_DIR),
+                                            restore=not multi_process)
     if config.overwrite:
         resume.clear_run(run_dir)
     resume.remove_leftovers(run_dir)
@@ -140,30 +199,15 @@ def _train(config, extra_callbacks):
             os.remove(history_path)
         os.makedirs(backup.backup_dir)  # marks the run unfinished until everything is written
 
-    devices = use_all_devices(config.batch_size) if config.data_parallel else None
-    y_train = y_val = class_names = None
-    if config.conditional:
-        (x_train, y_train), val, class_names = load_training_data(config, with_labels=True)
-        x_val, y_val = val if val is not None else (None, None)
-    else:
-        x_train, x_val = load_training_data(config, drop_last=bool(devices))
-    validating = x_val is not None
-    streaming = not isinstance(x_train, np.ndarray)
-    if devices and not streaming:
-        # Every batch, the last one included, must split evenly across the devices.
-        x_train = x_train[: len(x_train) - len(x_train) % len(devices)]
-        y_train = None if y_train is None else y_train[: len(x_train)]
-        if validating:
-            x_val = x_val[: len(x_val) - len(x_val) % len(devices)]
-            y_val = None if y_val is None else y_val[: len(x_val)]
-    image_shape = x_train.image_shape if streaming else x_train.shape[1:]
+    data = _training_inputs(config)
     if not os.path.exists(config_path):
-        write_json(run_record(config, image_shape, devices), config_path)
+        write_json(run_record(config, data.image_shape, data.devices, data.num_processes),
+                   config_path)
     resume.keep_history_before(history_path, backup.saved_epoch())
 
-    steps_per_epoch = len(x_train) if streaming else math.ceil(len(x_train) / config.batch_size)
-    vae = build_model(config, image_shape, learning_rate_schedule(config, steps_per_epoch),
-                      class_names)
+    vae = build_model(config, data.image_shape,
+                      learning_rate_schedule(config, data.steps_per_epoch), data.class_names)
+    validating = data.x_val is not None
     # At each epoch's end Keras calls these in order; the backup commits the epoch last.
     callbacks = [
         ElapsedTime(last_logged_value(history_path, "elapsed_seconds") or 0.0),
@@ -176,29 +220,136 @@ def _train(config, extra_callbacks):
         *tensorboard_logs(run_dir),
         *extra_callbacks,
         backup,
+        *([ShareProcessZeroState(backup)] if multi_process else []),
     ]
-    val_data = (x_val,) if y_val is None else (x_val, y_val)
+    _fit(vae, data, config, callbacks, config.verbose)
+    if multi_process:
+        _report_replicas(vae)
+    if not validating:
+        vae.save(os.path.join(run_dir, "model.keras"))  # the last epoch's model, saved once
+    if data.num_processes > 1:
+        # The other processes have left the step; pictures come from a copy of the
+        # model on this process alone.
+        keras.distribution.set_distribution(None)
+        vae = keras.models.load_model(os.path.join(run_dir, "last.keras"))
+    save_samples(vae, os.path.join(run_dir, "samples.png"), seed=config.seed)
+    x_shown, y_shown = (data.x_val, data.y_val) if validating else (data.x_train, data.y_train)
+    if data.streaming:
+        x_shown = x_shown[0][0]  # the first batch
+    elif data.num_processes > 1:
+        x_shown, y_shown = data.full_x_val if validating else data.full_x_train, data.full_y_shown
+    save_reconstructions(vae, x_shown, os.path.join(run_dir, "reconstructions.png"),
+                         labels=y_shown if config.conditional else None)
+    resume.discard_backup(run_dir)  # the run is finished
+    return vae
+
+
+def _train_without_writing(config, extra_callbacks):
+    """A multi-process run's process other than 0: the same training, nothing written."""
+    data = _training_inputs(config)
+    vae = build_model(config, data.image_shape,
+                      learning_rate_schedule(config, data.steps_per_epoch), data.class_names)
+    callbacks = [keras.callbacks.TerminateOnNaN(), *extra_callbacks, ShareProcessZeroState()]
+    _fit(vae, data, config, callbacks, verbose=0)
+    _report_replicas(vae)
+    return vae
+
+
+def _report_replicas(vae):
+    digest = device_lib.check_replicas_agree(vae)
+    print(f"Process {device_lib.process_index()} of {device_lib.process_count()}: weights "
+          f"identical on every process (sha256 {digest[:16]})")
+
+
+def _fit(vae, data, config, callbacks, verbose):
     history = vae.fit(
-        x_train,
-        y_train,
+        data.x_train,
+        data.y_train,
         epochs=config.epochs,
-        batch_size=None if streaming else config.batch_size,
-        validation_data=(x_val if streaming else val_data) if validating else None,
+        batch_size=data.batch_size,
+        validation_data=data.validation_data,
         callbacks=callbacks,
-        verbose=config.verbose,
+        verbose=verbose,
+        # Batched inputs shuffle themselves, each epoch. Keras would also shuffle the order
+        # of their batches; in data-parallel training every process must read the same
+        # global batch at each step, so that order stays fixed.
+        shuffle=data.batch_size is not None or not config.data_parallel,
     )
     if not all(math.isfinite(loss) for loss in history.history.get("loss", [])):
         raise TrainingDiverged(
             "Training stopped: the loss became NaN or infinite. Try a lower --lr, "
             "a KL warm-up (--kl-warmup-steps), or check the data."
         )
-    if not validating:
-        vae.save(os.path.join(run_dir, "model.keras"))  # the last epoch's model, saved once
-    save_samples(vae, os.path.join(run_dir, "samples.png"), seed=config.seed)
-    shown = x_val if validating else x_train
-    if streaming:
-        shown = shown[0][0]  # the first batch
-    shown_labels = (y_val if validating else y_train) if config.conditional else None
-    save_reconstructions(vae, shown, os.path.join(run_dir, "reconstructions.png"), labels=shown_labels)
-    resume.discard_backup(run_dir)  # the run is finished
-    return vae
+    return history
+
+
+@dataclasses.dataclass
+class _Inputs:
+    """What fit reads, as this process sees it."""
+
+    x_train: object
+    y_train: object
+    x_val: object
+    y_val: object
+    class_names: object
+    image_shape: tuple
+    steps_per_epoch: int
+    batch_size: int | None  # None: the inputs are batched already
+    streaming: bool
+    devices: list | None
+    num_processes: int
+    full_x_train: object = None
+    full_x_val: object = None
+    full_y_shown: object = None
+
+    @property
+    def validation_data(self):
+        if self.x_val is None:
+            return None
+        if self.batch_size is None:
+            return self.x_val
+        return (self.x_val,) if self.y_val is None else (self.x_val, self.y_val)
+
+
+def _training_inputs(config):
+    """The training and validation inputs; in a multi-process run, this process's share."""
+    devices = use_all_devices(config.batch_size) if config.data_parallel else None
+    process_index, num_processes = device_lib.process_index(), device_lib.process_count()
+    if devices is None:
+        process_index, num_processes = 0, 1
+    y_train = y_val = class_names = None
+    if config.conditional:
+        (x_train, y_train), val, class_names = load_training_data(config, with_labels=True)
+        x_val, y_val = val if val is not None else (None, None)
+    else:
+        x_train, x_val = load_training_data(config, drop_last=bool(devices),
+                                            process_index=process_index,
+                                            num_processes=num_processes)
+    validating = x_val is not None
+    streaming = not isinstance(x_train, np.ndarray)
+    if devices and not streaming:
+        # Every batch, the last one included, must split evenly across the devices.
+        x_train = x_train[: len(x_train) - len(x_train) % len(devices)]
+        y_train = None if y_train is None else y_train[: len(x_train)]
+        if validating:
+            x_val = x_val[: len(x_val) - len(x_val) % len(devices)]
+            y_val = None if y_val is None else y_val[: len(x_val)]
+    image_shape = x_train.image_shape if streaming else x_train.shape[1:]
+    steps = len(x_train) if streaming else math.ceil(len(x_train) / config.batch_size)
+    inputs = _Inputs(x_train, y_train, x_val, y_val, class_names, image_shape, steps,
+                     None if streaming else config.batch_size, streaming, devices, num_processes)
+    if num_processes > 1 and not streaming:
+        from keras_vae.training.shards import ProcessBatches
+
+        inputs.full_x_train, inputs.full_x_val = x_train, x_val
+        inputs.full_y_shown = y_val if validating else y_train
+        shard = dict(process_index=process_index, num_processes=num_processes)
+        train_arrays = (x_train,) if y_train is None else (x_train, y_train)
+        inputs.x_train = ProcessBatches(train_arrays, config.batch_size, shuffle=True, **shard)
+        inputs.y_train = None
+        if validating:
+            val_arrays = (x_val,) if y_val is None else (x_val, y_val)
+            inputs.x_val = ProcessBatches(val_arrays, config.batch_size, **shard)
+            inputs.y_val = None
+        inputs.batch_size = None
+    return inputs

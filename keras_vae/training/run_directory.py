@@ -51,13 +51,14 @@ def read_run_config(run_dir):
     return {}
 
 
-def run_record(config, image_shape, devices=None):
+def run_record(config, image_shape, devices=None, num_processes=1):
     """config.json contents: the options plus what is needed to reproduce and load the run."""
     record = dataclasses.asdict(config)
     record.update(
         image_shape=[int(d) for d in image_shape],
         backend=keras.backend.backend(),
         devices=devices,
+        num_processes=num_processes,
         versions=library_versions(),
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     )

@@ -325,3 +325,18 @@ def test_an_rgb_folder_trains_evaluates_in_bits_per_dim_exports_and_serves(tmp_p
                        os.path.join(run, "decoder.int8.onnx")], check=False)
     assert int8.returncode != 0 and "int8 export is for Bernoulli and Gaussian" in int8.stderr
     assert "Traceback" not in int8.stderr
+
+
+def test_each_process_decodes_only_its_files_of_each_streamed_batch(tmp_path):
+    from keras_vae.data.batches import ImageFolderBatches
+
+    from keras_vae.data.datasets import image_folder_split
+
+    write_images(tmp_path / "imgs", 12, (4, 4, 1))
+    files = image_folder_split(str(tmp_path / "imgs"), "train", None, "auto")
+    whole = ImageFolderBatches(files, 4, shuffle=True, seed=1, drop_last=True)
+    parts = [ImageFolderBatches(files, 4, shuffle=True, seed=1, drop_last=True,
+                                process_index=p, num_processes=2) for p in (0, 1)]
+    for i in range(len(whole)):
+        joined = np.concatenate([parts[0][i][0], parts[1][i][0]])
+        np.testing.assert_array_equal(joined, whole[i][0])
