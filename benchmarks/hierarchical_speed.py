@@ -85,7 +85,8 @@ def main():
     fastest = max(m["images_per_second"] for m in measured.values())
     rows = [[backend, f"{m['images_per_second']:,.1f}", f"{fastest / m['images_per_second']:.2f}×",
              f"{m['loss']:,.1f}"] for backend, m in measured.items()]
-    print(f"HierarchicalVAE conv, 32×32×3, batch {args.batch_size}, {args.steps} timed steps, "
+    print(f"HierarchicalVAE conv, 32×32×3, batch {args.batch_size}, "
+          f"best of {args.repeats} runs of {args.steps} steps, "
           f"{args.num_groups} groups over {args.num_resolutions} resolutions, width {args.width}, "
           f"upsampling {args.upsampling}, likelihood {args.likelihood}, "
           f"torch threads {args.torch_threads or 'default'}. {machine_line()}; "

@@ -182,7 +182,7 @@ def discretized_logistic_mixture_log_prob(x: np.ndarray, logits: np.ndarray, mea
 
 
 def gaussian_kl(mean_q, log_var_q, mean_p, log_var_p) -> np.ndarray:
-    """KL(N(μ_q, σ_q²) ‖ N(μ_p, σ_p²)) per element, float64; twin of `keras_vae.distributions.gaussian_kl`."""
+    """KL(N(μ_q, σ_q²) ‖ N(μ_p, σ_p²)) per element, float64 (twin of `distributions.gaussian_kl`)."""
     mean_q, log_var_q, mean_p, log_var_p = (
         np.asarray(a, np.float64) for a in (mean_q, log_var_q, mean_p, log_var_p))
     return 0.5 * (log_var_p - log_var_q

@@ -444,7 +444,9 @@ class HierarchicalVAE(BackendTrainer, keras.Model):
         return dist.discretized_logistic_mixture_log_prob(x, *self.mixture_parameters(params), 2)
 
     def mixture_parameters(self, params):
-        """The logistic mixture's (logits (…, M), means, log-scales (…, M, C), coefficients (…, M, C(C−1)/2)).
+        """The logistic mixture's parameters from the decoder output (…, P).
+
+        Returns logits (…, M), means and log-scales (…, M, C), coefficients (…, M, C(C−1)/2).
 
         The means are offset by 0.5, so that a zero output is mid-grey; the log-scales are clipped.
         """

@@ -222,9 +222,12 @@ def test_log_likelihood_matches_the_closed_form_of_a_linear_gaussian_hierarchy()
 
 @pytest.mark.parametrize("kwargs,message", [
     ({"num_groups": 0}, "num_groups must be an integer >= 1"),
-    ({"architecture": "conv", "num_resolutions": 4}, "num_resolutions=4 needs height and width divisible by 16"),
-    ({"architecture": "conv", "num_groups": 1, "num_resolutions": 2}, "num_groups must be >= num_resolutions"),
-    ({"likelihood": "logistic_mixture", "mixture_components": 0}, "mixture_components must be an integer >= 1"),
+    ({"architecture": "conv", "num_resolutions": 4},
+     "num_resolutions=4 needs height and width divisible by 16"),
+    ({"architecture": "conv", "num_groups": 1, "num_resolutions": 2},
+     "num_groups must be >= num_resolutions"),
+    ({"likelihood": "logistic_mixture", "mixture_components": 0},
+     "mixture_components must be an integer >= 1"),
     ({"likelihood": "logistic_mixture", "mixture_components": 2.5}, "mixture_components must be an integer"),
     ({"likelihood": "poisson"}, "likelihood must be one of"),
     ({"architecture": "resnet"}, "architecture must be one of"),

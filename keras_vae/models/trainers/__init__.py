@@ -1,7 +1,8 @@
 """The one piece that differs by backend: how a training step takes and applies gradients.
 
 `BackendTrainer` is the mixin for the backend Keras runs on; `VAE` inherits it.
-Each mixin calls the shared `VAE.compute_losses`.
+Each mixin calls the shared `VAE.compute_losses`, and applies the gradient-norm
+clipping and update skipping of `gradient_guard` to models that ask for it.
 """
 
 import keras

@@ -26,7 +26,7 @@ def global_norm(gradients):
 
 
 def should_skip(norm, skip_threshold):
-    """True (a bool scalar tensor) when the update must be skipped: norm not finite, or above the threshold."""
+    """A bool scalar tensor: skip the update (the norm is not finite, or above the threshold)."""
     skip = ops.logical_not(ops.isfinite(norm))
     if skip_threshold is not None:
         skip = ops.logical_or(skip, norm > skip_threshold)

@@ -47,26 +47,32 @@ class JaxTrainer:
         (_, (losses, non_trainable_variables)), gradients = jax.value_and_grad(
             mean_loss, has_aux=True
         )(trainable_variables, non_trainable_variables)
+        skipped = None
         if gradient_guard.guard_settings(self) is None:
             trainable_variables, optimizer_variables = self.optimizer.stateless_apply(
                 optimizer_variables, gradients, trainable_variables
             )
-            logs, metrics_variables = self.stateless_update_loss_trackers(metrics_variables, losses)
         else:
             gradients, skip, _ = gradient_guard.guard(self, gradients)
             new_trainable, new_optimizer = self.optimizer.stateless_apply(
                 optimizer_variables, gradients, trainable_variables
             )
-            # A skipped step keeps the old weights and optimizer state.
-            keep = lambda old, new: jax.numpy.where(skip, old, new)  # noqa: E731
-            trainable_variables = jax.tree_util.tree_map(keep, trainable_variables, new_trainable)
-            optimizer_variables = jax.tree_util.tree_map(keep, optimizer_variables, new_optimizer)
+
+            def keep_old_if_skipped(old, new):
+                return jax.numpy.where(skip, old, new)
+
+            trainable_variables = jax.tree_util.tree_map(keep_old_if_skipped, trainable_variables,
+                                                         new_trainable)
+            optimizer_variables = jax.tree_util.tree_map(keep_old_if_skipped, optimizer_variables,
+                                                         new_optimizer)
             index = next(i for i, v in enumerate(self.non_trainable_variables)
                          if v is self.skipped_updates)
             non_trainable_variables = list(non_trainable_variables)
-            non_trainable_variables[index] = non_trainable_variables[index] + ops.cast(skip, "float32")
-            logs, metrics_variables = self.stateless_update_loss_trackers(metrics_variables, losses)
-            logs["skipped_updates"] = non_trainable_variables[index]
+            skipped = non_trainable_variables[index] + ops.cast(skip, "float32")
+            non_trainable_variables[index] = skipped
+        logs, metrics_variables = self.stateless_update_loss_trackers(metrics_variables, losses)
+        if skipped is not None:
+            logs["skipped_updates"] = skipped
         state = (trainable_variables, non_trainable_variables, optimizer_variables, metrics_variables)
         return logs, state
 
