@@ -28,7 +28,7 @@ from keras_vae.core.contract import MixturePrior
 __all__ = ["log_likelihood", "importance_log_weights", "is_likelihood", "log_mean_exp",
            "prior_log_prob", "bernoulli_log_prob", "bernoulli_log_prob_from_logits",
            "gaussian_log_prob", "discretized_logistic_log_prob",
-           "discretized_logistic_mixture_log_prob", "gaussian_kl", "noise_log_likelihood",
+           "discretized_logistic_mixture_log_prob", "gaussian_kl",
            "PROBABILITY_FLOOR"]
 
 LOG_2PI = math.log(2.0 * math.pi)
@@ -188,41 +188,6 @@ def gaussian_kl(mean_q, log_var_q, mean_p, log_var_p) -> np.ndarray:
     return 0.5 * (log_var_p - log_var_q
                   + (np.exp(log_var_q) + np.square(mean_q - mean_p)) * np.exp(-log_var_p) - 1.0)
 
-
-def noise_log_likelihood(x: np.ndarray, log_weights: Callable[[np.ndarray, np.ndarray], np.ndarray],
-                         noise_size: int, num_samples: int = 1000, batch_size: int = 100,
-                         samples_per_chunk: int | None = None, seed: int | None = 0) -> np.ndarray:
-    """Importance-sampled log p(x) per image, in nats, for a model that draws its latents from noise.
-
-    A hierarchical VAE draws z of every group from q(z_l | x, z_<l) in turn, so the
-    caller maps the standard normal noise ε to log weights itself:
-    ``log_weights(x_batch (B, H, W, C), ε float32 (k, B, noise_size))`` returns
-    log p(x, z) − log q(z|x), (k, B). Here: the noise, the chunking and the
-    log-mean-exp over K = num_samples. Image i draws its K rows of ε, in order,
-    from ``numpy.random.default_rng([seed, i])`` (as `log_likelihood`), so its
-    estimate does not depend on ``batch_size`` or ``samples_per_chunk``.
-
-    Returns:
-        (N,) float64.
-    """
-    if num_samples < 1 or batch_size < 1:
-        raise ValueError(f"num_samples and batch_size must be >= 1; got {num_samples}, {batch_size}")
-    if samples_per_chunk is None:
-        samples_per_chunk = max(1, min(num_samples, 20_000 // batch_size))
-    if seed is None:
-        seed = int(np.random.SeedSequence().entropy)
-    results = []
-    for start in range(0, len(x), batch_size):
-        x_batch = x[start : start + batch_size]
-        streams = [np.random.default_rng([seed, start + i]) for i in range(len(x_batch))]
-        chunks = []
-        for done in range(0, num_samples, samples_per_chunk):
-            k = min(samples_per_chunk, num_samples - done)
-            epsilon = np.stack([s.standard_normal((k, noise_size), dtype=np.float32) for s in streams],
-                               axis=1)  # (k, B, noise_size)
-            chunks.append(np.asarray(log_weights(x_batch, epsilon), np.float64))
-        results.append(log_mean_exp(np.concatenate(chunks), axis=0))
-    return np.concatenate(results) if results else np.zeros((0,), np.float64)
 
 def log_likelihood(x: np.ndarray, encode: Encode, log_px_given_z: LogPxGivenZ,
                    prior: MixturePrior | None = None, num_samples: int = 1000,

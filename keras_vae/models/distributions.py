@@ -129,10 +129,11 @@ def discretized_logistic_log_prob(x, mean, log_scale, event_axes=1):
         P(k) = σ((x + 1/510 − μ)/s) − σ((x − 1/510 − μ)/s)   for 0 < k < 255,
         P(0) = σ((1/510 − μ)/s),   P(255) = 1 − σ((1 − 1/510 − μ)/s).
 
-    Everything is computed from log σ(a) = −softplus(−a) and log(1 − σ(a)) = −softplus(a):
-    a bin below the location as log σ(upper) + log(1 − e^(log σ(lower) − log σ(upper))),
-    a bin above it with the survival function, so float32 keeps bins far in either
-    tail (no density-times-width approximation is needed).
+    Everything is computed from log σ(a) = −softplus(−a) and log(1 − σ(a)) = −softplus(a),
+    with an inner bin factored as σ(u) − σ(l) = σ(u)·(1 − σ(l))·(1 − e^(−(u − l))): no
+    difference of nearly equal numbers, so float32 keeps bins far in either tail (no
+    density-times-width approximation is needed), and no expm1, which ONNX lacks, so the
+    same math exports (`log_one_minus_exp_neg`).
 
     Args:
         x: pixels in [0, 1], (..., *event).
@@ -150,16 +151,27 @@ def discretized_logistic_log_prob(x, mean, log_scale, event_axes=1):
     inverse_scale = ops.exp(-log_scale)
     upper = inverse_scale * (centered + half_bin)
     lower = inverse_scale * (centered - half_bin)
-    log_cdf_upper, log_cdf_lower = -ops.softplus(-upper), -ops.softplus(-lower)
-    log_sf_upper, log_sf_lower = -ops.softplus(upper), -ops.softplus(lower)
-    # log(σ(u) − σ(l)); the ratio is kept below 1 so that the branch not taken stays finite.
-    tiny = -1e-20
-    below = log_cdf_upper + ops.log(-ops.expm1(ops.minimum(log_cdf_lower - log_cdf_upper, tiny)))
-    above = log_sf_lower + ops.log(-ops.expm1(ops.minimum(log_sf_upper - log_sf_lower, tiny)))
-    log_inner = ops.where(centered > 0.0, above, below)
+    log_cdf_upper, log_sf_lower = -ops.softplus(-upper), -ops.softplus(lower)
+    # log(σ(u) − σ(l)) = log σ(u) + log(1 − σ(l)) + log(1 − e^(l − u)); u − l = 1 / (255·s).
+    log_inner = log_cdf_upper + log_sf_lower + log_one_minus_exp_neg(inverse_scale / levels)
     log_prob = ops.where(x < half_bin, log_cdf_upper,
                          ops.where(x > 1.0 - half_bin, log_sf_lower, log_inner))
     return sum_over_trailing_axes(log_prob, event_axes)
+
+
+def log_one_minus_exp_neg(delta):
+    """log(1 − e^(−Δ)) for Δ > 0, elementwise, accurate in float32 for small Δ.
+
+    Below Δ = 0.5 it sums the series 1 − e^(−Δ) = Δ(1 − Δ/2 (1 − Δ/3 (1 − …))) to Δ⁹ (the
+    rest is below 1e-8 of the value), above it takes log(1 − e^(−Δ)) directly: expm1 and
+    log1p would do, but tf2onnx cannot export them.
+    """
+    small = ops.minimum(delta, 0.5)
+    series = ops.ones_like(small)
+    for n in range(9, 1, -1):
+        series = 1.0 - small / n * series
+    direct = ops.log(1.0 - ops.exp(-ops.maximum(delta, 0.5)))
+    return ops.where(delta < 0.5, ops.log(small * series), direct)
 
 
 def gaussian_kl(mean_q, log_var_q, mean_p, log_var_p):

@@ -22,7 +22,9 @@ from keras import ops
 from keras import random
 
 from keras_vae.models import distributions as dist
-from keras_vae.core import likelihood as core_likelihood
+from keras_vae.core import hierarchy
+from keras_vae.core.hierarchy import LatentGroup
+from keras_vae.core.hierarchy import draw_noise
 from keras_vae.core.files import atomic_path
 from keras_vae.models.networks import DepthToSpace
 from keras_vae.models.networks import Z_LOG_VAR_RANGE
@@ -116,6 +118,8 @@ class HierarchicalVAE(BackendTrainer, keras.Model):
             this (None: only non-finite norms are skipped, and only when `grad_clip`
             is set). Skipped updates leave weights and optimizer state unchanged
             and are counted in the logs as `skipped_updates`.
+        dynamic_binarization: if true, each training step draws x ~ Bernoulli(x)
+            (binarized MNIST, as the single-latent model does).
         seed: seed of the noise of training.
         source_backend: the Keras backend the model was last trained on (set by
             `fit`, saved with the model); leave it unset.
@@ -152,6 +156,7 @@ class HierarchicalVAE(BackendTrainer, keras.Model):
         free_bits=0.0,
         grad_clip=None,
         skip_threshold=None,
+        dynamic_binarization=False,
         seed=None,
         source_backend=None,
         **kwargs,
@@ -180,6 +185,7 @@ class HierarchicalVAE(BackendTrainer, keras.Model):
         self.free_bits = float(free_bits)
         self.grad_clip = None if grad_clip is None else float(grad_clip)
         self.skip_threshold = None if skip_threshold is None else float(skip_threshold)
+        self.dynamic_binarization = bool(dynamic_binarization)
         self.seed = seed
         self.source_backend = source_backend
 
@@ -267,7 +273,8 @@ class HierarchicalVAE(BackendTrainer, keras.Model):
             upsampling=self.upsampling, likelihood=self.likelihood,
             mixture_components=self.mixture_components, decoder_std=self.decoder_std,
             beta=self.beta, kl_warmup_steps=self.kl_warmup_steps, free_bits=self.free_bits,
-            grad_clip=self.grad_clip, skip_threshold=self.skip_threshold, seed=self.seed,
+            grad_clip=self.grad_clip, skip_threshold=self.skip_threshold,
+            dynamic_binarization=self.dynamic_binarization, seed=self.seed,
             source_backend=self.source_backend,
         )
         return config
@@ -478,11 +485,14 @@ class HierarchicalVAE(BackendTrainer, keras.Model):
         "loss" (−ELBO with the current β, and in training the free bits),
         "reconstruction_loss" (−log p(x|z), one z from q), "kl_loss" (Σ_l KL_l) and
         "kl_group_l" (KL(q(z_l|x, z_<l) ‖ p(z_l|z_<l)), closed form, at the drawn z_<l).
-        With training=True, β follows the warm-up and the step counter advances.
+        With training=True, x is binarized when `dynamic_binarization` is on, β follows
+        the warm-up and the step counter advances.
         """
         del labels  # unconditional
         self.check_image_shape(x)
         x = ops.cast(x, "float32")
+        if training and self.dynamic_binarization:
+            x = ops.cast(random.uniform(ops.shape(x), seed=self.seed_generator) < x, "float32")
         beta = self.current_beta() if training else ops.convert_to_tensor(self.kl_weight)
         if training:
             self.steps_seen.assign_add(1.0)
@@ -606,12 +616,122 @@ class HierarchicalVAE(BackendTrainer, keras.Model):
 
     # === User methods (numpy in, numpy out) ===
 
-    def encode(self, x, batch_size=256):
-        """Posterior means of every group, each taken given the means of the groups above.
+    # === Noise space: the interface of the exported graphs (docs/hierarchical.md) ===
+    #
+    # Every group's z_l = μ_p,l + σ_p,l·ε_l is a function of its standard-normal noise ε_l
+    # given the groups above, so the noise of all groups, flattened and concatenated
+    # top-down (D = `noise_size` numbers), stands for a point of the whole hierarchy, and its
+    # prior is N(0, I). `encode`, `decode`, `sample_latents` and `sample` work in that space,
+    # as the single-latent VAE's do in z, and as the exported ONNX files do.
 
-        Returns:
-            a list of L numpy arrays, group l of shape (N, *group shape l).
+    @property
+    def conditional(self):
+        """False: the hierarchical model has no class-conditional form."""
+        return False
+
+    num_classes = None
+    class_names = None
+
+    def prior_parameters(self):
+        """None: in noise space the prior is N(0, I)."""
+        return None
+
+    def latent_groups(self):
+        """The groups as the export contract names them: `keras_vae.core.hierarchy.LatentGroup`s."""
+        return tuple(LatentGroup(f"group_{l}", tuple(int(d) for d in shape))
+                     for l, shape in enumerate(self.group_shapes))
+
+    def split_noise(self, noise):
+        """(B, D) flat noise -> the groups' ε, a list of (B, *group shape) tensors."""
+        groups, offset = [], 0
+        for shape in self.group_shapes:
+            size = math.prod(shape)
+            groups.append(ops.reshape(noise[:, offset : offset + size], (-1,) + shape))
+            offset += size
+        return groups
+
+    def noise_to_mean(self, noise):
+        """Pixel means of the prior's top-down chain driven by `noise` (B, D): (B, H, W, C)."""
+        params, _ = self.top_down(noise=self.split_noise(ops.convert_to_tensor(noise, "float32")))
+        return self.params_to_mean(params)
+
+    def posterior_noise(self, x):
+        """q(z|x) in noise space: (mean, log variance), each (B, D).
+
+        With the groups above at their posterior means, group l's mean is
+        (μ_q,l − μ_p,l)/σ_p,l and its log variance log(σ_q,l²/σ_p,l²), so that the decoder fed
+        the mean gives the reconstruction from the posterior means.
         """
+        x = ops.convert_to_tensor(x, "float32")
+        _, groups = self.top_down(self.bottom_up(x), noise=self._zero_noise(ops.shape(x)[0]))
+        means, log_vars = [], []
+        for group, shape in zip(groups, self.group_shapes):
+            flat = (-1, math.prod(shape))
+            means.append(ops.reshape((group["mean_q"] - group["mean_p"])
+                                     * ops.exp(-0.5 * group["log_var_p"]), flat))
+            log_vars.append(ops.reshape(group["log_var_q"] - group["log_var_p"], flat))
+        return ops.concatenate(means, axis=-1), ops.concatenate(log_vars, axis=-1)
+
+    def flat_log_weights(self, x, epsilon):
+        """log p(x, z) − log q(z|x) for rows of images x (M, H, W, C) and noise epsilon (M, D): (M,)."""
+        return ops.reshape(self.importance_log_weights(x, ops.expand_dims(epsilon, 0)), (-1,))
+
+    def numpy_log_weights(self, x, epsilon):
+        """`flat_log_weights` on NumPy arrays, returning NumPy (jit-compiled once under JAX)."""
+        if getattr(self, "_compiled_log_weights", None) is None:
+            self._compiled_log_weights = self.compiled_for_inference(self.flat_log_weights)
+        return ops.convert_to_numpy(self._compiled_log_weights(
+            ops.convert_to_tensor(np.asarray(x, "float32")),
+            ops.convert_to_tensor(np.asarray(epsilon, "float32"))))
+
+    def encode(self, x, batch_size=256, labels=None):
+        """q(z|x) in noise space (`posterior_noise`): (z_mean, z_log_var), each (N, D) numpy."""
+        del labels  # unconditional
+        x = self.check_images(x)
+        parts = [[ops.convert_to_numpy(v) for v in self.posterior_noise(x[start : start + batch_size])]
+                 for start in range(0, len(x), batch_size)]
+        if not parts:
+            empty = np.zeros((0, self.noise_size), "float32")
+            return empty, empty
+        return tuple(np.concatenate([part[i] for part in parts]) for i in range(2))
+
+    def decode(self, z, batch_size=256, labels=None):
+        """Pixel means for noise z (N, D) (`noise_to_mean`): (N, H, W, C) numpy."""
+        del labels  # unconditional
+        z = np.asarray(z, dtype="float32")
+        if z.ndim != 2 or z.shape[1] != self.noise_size:
+            raise ValueError(f"Expected noise of shape (batch, {self.noise_size}): the groups "
+                             f"{self.group_shapes}, flattened and concatenated; got {z.shape}.")
+        outputs = [ops.convert_to_numpy(self.noise_to_mean(z[start : start + batch_size]))
+                   for start in range(0, len(z), batch_size)]
+        return np.concatenate(outputs) if outputs else np.zeros((0,) + self.image_shape, "float32")
+
+    def sample_latents(self, n, seed=None, temperature=1.0):
+        """n noise vectors T·ε (n, D) float32: `keras_vae.core.hierarchy.draw_noise`, which the
+        server shares, so the same seed gives the same images in Keras and over HTTP.
+
+        `temperature` scales the prior σ of every group (a float in [0, 10]) or of each
+        group (a sequence of L floats).
+        """
+        if np.ndim(temperature) == 0:
+            return draw_noise(n, self.latent_groups(), seed, temperature)
+        return draw_noise(n, self.latent_groups(), seed, 1.0, list(temperature))
+
+    def sample(self, n, seed=None, temperature=1.0, labels=None, batch_size=256):
+        """n images: every group drawn from its prior (`sample_latents`), decoded to pixel means.
+
+        Returns (n, H, W, C) numpy.
+        """
+        del labels  # unconditional
+        return self.decode(self.sample_latents(n, seed, temperature), batch_size=batch_size)
+
+    def reconstruct(self, x, batch_size=256, labels=None):
+        """Decodes the posterior means: (N, H, W, C) -> (N, H, W, C) numpy."""
+        return self.decode(self.encode(x, batch_size=batch_size)[0], batch_size=batch_size)
+
+    def encode_groups(self, x, batch_size=256):
+        """Posterior means of every group, each taken given the means of the groups above:
+        a list of L numpy arrays, group l of shape (N, *group shape l)."""
         x = self.check_images(x)
         chunks = []
         for start in range(0, len(x), batch_size):
@@ -621,68 +741,42 @@ class HierarchicalVAE(BackendTrainer, keras.Model):
         return [np.concatenate([c[l] for c in chunks]) if chunks
                 else np.zeros((0,) + s, "float32") for l, s in enumerate(self.group_shapes)]
 
-    def decode(self, latents, batch_size=256):
+    def decode_groups(self, latents, batch_size=256):
         """Pixel means of p(x|z) for given latents: a list of L arrays (N, *group shape) -> (N, H, W, C)."""
         latents = [np.asarray(z, dtype="float32") for z in latents]
         if len(latents) != self.num_groups or any(
                 z.shape[1:] != s or len(z) != len(latents[0]) for z, s in zip(latents, self.group_shapes)):
             raise ValueError(f"Expected {self.num_groups} latent arrays of shapes (N, *shape) with "
                              f"shapes {self.group_shapes}, got {[z.shape for z in latents]}.")
-        return self._decode_batches(len(latents[0]), batch_size, lambda s, e: dict(
-            latents=[ops.convert_to_tensor(z[s:e]) for z in latents]))
-
-    def sample(self, n, seed=None, temperature=1.0, batch_size=256):
-        """n images from the model: every group drawn from its prior, decoded to pixel means.
-
-        `temperature` scales the prior σ of every group (a float), or of each group
-        (a sequence of L floats), T ≥ 0. The noise comes from NumPy's default_rng(seed).
-        Returns (n, H, W, C) numpy.
-        """
-        temperatures = ([float(temperature)] * self.num_groups if np.ndim(temperature) == 0
-                        else [float(t) for t in temperature])
-        if len(temperatures) != self.num_groups or min(temperatures) < 0:
-            raise ValueError(f"temperature must be a number >= 0 or {self.num_groups} of them, "
-                             f"got {temperature!r}")
-        rng = np.random.default_rng(seed)
-        noise = [rng.standard_normal((n,) + s, dtype=np.float32) for s in self.group_shapes]
-        return self._decode_batches(n, batch_size, lambda s, e: dict(
-            noise=[ops.convert_to_tensor(eps[s:e]) for eps in noise], temperatures=temperatures))
-
-    def _decode_batches(self, n, batch_size, arguments):
         outputs = []
-        for start in range(0, n, batch_size):
-            params, _ = self.top_down(**arguments(start, min(n, start + batch_size)))
+        for start in range(0, len(latents[0]), batch_size):
+            params, _ = self.top_down(latents=[ops.convert_to_tensor(z[start : start + batch_size])
+                                               for z in latents])
             outputs.append(ops.convert_to_numpy(self.params_to_mean(params)))
         return np.concatenate(outputs) if outputs else np.zeros((0,) + self.image_shape, "float32")
 
-    def reconstruct(self, x, batch_size=256):
-        """Decodes the posterior means (`encode`): (N, H, W, C) -> (N, H, W, C) numpy."""
-        return self.decode(self.encode(x, batch_size=batch_size), batch_size=batch_size)
-
-    def log_likelihood(self, x, num_samples=1000, batch_size=100, samples_per_chunk=None, seed=0):
+    def log_likelihood(self, x, y=None, num_samples=1000, batch_size=100, samples_per_chunk=None,
+                       seed=0, verbose=False):
         """Importance-sampled estimate of log p(x) per example, in nats, over the whole hierarchy.
 
         log p(x) ≈ log (1/K) Σ_k p(x|z_k) Π_l p(z_kl|z_k,<l) / q(z_kl|x, z_k,<l), with every
-        group of z_k drawn from q in turn (K = num_samples). Images go `batch_size` at a
-        time and samples `samples_per_chunk` at a time, so memory stays bounded; image i's
-        noise depends only on `seed` and i (`keras_vae.core.likelihood.noise_log_likelihood`),
-        so the result does not depend on the chunking or the backend.
+        group of z_k drawn from q in turn (K = num_samples). The estimator is
+        `keras_vae.core.hierarchy.log_likelihood`, which scoring the exported log-weight graph
+        shares: image i's noise depends only on `seed` and i, so the result depends neither
+        on the chunking nor on the backend, and equals onnxruntime's on the same seed.
+        `y` must be None (the model is unconditional).
 
         Returns:
             (N,) float64 numpy array.
         """
+        if y is not None:
+            raise ValueError("the hierarchical model is unconditional: it takes no labels")
         x = self.check_images(x)
-        if getattr(self, "_compiled_log_weights", None) is None:
-            self._compiled_log_weights = self.compiled_for_inference(self.importance_log_weights)
-        compute = self._compiled_log_weights
-
-        def log_weights(x_batch, noise):
-            return ops.convert_to_numpy(compute(x_batch, noise))
-
-        return core_likelihood.noise_log_likelihood(
-            x, log_weights, self.noise_size, num_samples=num_samples, batch_size=batch_size,
-            samples_per_chunk=samples_per_chunk, seed=seed)
-
+        progress = keras.utils.Progbar(len(x), unit_name="image") if verbose else None
+        return hierarchy.log_likelihood(
+            x, self.numpy_log_weights, self.noise_size, num_samples=num_samples,
+            batch_size=batch_size, samples_per_chunk=samples_per_chunk, seed=seed,
+            progress=None if progress is None else progress.add)
 
     def compiled_for_inference(self, function):
         """`function` of arrays, jit-compiled as one graph under JAX (where running it op by op

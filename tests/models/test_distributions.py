@@ -291,3 +291,14 @@ def test_coupled_mixture_sums_over_pixels_and_its_mean_is_in_range():
     np.testing.assert_allclose(got, expected, rtol=1e-4)
     mean = to_numpy(dist.logistic_mixture_mean(*tensors(logits, means, coefficients)))
     assert mean.shape == (2, 3, 3, 3) and mean.min() >= 0.0 and mean.max() <= 1.0
+
+
+def test_log_one_minus_exp_neg_is_accurate_in_float32_where_naive_forms_are_not():
+    from keras_vae.models.distributions import log_one_minus_exp_neg
+
+    delta = np.geomspace(1e-6, 40.0, 2001)
+    exact = np.log(-np.expm1(-delta))  # float64
+    got = ops.convert_to_numpy(log_one_minus_exp_neg(ops.convert_to_tensor(delta.astype("float32"))))
+    np.testing.assert_allclose(got, exact, rtol=2e-6, atol=2e-6)
+    naive = np.log(1.0 - np.exp(-delta.astype("float32")))  # what expm1-free code would do naively
+    assert np.max(np.abs(naive - exact)[delta < 1e-3]) > 1e-3

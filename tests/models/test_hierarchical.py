@@ -59,7 +59,28 @@ def test_sample_encode_and_reconstruct_give_arrays_of_the_model_shapes():
     data = EIGHT_BIT
     assert model.sample(2, seed=0).shape == (2,) + model.image_shape
     assert model.reconstruct(data[:3]).shape == (3,) + model.image_shape
-    assert [z.shape for z in model.encode(data[:3])] == [(3,) + s for s in model.group_shapes]
+    assert [z.shape for z in model.encode_groups(data[:3])] == [(3,) + s for s in model.group_shapes]
+    z_mean, z_log_var = model.encode(data[:3])
+    assert z_mean.shape == z_log_var.shape == (3, model.noise_size)
+    assert model.noise_size == sum(int(np.prod(s)) for s in model.group_shapes)
+
+
+def test_noise_space_encodes_the_posterior_means_and_samples_as_the_server_draws():
+    """decode(encode(x)) is the decoding of every group's posterior mean, and sample(seed) is
+    the decoding of `keras_vae.core.hierarchy.draw_noise`, which the server uses."""
+    from keras_vae.core.hierarchy import draw_noise
+
+    model = tiny_conv(num_groups=3)
+    rng = np.random.default_rng(2)
+    for layer in model.priors:  # priors with a spread, so that noise and latents differ
+        kernel, bias = layer.get_weights()
+        layer.set_weights([kernel, rng.normal(size=bias.shape).astype("float32")])
+    x = EIGHT_BIT[:3]
+    from_noise = model.decode(model.encode(x)[0])
+    np.testing.assert_allclose(from_noise, model.decode_groups(model.encode_groups(x)), atol=1e-5)
+    np.testing.assert_allclose(from_noise, model.reconstruct(x), atol=1e-6)
+    noise = draw_noise(4, model.latent_groups(), seed=7, temperature=0.8)
+    np.testing.assert_allclose(model.sample(4, seed=7, temperature=0.8), model.decode(noise), atol=1e-6)
 
 
 def test_a_skipped_update_leaves_weights_and_optimizer_state_unchanged():
@@ -151,8 +172,8 @@ def test_sampling_temperature_scales_the_prior_of_each_group():
     np.testing.assert_allclose(cold, model.sample(4, seed=5, temperature=[0.0, 0.0]), atol=1e-6)
     assert not np.allclose(cold, model.sample(4, seed=0, temperature=[0.0, 1.0]), atol=1e-4)
     np.testing.assert_allclose(model.sample(4, seed=2), model.sample(4, seed=2), atol=1e-6)
-    latents = model.encode(BINARY[:3])
-    np.testing.assert_allclose(model.decode(latents), model.reconstruct(BINARY[:3]), atol=1e-6)
+    latents = model.encode_groups(BINARY[:3])
+    np.testing.assert_allclose(model.decode_groups(latents), model.reconstruct(BINARY[:3]), atol=1e-5)
 
 
 def test_log_likelihood_matches_the_closed_form_of_a_linear_gaussian_hierarchy():
