@@ -41,6 +41,7 @@ import numpy as np
 
 from common import REPO
 from common import machine_line
+from common import mnist_classifier
 from common import markdown_table
 
 RECIPES = {"unconditional": [], "conditional": ["--conditional"]}
@@ -98,32 +99,6 @@ def train_and_evaluate(args, name):
     return metrics
 
 
-def train_classifier(args, x_train, y_train, x_test, y_test):
-    """A small Keras CNN on the grey training images; returns (predict, test accuracy)."""
-    import keras
-
-    path = os.path.join(args.out, "classifier.keras")
-    if os.path.exists(path):
-        model = keras.models.load_model(path)
-    else:
-        keras.utils.set_random_seed(args.seed)
-        model = keras.Sequential([
-            keras.Input((28, 28, 1)),
-            keras.layers.Conv2D(32, 3, activation="relu"), keras.layers.MaxPooling2D(),
-            keras.layers.Conv2D(64, 3, activation="relu"), keras.layers.MaxPooling2D(),
-            keras.layers.Flatten(), keras.layers.Dropout(0.25),
-            keras.layers.Dense(10, activation="softmax"),
-        ])
-        model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
-        model.fit(x_train, y_train, epochs=args.classifier_epochs, batch_size=128, verbose=2)
-        model.save(path)
-
-    def predict(images):
-        return np.argmax(model.predict(images, batch_size=1000, verbose=0), axis=1)
-
-    return predict, float(np.mean(predict(x_test) == y_test))
-
-
 def main(argv=None):
     args = parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
@@ -146,7 +121,12 @@ def main(argv=None):
 
     train, test = load_dataset(args.data, "train"), load_dataset(args.data, "test")
     marginal = marginal_nll(args, files, train.labels, test)
-    classify, accuracy = train_classifier(args, train.images, train.labels, test.images, test.labels)
+    probabilities, accuracy = mnist_classifier(os.path.join(args.out, "classifier.keras"), train,
+                                               test, args.classifier_epochs, args.seed)
+
+    def classify(images):
+        return np.argmax(probabilities(images), axis=1)
+
     fidelity = class_fidelity(lambda n, y, s, t: sampler.sample(n, s, t, labels=y), classify,
                               len(sampler.class_names), args.per_class, args.seed)
 

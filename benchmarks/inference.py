@@ -47,6 +47,8 @@ def prepare_worker(args):
     from keras_vae.training.run_directory import load_vae
     from keras_vae.export.onnx import export_decoder
     from keras_vae.export.quantization import quantize_decoder
+    from keras_vae.core.contract import DEFAULT_OPSET
+    from keras_vae.export.hierarchical import convert_graph, hierarchical_metadata
 
     if args.model:
         vae = load_vae(args.model)
@@ -62,9 +64,19 @@ def prepare_worker(args):
         int8 = quantize_decoder(fp32, vae.latent_dim, vae.prior_parameters(), recipe=recipe)
         with open(os.path.join(args.workdir, f"decoder.{recipe}.onnx"), "wb") as f:
             f.write(int8)
+    hierarchical = (load_vae(args.hierarchical_model) if args.hierarchical_model else
+                    keras_vae.HierarchicalVAE(input_shape=(28, 28, 1), num_groups=4, latent_dim=16,
+                                              width=256))
+    hierarchical.save(os.path.join(args.workdir, "hierarchical.keras"))
+    data, _ = convert_graph(hierarchical, "decoder", DEFAULT_OPSET, hierarchical_metadata(hierarchical))
+    with open(os.path.join(args.workdir, "hierarchical.onnx"), "wb") as f:
+        f.write(data)
     print(json.dumps({"latent_dim": vae.latent_dim, "hidden_units": list(vae.hidden_units),
                       "architecture": vae.architecture,
-                      "flops_per_image": decoder_flops(vae.decoder)}))
+                      "flops_per_image": decoder_flops(vae.decoder),
+                      "noise_size": hierarchical.noise_size,
+                      "hierarchical": f"{hierarchical.architecture}, {hierarchical.num_groups} groups "
+                                      f"of {hierarchical.latent_dim}, width {hierarchical.width}"}))
 
 
 def decoder_flops(decoder):
@@ -122,24 +134,31 @@ def peak_matmul(seconds=1.0):
 
 
 def keras_worker(args):
-    """Any backend: median latency of predict_on_batch of the decoder z -> x_mean."""
+    """Any backend: median latency of the decoders z -> x_mean in Keras: predict_on_batch of the
+    single-latent one, and the hierarchical one's noise -> pixel means (jit-compiled on JAX)."""
     import keras
-
-    import keras_vae.models.vae  # noqa: F401  (registers VAE for keras.models.load_model)
+    import keras_vae  # noqa: F401  (registers the models for keras.models.load_model)
 
     vae = keras.models.load_model(os.path.join(args.workdir, "vae.keras"))
     z_input = keras.Input((vae.latent_dim,))
     decoder = keras.Model(z_input, vae.decoder_output_to_mean(vae.decoder(z_input)))
+    hierarchical = keras.models.load_model(os.path.join(args.workdir, "hierarchical.keras"))
+    decode_noise = hierarchical.compiled_for_inference(hierarchical.noise_to_mean)
     rng = np.random.default_rng(0)
-    latency = {}
+    latency = {"vae": {}, "hierarchical": {}}
     for batch_size in BATCH_SIZES:
         z = rng.standard_normal((batch_size, vae.latent_dim)).astype("float32")
-        latency[batch_size] = median_latency(lambda: decoder.predict_on_batch(z))
+        latency["vae"][batch_size] = median_latency(lambda: decoder.predict_on_batch(z))
+        noise = keras.ops.convert_to_tensor(
+            rng.standard_normal((batch_size, hierarchical.noise_size)).astype("float32"))
+        latency["hierarchical"][batch_size] = median_latency(
+            lambda: keras.ops.convert_to_numpy(decode_noise(noise)))
     print(json.dumps(latency))
 
 
-def onnxruntime_latency(paths, latent_dim, rounds=3):
-    """{name: {batch: median seconds}} for each ONNX file, the files interleaved round by round."""
+def onnxruntime_latency(paths, latent_dims, rounds=3):
+    """{name: {batch: median seconds}} for each ONNX file (its input width in `latent_dims`, a
+    dict by name, or one int for all), the files interleaved round by round."""
     import onnxruntime
 
     sessions = {name: onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
@@ -148,8 +167,9 @@ def onnxruntime_latency(paths, latent_dim, rounds=3):
     samples = {name: {str(b): [] for b in BATCH_SIZES} for name in paths}
     for _ in range(rounds):  # interleaved, so that background load hits every file alike
         for batch_size in BATCH_SIZES:
-            z = rng.standard_normal((batch_size, latent_dim)).astype("float32")
             for name, session in sessions.items():
+                width = latent_dims[name] if isinstance(latent_dims, dict) else latent_dims
+                z = rng.standard_normal((batch_size, width)).astype("float32")
                 samples[name][str(batch_size)].append(
                     median_latency(lambda: session.run(["x_mean"], {"z": z}), min_seconds=0.5))
     return {name: {b: float(np.median(v)) for b, v in by_batch.items()}
@@ -164,7 +184,7 @@ def recipe_errors(paths, latent_dim, batch_size=256):
 
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                     "tests"))
-    import int8_reference
+    from helpers import int8_reference
 
     z = {"z": np.random.default_rng(1).standard_normal((batch_size, latent_dim)).astype("float32")}
 
@@ -190,6 +210,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="a trained .keras file (default: a fresh MNIST-sized VAE)")
+    parser.add_argument("--hierarchical-model",
+                        help="a trained HierarchicalVAE .keras file for the hierarchical table "
+                             "(default: a fresh MNIST-sized one, 4 groups of 16, width 256)")
     parser.add_argument("--backends", default=",".join(BACKENDS))
     parser.add_argument("--worker", choices=["prepare", "keras"], help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
@@ -202,18 +225,25 @@ def main():
     with tempfile.TemporaryDirectory() as workdir:
         print("exporting the decoder ...", file=sys.stderr, flush=True)
         model_args = ["--model", os.path.abspath(args.model)] if args.model else []
+        if args.hierarchical_model:
+            model_args += ["--hierarchical-model", os.path.abspath(args.hierarchical_model)]
         info = run_worker(__file__, ["--worker", "prepare", "--workdir", workdir, *model_args],
                           "tensorflow")
-        keras_latency = {}
+        keras_latency, hierarchical_keras = {}, {}
         for backend in args.backends.split(","):
-            print(f"timing the Keras decoder on {backend} ...", file=sys.stderr, flush=True)
-            keras_latency[backend] = run_worker(__file__, ["--worker", "keras", "--workdir", workdir],
-                                                backend)
+            print(f"timing the Keras decoders on {backend} ...", file=sys.stderr, flush=True)
+            both = run_worker(__file__, ["--worker", "keras", "--workdir", workdir], backend)
+            keras_latency[backend], hierarchical_keras[backend] = both["vae"], both["hierarchical"]
         print("timing onnxruntime, fp32 and int8 ...", file=sys.stderr, flush=True)
         paths = {"fp32": os.path.join(workdir, "decoder.onnx")}
         paths.update({f"int8 {recipe}": os.path.join(workdir, f"decoder.{recipe}.onnx")
                       for recipe in RECIPES})
         latency = onnxruntime_latency(paths, info["latent_dim"])
+        print("timing the hierarchical decoder against the single-latent one ...", file=sys.stderr,
+              flush=True)
+        pair = onnxruntime_latency({"fp32": paths["fp32"],
+                                    "hierarchical": os.path.join(workdir, "hierarchical.onnx")},
+                                   {"fp32": info["latent_dim"], "hierarchical": info["noise_size"]})
         print("measuring the matrix-product peak ...", file=sys.stderr, flush=True)
         peak = peak_matmul()
         print("int8 outputs with exact and with saturating sums ...", file=sys.stderr, flush=True)
@@ -263,6 +293,22 @@ def main():
     print(markdown_table(["recipe", "weights", "max diff. from fp32, here",
                           "max diff. from fp32, without VNNI", "max diff. of onnxruntime from "
                           "exact sums, here"], rows))
+
+    print(f"\nThe hierarchical decoder ({info['hierarchical']}, noise of {info['noise_size']}) "
+          f"against the single-latent one ({description}), both fp32 in onnxruntime in the same "
+          "rounds, and against the hierarchical decoder in Keras.\n")
+    rows = []
+    for batch_size in map(str, BATCH_SIZES):
+        single, deep = pair["fp32"][batch_size], pair["hierarchical"][batch_size]
+        row = [batch_size, f"{single * 1e3:.4f}", f"{deep * 1e3:.4f}", f"{deep / single:.2f}×"]
+        for backend, keras_ms in hierarchical_keras.items():
+            row += [f"{keras_ms[batch_size] * 1e3:.3f}", f"{keras_ms[batch_size] / deep:.1f}×"]
+        rows.append(row)
+    header = ["batch", "single-latent onnxruntime ms", "hierarchical onnxruntime ms",
+              "hierarchical / single-latent time"]
+    for backend in hierarchical_keras:
+        header += [f"hierarchical keras {backend} ms", f"onnxruntime speed-up vs {backend}"]
+    print(markdown_table(header, rows))
 
 
 if __name__ == "__main__":

@@ -38,7 +38,13 @@ def test_training_benchmark_compares_fit_with_built_in_and_a_plain_torch_loop(tm
 
 def test_inference_benchmark_times_onnxruntime_against_keras_and_int8_against_fp32():
     result = run_python(["benchmarks/inference.py", "--backends", "jax"])
-    keras_table, int8_table, recipe_table = markdown_tables(result.stdout)
+    keras_table, int8_table, recipe_table, hierarchical_table = markdown_tables(result.stdout)
+    for batch, single_ms, deep_ms, ratio, keras_ms, speed_up in hierarchical_table:
+        rounding = 0.5e-4 / min(number(single_ms), number(deep_ms))  # printed to 4 decimals
+        assert number(ratio) == pytest.approx(number(deep_ms) / number(single_ms),
+                                              rel=0.01 + 2 * rounding, abs=0.006)
+        assert number(speed_up) == pytest.approx(number(keras_ms) / number(deep_ms),
+                                                 rel=0.03 + rounding, abs=0.06)
     assert [row[0] for row in keras_table] == ["1", "16", "256"]
     for batch, ort_ms, ort_images_per_s, keras_ms, speed_up in keras_table:
         # The printed milliseconds are rounded: allow for that beside 2 % of timing noise.
