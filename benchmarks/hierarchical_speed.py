@@ -10,6 +10,7 @@ against the fastest's.
 examples:
   python benchmarks/hierarchical_speed.py
   python benchmarks/hierarchical_speed.py --upsampling subpixel --steps 20 --backends jax,torch
+  python benchmarks/hierarchical_speed.py --torch-threads 0,1,2
 """
 
 import argparse
@@ -31,10 +32,10 @@ def worker(args):
 
     import keras
 
-    if keras.backend.backend() == "torch" and args.torch_threads:
+    if keras.backend.backend() == "torch" and int(args.torch_threads):
         import torch
 
-        torch.set_num_threads(args.torch_threads)
+        torch.set_num_threads(int(args.torch_threads))
     from keras_vae.models.hierarchical import HierarchicalVAE
 
     model = HierarchicalVAE(
@@ -54,6 +55,15 @@ def worker(args):
     print(json.dumps({"images_per_second": len(x) / min(seconds), "loss": history["loss"][-1]}))
 
 
+def torch_default_threads():
+    """How many threads torch uses by default here, without importing it in this process."""
+    import subprocess
+
+    result = subprocess.run([sys.executable, "-c", "import torch; print(torch.get_num_threads())"],
+                            capture_output=True, text=True)
+    return result.stdout.strip() or "?"
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -70,18 +80,26 @@ def main():
     parser.add_argument("--num-groups", type=int, default=4)
     parser.add_argument("--num-resolutions", type=int, default=2)
     parser.add_argument("--residual-blocks", type=int, default=1)
-    parser.add_argument("--torch-threads", type=int, default=0,
-                        help="torch.set_num_threads under torch (0: torch's default)")
+    parser.add_argument("--torch-threads", default="0,1",
+                        help="torch.set_num_threads values to measure, one row each (0: torch's "
+                             "default); torch's OpenMP threads slow down badly when other "
+                             "processes share the cores, one thread does not")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         return worker(args)
     passed = [f"--{name.replace('_', '-')}={value}" for name, value in vars(args).items()
-              if name not in ("backends", "worker")]
-    measured = {}
+              if name not in ("backends", "worker", "torch_threads")]
+    load_before, measured = os.getloadavg()[0], {}
     for backend in args.backends.split(","):
-        print(f"measuring {backend} ...", file=sys.stderr, flush=True)
-        measured[backend] = run_worker(__file__, ["--worker", *passed], backend)
+        threads = args.torch_threads.split(",") if backend == "torch" else ["0"]
+        for count in threads:
+            name = backend if backend != "torch" else (
+                f"torch ({count} thread{'s' if int(count) > 1 else ''})" if int(count)
+                else f"torch (default, {torch_default_threads()} threads)")
+            print(f"measuring {name} ...", file=sys.stderr, flush=True)
+            measured[name] = run_worker(__file__, ["--worker", *passed, f"--torch-threads={count}"],
+                                        backend)
     fastest = max(m["images_per_second"] for m in measured.values())
     rows = [[backend, f"{m['images_per_second']:,.1f}", f"{fastest / m['images_per_second']:.2f}×",
              f"{m['loss']:,.1f}"] for backend, m in measured.items()]
@@ -89,8 +107,8 @@ def main():
           f"best of {args.repeats} runs of {args.steps} steps, "
           f"{args.num_groups} groups over {args.num_resolutions} resolutions, width {args.width}, "
           f"upsampling {args.upsampling}, likelihood {args.likelihood}, "
-          f"torch threads {args.torch_threads or 'default'}. {machine_line()}; "
-          f"{os.cpu_count()} CPUs\n")
+          f"1-minute load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after. "
+          f"{machine_line()}\n")
     print(markdown_table(["backend", "images/s", "time against the fastest", "last loss"], rows))
 
 

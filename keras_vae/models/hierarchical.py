@@ -90,8 +90,10 @@ class HierarchicalVAE(BackendTrainer, keras.Model):
         width: width of the residual stream: units ("mlp") or filters ("conv");
             None gives 256 ("mlp") or 32 ("conv"), and the model keeps the value.
         residual_blocks: residual blocks after each group in the top-down path, and
-            per group ("mlp") or per resolution ("conv") in the bottom-up path; the
-            "conv" decoder also runs this many at full resolution before its output.
+            per group ("mlp") or per resolution ("conv") in the bottom-up path. The
+            "conv" decoder has no blocks at full resolution: after the finest latents it
+            upsamples to H × W and applies its output convolution (full-resolution
+            convolutions are where XLA's CPU convolutions lose most to oneDNN's).
         num_resolutions: "conv" only: latents live at H/2, H/4, …, H/2**num_resolutions
             (height and width must divide by 2**num_resolutions).
         upsampling: "conv" only: how the top-down path doubles the resolution:
@@ -240,10 +242,6 @@ class HierarchicalVAE(BackendTrainer, keras.Model):
                         DepthToSpace(2, name=f"upsample_{r}_depth_to_space")])
                 else:
                     self.upsamplers.append([layers.UpSampling2D(2, name=f"upsample_{r}")])
-            self.output_blocks = [ResidualBlock(w, kind, name=f"output_block_{b}")
-                                  for b in range(blocks)]
-        else:
-            self.output_blocks = []
         self.output_head = projection(math.prod(input_shape[:-1]) * self.params_per_pixel
                                       if not conv else self.params_per_pixel, "output_head")
 
@@ -343,8 +341,6 @@ class HierarchicalVAE(BackendTrainer, keras.Model):
                 block.build(at(level, w))
         for level, upsampler in enumerate(self.upsamplers):
             upsampler[0].build(at(level, w))
-        for block in self.output_blocks:
-            block.build(at(self.num_resolutions, w))
         self.output_head.build(at(self.num_resolutions, w))
 
     def bottom_up(self, x):
@@ -417,8 +413,6 @@ class HierarchicalVAE(BackendTrainer, keras.Model):
             while level < self.num_resolutions:
                 h = self.upsample(h, level)
                 level += 1
-            for block in self.output_blocks:
-                h = block(h)
             return self.output_head(ops.silu(h)), groups
         params = self.output_head(h)
         return ops.reshape(params, (-1,) + self.image_shape[:-1] + (self.params_per_pixel,)), groups
