@@ -73,7 +73,7 @@ def prepare_worker(args):
 
 
 def open_page(browser, url):
-    from headless_chromium import Recorder
+    from helpers.headless_chromium import Recorder
 
     context = browser.new_context(viewport={"width": 1300, "height": 1000})
     page = context.new_page()
@@ -102,7 +102,7 @@ def group_bytes(entries):
 
 def measure(browser, decoder, encoder, calls, rounds, loads):
     """All numbers for one decoder (and optional encoder)."""
-    from headless_chromium import serve_app
+    from helpers.headless_chromium import serve_app
 
     from keras_vae.core import contract
     from keras_vae.serving import explorer
@@ -154,7 +154,7 @@ def measure(browser, decoder, encoder, calls, rounds, loads):
 def screenshot(browser, decoder, encoder, path, label=None):
     """The page with a model, a sample grid, the pad moved, and a hand-drawn 7 encoded
     (a class-conditional model's class picker set to `label`)."""
-    from headless_chromium import serve_app
+    from helpers.headless_chromium import serve_app
 
     from keras_vae.serving import explorer
     from keras_vae.serving.app import create_app
@@ -187,7 +187,7 @@ def screenshot(browser, decoder, encoder, path, label=None):
 
 
 def chromium_version():
-    from headless_chromium import CHROMIUM
+    from helpers.headless_chromium import CHROMIUM
 
     try:
         out = subprocess.run([CHROMIUM, "--version"], capture_output=True, text=True, timeout=30)
@@ -225,7 +225,7 @@ def main():
     if args.worker == "prepare":
         return prepare_worker(args)
 
-    from headless_chromium import chromium, missing_browser_pieces
+    from helpers.headless_chromium import chromium, missing_browser_pieces
 
     missing = missing_browser_pieces()
     if missing:
