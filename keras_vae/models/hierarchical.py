@@ -12,7 +12,6 @@ group is in closed form.
 """
 
 import math
-import os
 
 import numpy as np
 
@@ -25,10 +24,10 @@ from keras_vae.models import distributions as dist
 from keras_vae.core import hierarchy
 from keras_vae.core.hierarchy import LatentGroup
 from keras_vae.core.hierarchy import draw_noise
-from keras_vae.core.files import atomic_path
 from keras_vae.models.networks import DepthToSpace
 from keras_vae.models.networks import Z_LOG_VAR_RANGE
-from keras_vae.models.trainers import BackendTrainer
+from keras_vae.models.base import FamilyModel
+from keras_vae.models.base import is_array
 
 ARCHITECTURES = ("mlp", "conv")
 UPSAMPLINGS = ("nearest", "subpixel")
@@ -69,7 +68,7 @@ class ResidualBlock(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="keras_vae")
-class HierarchicalVAE(BackendTrainer, keras.Model):
+class HierarchicalVAE(FamilyModel):
     """Top-down hierarchical VAE with L groups of Gaussian latents, trained with `model.fit`.
 
     Group 0 is the top of the hierarchy (drawn first, at the lowest resolution);
@@ -276,16 +275,6 @@ class HierarchicalVAE(BackendTrainer, keras.Model):
             source_backend=self.source_backend,
         )
         return config
-
-    def compile_from_config(self, config):
-        # A model saved under JAX stores jit_compile=True, which under torch
-        # would switch on torch.compile; let the loading backend choose.
-        config = dict(config, jit_compile="auto")
-        # Under torch, Keras saves its torch-only optimizer class; load the public one.
-        optimizer = config.get("optimizer")
-        if isinstance(optimizer, dict) and optimizer.get("module", "").startswith("keras.src.backend."):
-            config["optimizer"] = dict(optimizer, module="keras.optimizers", registered_name=None)
-        super().compile_from_config(config)
 
     @property
     def metrics(self):
@@ -507,18 +496,6 @@ class HierarchicalVAE(BackendTrainer, keras.Model):
         losses["loss"] = reconstruction + beta * kl_cost
         return losses
 
-    def current_beta(self):
-        """β for the next training step: linear warm-up from 0 over kl_warmup_steps."""
-        if self.kl_warmup_steps == 0:
-            return ops.convert_to_tensor(self.kl_weight)
-        return self.kl_weight * ops.minimum(1.0, self.steps_seen / float(self.kl_warmup_steps))
-
-    def update_loss_trackers(self, losses):
-        """Adds a batch of per-example losses to the trackers; returns the logs."""
-        for tracker in self.metrics:
-            tracker.update_state(losses[tracker.name])
-        return {tracker.name: tracker.result() for tracker in self.metrics}
-
     def importance_log_weights(self, x, noise):
         """log p(x, z) − log q(z|x) in nats for z drawn from q with the given noise.
 
@@ -550,29 +527,6 @@ class HierarchicalVAE(BackendTrainer, keras.Model):
             log_w = log_w + log_p - log_q
         return ops.reshape(log_w, (k, batch))
 
-    # === Input checks ===
-
-    def check_image_shape(self, x):
-        """Raises ValueError unless x is a batch of images of `input_shape`."""
-        shape = tuple(x.shape)
-        if len(shape) != 4 or tuple(shape[1:]) != self.image_shape:
-            raise ValueError(
-                f"Expected images of shape (batch, {', '.join(map(str, self.image_shape))}), "
-                f"got an array of shape {shape}.")
-
-    def check_images(self, x):
-        """Shape check plus, except for a Gaussian likelihood, values in [0, 1]. Returns float32 numpy."""
-        x = np.asarray(x)
-        self.check_image_shape(x)
-        x = x.astype("float32", copy=False)
-        if not np.all(np.isfinite(x)):
-            raise ValueError("Images contain NaN or infinite values.")
-        if self.likelihood != "gaussian" and x.size and (x.min() < 0.0 or x.max() > 1.0):
-            raise ValueError(
-                f"likelihood={self.likelihood!r} needs pixel values in [0, 1], got values in "
-                f"[{x.min():g}, {x.max():g}]; scale the data (e.g. divide uint8 images by 255).")
-        return x
-
     # === Keras entry points ===
 
     def call(self, x, training=False):
@@ -587,26 +541,16 @@ class HierarchicalVAE(BackendTrainer, keras.Model):
     def fit(self, x=None, y=None, *args, validation_data=None, **kwargs):
         """`keras.Model.fit` on images x (N, H, W, C); no targets."""
         self.source_backend = keras.backend.backend()
-        if _is_array(x):
+        if is_array(x):
             x = self.check_images(x)
-        if isinstance(validation_data, (tuple, list)) and _is_array(validation_data[0]):
+        if isinstance(validation_data, (tuple, list)) and is_array(validation_data[0]):
             validation_data = (self.check_images(validation_data[0]),)
         return super().fit(x, y, *args, validation_data=validation_data, **kwargs)
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
-        if _is_array(x):
+        if is_array(x):
             x = self.check_images(x)
         return super().evaluate(x, y, *args, **kwargs)
-
-    def save(self, filepath, overwrite=True, **kwargs):
-        """`keras.Model.save`, made atomic for local `.keras` files (temporary file, then rename)."""
-        path = os.fspath(filepath) if isinstance(filepath, (str, os.PathLike)) else None
-        if path is None or not path.endswith(".keras") or "://" in path:
-            return super().save(filepath, overwrite=overwrite, **kwargs)
-        if os.path.exists(path) and not overwrite:
-            return super().save(filepath, overwrite=False, **kwargs)  # Keras asks first
-        with atomic_path(path) as temp_path:
-            super().save(temp_path, overwrite=True, **kwargs)
 
     # === User methods (numpy in, numpy out) ===
 
@@ -840,7 +784,3 @@ def check_options(input_shape, architecture, num_groups, latent_dim, width, resi
     for name, value in [("beta", beta), ("free_bits", free_bits)]:
         if not number(value) or not value >= 0:
             raise ValueError(f"{name} must be a number >= 0, got {value!r}")
-
-
-def _is_array(x):
-    return isinstance(x, np.ndarray) or (hasattr(x, "shape") and hasattr(x, "dtype"))

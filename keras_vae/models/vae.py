@@ -1,8 +1,6 @@
 """`VAE`: a variational autoencoder that trains with `model.fit` on any Keras backend."""
 
-import contextlib
 import math
-import os
 
 import numpy as np
 
@@ -22,10 +20,10 @@ from keras_vae.models.options import OBJECTIVES  # noqa: F401
 from keras_vae.models.options import OPTION_NAMES
 from keras_vae.models.options import PRIORS  # noqa: F401
 from keras_vae.models.options import ModelOptions
-from keras_vae.models.trainers import BackendTrainer
+from keras_vae.models.base import FamilyModel
+from keras_vae.models.base import is_array
 from keras_vae.core import contract
 from keras_vae.core import likelihood
-from keras_vae.core.files import atomic_path
 
 IMAGE_EVENT_AXES = 3  # (H, W, C): log p(x|z) sums over these.
 
@@ -40,7 +38,7 @@ DECODER_LOG_SCALE_INITIAL = math.log(0.1)
 
 
 @keras.saving.register_keras_serializable(package="keras_vae")
-class VAE(BackendTrainer, keras.Model):
+class VAE(FamilyModel):
     """Variational autoencoder with a custom, backend-native `train_step`.
 
     q(z|x) = N(μ(x), diag σ²(x)), p(z) = N(0, I) (or a learned mixture of
@@ -237,17 +235,6 @@ class VAE(BackendTrainer, keras.Model):
                       class_names=None if self.class_names is None else list(self.class_names))
         return config
 
-    def compile_from_config(self, config):
-        # A model saved under JAX stores jit_compile=True, which under torch
-        # would switch on torch.compile; let the loading backend choose.
-        config = dict(config, jit_compile="auto")
-        # Under torch, Keras saves its torch-only optimizer class (module
-        # keras.src.backend.torch...); load the public class of the same name.
-        optimizer = config.get("optimizer")
-        if isinstance(optimizer, dict) and optimizer.get("module", "").startswith("keras.src.backend."):
-            config["optimizer"] = dict(optimizer, module="keras.optimizers", registered_name=None)
-        super().compile_from_config(config)
-
     @property
     def metrics(self):
         return [self.loss_tracker, self.reconstruction_loss_tracker, self.kl_loss_tracker]
@@ -320,13 +307,6 @@ class VAE(BackendTrainer, keras.Model):
             loss = math.log(self.num_samples) - ops.logsumexp(log_weights, axis=0)
         return {"loss": loss, "reconstruction_loss": reconstruction, "kl_loss": kl}
 
-    def current_beta(self):
-        """β for the next training step: linear warm-up from 0 over kl_warmup_steps."""
-        if self.kl_warmup_steps == 0:
-            return ops.convert_to_tensor(self.kl_weight)
-        progress = ops.minimum(1.0, self.steps_seen / float(self.kl_warmup_steps))
-        return self.kl_weight * progress
-
     def log_prior(self, z):
         """log p(z) in nats: z (..., D) -> (...)."""
         if self.prior == "standard":
@@ -382,76 +362,21 @@ class VAE(BackendTrainer, keras.Model):
         in [0, 1] (discretized logistic; its median where μ is inside the bins), or the Gaussian mean."""
         return params if self.likelihood == "gaussian" else ops.sigmoid(params)
 
-    def update_loss_trackers(self, losses):
-        """Adds a batch of per-example losses to the trackers; returns the logs."""
-        for tracker in self.metrics:
-            tracker.update_state(losses[tracker.name])
-        return {tracker.name: tracker.result() for tracker in self.metrics}
-
-    # === Input checks ===
-
-    def check_image_shape(self, x):
-        """Raises ValueError unless x is a batch of images of `input_shape`."""
-        shape = tuple(x.shape)
-        if len(shape) != 4 or tuple(shape[1:]) != self.image_shape:
-            raise ValueError(
-                f"Expected images of shape (batch, {', '.join(map(str, self.image_shape))}), "
-                f"got an array of shape {shape}."
-            )
-
-    def check_images(self, x):
-        """Shape check plus, for the Bernoulli and discretized logistic decoders, values in [0, 1].
-
-        Returns float32 numpy.
-        """
-        x = np.asarray(x)
-        self.check_image_shape(x)
-        x = x.astype("float32", copy=False)
-        if not np.all(np.isfinite(x)):
-            raise ValueError("Images contain NaN or infinite values.")
-        if self.likelihood != "gaussian" and x.size and (x.min() < 0.0 or x.max() > 1.0):
-            raise ValueError(
-                f"A {self.likelihood.replace('_', ' ')} decoder needs pixel values in [0, 1], "
-                "got values in "
-                f"[{x.min():g}, {x.max():g}]; scale the data (e.g. divide uint8 images by 255)."
-            )
-        return x
-
     def fit(self, x=None, y=None, *args, validation_data=None, **kwargs):
         """`keras.Model.fit`; a conditional model takes the class labels as y: fit(x, y)."""
         self.source_backend = keras.backend.backend()
-        if _is_array(x):
+        if is_array(x):
             x = self.check_images(x)
             y = conditioning.check_fit_labels(self, y, len(x))
-        if isinstance(validation_data, (tuple, list)) and _is_array(validation_data[0]):
+        if isinstance(validation_data, (tuple, list)) and is_array(validation_data[0]):
             val_x = self.check_images(validation_data[0])
             val_y = validation_data[1] if len(validation_data) > 1 else None
             val_y = conditioning.check_fit_labels(self, val_y, len(val_x), "validation_data")
             validation_data = (val_x,) if val_y is None else (val_x, val_y)
         return super().fit(x, y, *args, validation_data=validation_data, **kwargs)
 
-    def save(self, filepath, overwrite=True, **kwargs):
-        """`keras.Model.save`, made atomic for local `.keras` files.
-
-        The model is written to a temporary file beside `filepath` and renamed
-        over it, so an interrupted save (for instance by ModelCheckpoint in
-        the middle of training) never leaves a half-written model behind.
-        """
-        path = os.fspath(filepath) if isinstance(filepath, (str, os.PathLike)) else None
-        with outside_distribution():
-            if path is None or not path.endswith(".keras") or "://" in path:
-                return super().save(filepath, overwrite=overwrite, **kwargs)
-            if os.path.exists(path) and not overwrite:
-                return super().save(filepath, overwrite=False, **kwargs)  # Keras asks first
-            with atomic_path(path) as temp_path:
-                super().save(temp_path, overwrite=True, **kwargs)
-
-    def save_weights(self, filepath, overwrite=True, **kwargs):
-        with outside_distribution():
-            return super().save_weights(filepath, overwrite=overwrite, **kwargs)
-
     def evaluate(self, x=None, y=None, *args, **kwargs):
-        if _is_array(x):
+        if is_array(x):
             x = self.check_images(x)
             y = conditioning.check_fit_labels(self, y, len(x))
         return super().evaluate(x, y, *args, **kwargs)
@@ -566,32 +491,8 @@ class VAE(BackendTrainer, keras.Model):
         )
 
 
-@contextlib.contextmanager
-def outside_distribution():
-    """No `keras.distribution` for the block (restored after it).
-
-    Saving creates throw-away Keras objects (a reference optimizer); under a multi-process
-    distribution their variables would be placed across every process's devices, a collective
-    operation that the one process that saves cannot complete alone. Reading the model's own
-    variables, replicated on every device, needs no other process.
-    """
-    distribution = keras.distribution.distribution()
-    if distribution is None:
-        yield
-        return
-    keras.distribution.set_distribution(None)
-    try:
-        yield
-    finally:
-        keras.distribution.set_distribution(distribution)
-
-
 def _tensor_or_none(values):
     return None if values is None else ops.convert_to_tensor(values)
-
-
-def _is_array(x):
-    return isinstance(x, np.ndarray) or (hasattr(x, "shape") and hasattr(x, "dtype"))
 
 
 # The family registers with Keras together: importing one model module (as `import keras_vae`
