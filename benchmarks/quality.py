@@ -143,6 +143,14 @@ def describe_run(config):
     """One line about a run from its config.json."""
     if not config:
         return "unknown (no config.json)"
+    if config.get("model") == "hierarchical":
+        shape = (f"{config.get('num_resolutions')} resolutions, "
+                 if config.get("architecture") == "conv" else "")
+        return (f"hierarchical {config.get('architecture')}, {shape}{config.get('num_groups')} "
+                f"groups of {config.get('latent_dim')}, width {config.get('width') or 'default'}, "
+                f"{config.get('likelihood')}, lr {config.get('lr')} {config.get('lr_schedule')}, "
+                f"batch {config.get('batch_size')}, {config.get('epochs')} epochs planned, "
+                f"backend {config.get('backend')}")
     hidden = "×".join(str(units) for units in config.get("hidden_units", []))
     if config.get("gated"):
         hidden += " gated"

@@ -125,6 +125,8 @@ def _check_args(args: argparse.Namespace) -> None:
             raise UsageError(f"output directory does not exist: {str(Path(path).parent)!r}")
     if args.out is not None and args.out == args.npy:
         raise UsageError("--out and --npy must be different files")
+    if args.out is not None and args.out.lower().endswith(".npy"):
+        raise UsageError(f"--out writes a PNG grid; for a .npy array of the images use --npy {args.out}")
 
 
 def _load_latents(path: str) -> np.ndarray:

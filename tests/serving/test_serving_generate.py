@@ -117,6 +117,7 @@ def _bad_inputs(tmp):
         (["M", "-n", "0", "--out", out], "-n must be a positive integer"),
         (["M", "-n", "-3", "--out", out], "-n must be a positive integer"),
         (["M", "-n", "4"], "nothing to write"),
+        (["M", "-n", "4", "--out", str(tmp / "images.npy")], "use --npy"),
         (["M", "--seed", "-1", "--out", out], "--seed must be >= 0"),
         (["M", "--temperature", "-1", "--out", out], "--temperature"),
         (["M", "--temperature", "nan", "--out", out], "--temperature"),
