@@ -151,7 +151,8 @@ def describe_run(config):
                 f"{config.get('likelihood')}, lr {config.get('lr')} {config.get('lr_schedule')}, "
                 f"batch {config.get('batch_size')}, {config.get('epochs')} epochs planned, "
                 f"backend {config.get('backend')}")
-    hidden = "×".join(str(units) for units in config.get("hidden_units", []))
+    widths = config.get("conv_filters") if config.get("architecture") == "conv" else None
+    hidden = "×".join(str(units) for units in (widths or config.get("hidden_units", [])))
     if config.get("gated"):
         hidden += " gated"
     objective = f"{config.get('objective')} K = {config.get('num_samples')}"
