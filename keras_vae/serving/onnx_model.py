@@ -172,3 +172,31 @@ class OnnxModel:
         # a hierarchical export's latent groups, top-down (None: a single latent)
         self.groups = read_latent_groups(self.metadata, repr(str(path)))
         return session
+
+
+def input_width(graph_input, metadata: dict[str, str], where: str) -> int:
+    """The width of a [batch, width] graph input (``latent_dim``), from the graph's shape or the
+    metadata, which must agree; ModelLoadError when neither gives it."""
+    graph_dim = graph_input.shape[1] if isinstance(graph_input.shape[1], int) else None
+    meta_dim = parse_int(metadata.get(contract.LATENT_DIM))
+    if graph_dim and meta_dim and graph_dim != meta_dim:
+        raise ModelLoadError(f"{where}: metadata latent_dim={meta_dim} disagrees with the graph "
+                             f"input shape {graph_input.shape}")
+    if not (graph_dim or meta_dim):
+        raise ModelLoadError(f"{where}: latent_dim is neither in the metadata nor in the input shape")
+    return graph_dim or meta_dim
+
+
+def decoded_image_shape(probe: np.ndarray, output, metadata: dict[str, str], where: str) -> tuple:
+    """(H, W, C) of a decoded probe [1, H, W, C], checked against the metadata's ``image_shape``
+    and the graph output's static shape; ModelLoadError when they disagree."""
+    if probe.ndim != 4:
+        raise ModelLoadError(f"{where}: output {output.name} must be [batch, H, W, C], "
+                             f"got shape {list(probe.shape)}")
+    shape = tuple(int(d) for d in probe.shape[1:])
+    for declared, source in ((parse_shape(metadata.get(contract.IMAGE_SHAPE)), "metadata image_shape"),
+                             (static_dims(output.shape[1:]), "graph output shape")):
+        if declared is not None and declared != shape:
+            raise ModelLoadError(f"{where}: {source} {list(declared)} disagrees with the decoded "
+                                 f"shape {list(shape)}")
+    return shape

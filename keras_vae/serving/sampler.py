@@ -25,7 +25,7 @@ import numpy as np
 from keras_vae.core import contract
 from keras_vae.serving.labels import check_model_labels, read_label_input
 from keras_vae.serving.onnx_model import (PROVIDERS, ModelLoadError, OnnxModel, ProviderUnavailableError,
-                                          finite_float32_array, parse_int, parse_shape, static_dims)
+                                          decoded_image_shape, finite_float32_array, input_width)
 
 __all__ = ["Sampler", "ModelLoadError", "ProviderUnavailableError", "PROVIDERS"]
 
@@ -94,18 +94,7 @@ class Sampler(OnnxModel):
             contract.DECODER_LOGITS if self.likelihood == "bernoulli"
             and contract.DECODER_LOGITS in names and out.name != contract.DECODER_LOGITS else None)
 
-        graph_dim = inputs[0].shape[1] if isinstance(inputs[0].shape[1], int) else None
-        meta_dim = parse_int(self.metadata.get(contract.LATENT_DIM))
-        if graph_dim and meta_dim and graph_dim != meta_dim:
-            raise ModelLoadError(
-                f"{where}: metadata latent_dim={meta_dim} disagrees with the graph "
-                f"input shape {inputs[0].shape}"
-            )
-        latent_dim = graph_dim or meta_dim
-        if latent_dim is None:
-            raise ModelLoadError(
-                f"{where}: latent_dim is neither in the metadata nor in the input shape"
-            )
+        latent_dim = input_width(inputs[0], self.metadata, where)
         self.latent_dim: int = latent_dim
         try:
             self.prior = contract.decode_prior(self.metadata.get(contract.PRIOR), latent_dim)
@@ -114,22 +103,7 @@ class Sampler(OnnxModel):
 
         # One decode of z = 0 checks the model runs and gives the true output shape.
         probe = self._run(np.zeros((1, latent_dim), dtype=np.float32), np.zeros(1, np.int64))
-        if probe.ndim != 4:
-            raise ModelLoadError(
-                f"{where}: output {self.output_name} must be [batch, H, W, C], "
-                f"got shape {list(probe.shape)}"
-            )
-        shape = tuple(int(d) for d in probe.shape[1:])
-        for declared, source in (
-            (parse_shape(self.metadata.get(contract.IMAGE_SHAPE)), "metadata image_shape"),
-            (static_dims(out.shape[1:]), "graph output shape"),
-        ):
-            if declared is not None and declared != shape:
-                raise ModelLoadError(
-                    f"{where}: {source} {list(declared)} disagrees with the decoded "
-                    f"shape {list(shape)}"
-                )
-        self.image_shape: tuple[int, int, int] = shape  # type: ignore[assignment]
+        self.image_shape: tuple[int, int, int] = decoded_image_shape(probe, out, self.metadata, where)
         if self.logits_name is not None:
             logits = self._run(np.zeros((1, latent_dim), dtype=np.float32), np.zeros(1, np.int64),
                                self.logits_name)
