@@ -45,9 +45,9 @@ def temp_files(run_dir):
     return found
 
 
-def start_training(run_dir):
+def start_training(run_dir, train=TRAIN):
     env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3")
-    return subprocess.Popen([sys.executable, *TRAIN, "--out", run_dir], cwd=ROOT, env=env,
+    return subprocess.Popen([sys.executable, *train, "--out", run_dir], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
@@ -165,3 +165,24 @@ def test_a_second_process_cannot_train_in_the_same_directory(tmp_path):
         result = run_python(["pipelines/train.py", "--epochs", "1", "--out", str(tmp_path)],
                             check=False)
     assert result.returncode == 1 and "another process is training in" in result.stderr
+
+
+def test_a_hierarchical_run_resumes_after_kill_9_in_the_middle_of_an_epoch(tmp_path):
+    run_dir = str(tmp_path / "hierarchical")
+    train = ["pipelines/train.py", "--model", "hierarchical", "--num-groups", "3", "--latent-dim",
+             "4", "--width", "32", "--dynamic-binarization", "--epochs", "6", "--quiet"]
+    history = os.path.join(run_dir, "history.csv")
+    process = start_training(run_dir, train)
+    assert wait_for(process, lambda: len(history_epochs(history)) >= 2), process.stderr.read()
+    time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert history_epochs(history) and len(history_epochs(history)) < 6
+    finished = start_training(run_dir, train)
+    assert finished.wait(timeout=600) == 0, finished.stderr.read()
+    assert history_epochs(history) == list(range(6)), "every epoch once, none lost or repeated"
+    assert not os.path.exists(os.path.join(run_dir, "backup"))
+    loaded = run_python(["-c", "import keras, keras_vae; "
+                         f"m = keras.models.load_model({os.path.join(run_dir, 'model.keras')!r}); "
+                         "print(type(m).__name__, m.num_groups)"], backend="jax")
+    assert loaded.stdout.split()[-2:] == ["HierarchicalVAE", "3"]
