@@ -17,16 +17,15 @@ import contextlib
 import io
 import json
 import logging
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+
+from helpers import servers
+from helpers.servers import free_port
 
 from keras_vae.core import likelihood
 
@@ -277,40 +276,11 @@ def test_kserve_infer_takes_z_and_label(client):
     assert only_z.status_code == 400 and "label" in only_z.json()["error"]
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def live_server(files, log_path):
-    """``host:port`` of `keras-vae serve` in a subprocess with the conditional decoder and encoder."""
-    import httpx
-
-    port = _free_port()
-    log = open(log_path, "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "keras_vae.serving.server", str(files[0]), "--encoder", str(files[1]),
-         "--max-n", "32", "--host", "127.0.0.1",
-         "--port", str(port), "--log-level", "warning", "--intra-op-threads", "1"],
-        cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"server did not start: {log_path.read_text()}")
-            time.sleep(0.1)
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        log.close()
+    """``host:port`` of `keras-vae serve` with the class-conditional decoder and encoder."""
+    with servers.live_server(files[0], files[1], log_path, "--max-n", "32") as address:
+        yield address
 
 
 def test_tritonclient_sends_z_and_label(files, tmp_path):
@@ -369,7 +339,7 @@ def test_ray_serve_generates_with_labels(files):
 
     from keras_vae.serving.ray_app import build_app
 
-    port = _free_port()
+    port = free_port()
     ray.init(address="local", num_cpus=2, num_gpus=0, include_dashboard=False,
              logging_level=logging.WARNING)
     try:

@@ -8,13 +8,13 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from helpers.hierarchical_fixtures import GROUPS, make_hierarchical_onnx
+from helpers import servers
 from helpers.onnx_fixtures import make_decoder_onnx
 
 from keras_vae.core import contract, hierarchy
@@ -387,43 +387,13 @@ def test_score_cli(tmp_path, fx, images):
 # ------------------------------------------------------------------ a live server
 
 
-def _free_port():
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def live_server(fx, log_path):
-    """``host:port`` of `keras-vae serve` in a subprocess with the hierarchical decoder and encoder
-    (its log-weight graph found beside them)."""
-    import httpx
-
-    port = _free_port()
-    log = open(log_path, "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "keras_vae.serving.server", str(fx.decoder), "--encoder", str(fx.encoder),
-         "--max-batch-size", "32", "--max-score-samples", "200", "--host", "127.0.0.1",
-         "--port", str(port), "--log-level", "warning", "--intra-op-threads", "1"],
-        cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"server did not start: {log_path.read_text()}")
-            time.sleep(0.1)
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        log.close()
+    """``host:port`` of `keras-vae serve` with the hierarchical decoder and encoder (its
+    log-weight graph found beside them)."""
+    with servers.live_server(fx.decoder, fx.encoder, log_path, "--max-batch-size", "32",
+                             "--max-score-samples", "200") as address:
+        yield address
 
 
 def test_tritonclient_round_trip(fx, tmp_path):

@@ -5,17 +5,16 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import socket
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from helpers import servers
 from helpers.onnx_fixtures import make_decoder_onnx, make_encoder_onnx, reference_decode, reference_encode
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
@@ -534,45 +533,13 @@ def test_micro_batcher_merges_splits_and_shuts_down():
 # ------------------------------------------------- live server + tritonclient
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def live_server(model, encoder_model, tmp_path_factory):
-    """``host:port`` of a uvicorn server in a subprocess, stopped after the tests."""
-    port = _free_port()
+    """``host:port`` of `keras-vae serve` in a subprocess, stopped after the tests."""
     log_path = tmp_path_factory.mktemp("server") / "server.log"
-    log = open(log_path, "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "keras_vae.serving.server", str(model), "--encoder", str(encoder_model),
-         "--max-score-samples", "50", "--max-n", "32", "--host", "127.0.0.1",
-         "--port", str(port), "--log-level", "warning", "--intra-op-threads", "1"],
-        cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-    )
-    url = f"127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"http://{url}/v2/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"server did not start: {log_path.read_text()}")
-            time.sleep(0.1)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+    with servers.live_server(model, encoder_model, log_path, "--max-score-samples", "50",
+                             "--max-n", "32") as address:
+        yield address
 
 
 def test_tritonclient_round_trip(live_server, model):
