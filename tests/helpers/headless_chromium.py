@@ -127,3 +127,22 @@ class Recorder:
         return [url for url in self.requests
                 if urlparse(url).scheme not in ("data", "blob", "about")
                 and urlparse(url).hostname != "127.0.0.1"]
+
+
+def explorer_app(decoder, encoder=None, **options):
+    """The server's app (`create_app` with ``options``) for these files, with the explorer's routes."""
+    from keras_vae.serving import explorer
+    from keras_vae.serving.app import create_app
+
+    app = create_app(decoder, encoder=encoder, max_batch_size=256, **options)
+    if not any(getattr(route, "path", None) == "/explorer/config.json" for route in app.routes):
+        explorer.add_explorer_routes(app)
+    return app
+
+
+def open_page(page, url):
+    """Loads the explorer at ``url`` and waits until its first images are drawn."""
+    page.goto(url)
+    page.wait_for_function("window.explorer !== undefined && window.explorer.ready !== null")
+    page.evaluate("explorer.ready")
+    page.evaluate("explorer.settled()")

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers.headless_chromium import Recorder, chromium, require_browser, serve_app
+from helpers.headless_chromium import explorer_app, open_page
+from helpers.headless_chromium import serve_app
 from test_conditional_serving import CLASSES, make_conditional_decoder, make_conditional_encoder
 from test_conditional_serving import reference_decode
 
 from keras_vae.serving import explorer
-from keras_vae.serving.app import create_app
 
 pytestmark = pytest.mark.slow
 
@@ -25,34 +25,7 @@ def models(tmp_path_factory):
 
 
 def make_app(decoder, encoder):
-    app = create_app(decoder, encoder=encoder, max_batch_size=256)
-    if not any(getattr(route, "path", None) == "/explorer/config.json" for route in app.routes):
-        explorer.add_explorer_routes(app)
-    return app
-
-
-@pytest.fixture(scope="module")
-def browser():
-    require_browser()
-    with chromium() as b:
-        yield b
-
-
-@pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1300, "height": 1000})
-    page = context.new_page()
-    page.rec = Recorder(page)
-    page.set_default_timeout(30_000)
-    yield page
-    context.close()
-
-
-def open_page(page, url):
-    page.goto(url)
-    page.wait_for_function("window.explorer !== undefined && window.explorer.ready !== null")
-    page.evaluate("explorer.ready")
-    page.evaluate("explorer.settled()")
+    return explorer_app(decoder, encoder)
 
 
 def grid_images(page):

@@ -19,9 +19,8 @@ import numpy as np
 import pytest
 from helpers.processes import markdown_rows
 from fastapi.testclient import TestClient
+from helpers.headless_chromium import explorer_app, open_page
 from helpers.headless_chromium import (
-    Recorder,
-    chromium,
     free_port,
     require_browser,
     serve_app,
@@ -34,7 +33,6 @@ from keras_vae.serving.likelihood import onnx_log_likelihood
 from keras_vae.serving import explorer
 from keras_vae.serving.encoder import Encoder
 from keras_vae.serving.sampler import Sampler
-from keras_vae.serving.app import create_app
 
 pytestmark = pytest.mark.slow
 
@@ -65,40 +63,13 @@ def models(tmp_path_factory):
 
 def make_app(decoder, encoder=None):
     """The server's app for these models, with the explorer's routes."""
-    app = create_app(decoder, encoder=encoder, max_batch_size=256)
-    if not any(getattr(route, "path", None) == "/explorer/config.json" for route in app.routes):
-        explorer.add_explorer_routes(app)
-    return app
-
-
-@pytest.fixture(scope="module")
-def browser():
-    require_browser()
-    with chromium() as b:
-        yield b
+    return explorer_app(decoder, encoder)
 
 
 @pytest.fixture(scope="module")
 def server(models):
     with serve_app(make_app(*models)) as url:
         yield url
-
-
-@pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1300, "height": 1000})
-    page = context.new_page()
-    page.rec = Recorder(page)
-    page.set_default_timeout(30_000)
-    yield page
-    context.close()
-
-
-def open_page(page, url):
-    page.goto(url)
-    page.wait_for_function("window.explorer !== undefined && window.explorer.ready !== null")
-    page.evaluate("explorer.ready")
-    page.evaluate("explorer.settled()")
 
 
 def assert_quiet_and_local(page):

@@ -13,13 +13,13 @@ import urllib.request
 
 import numpy as np
 import pytest
-from helpers.headless_chromium import Recorder, chromium, free_port, require_browser, serve_app
+from helpers.headless_chromium import explorer_app, open_page
+from helpers.headless_chromium import free_port, serve_app
 from helpers.hierarchical_fixtures import make_hierarchical_onnx
 from test_explorer import draw_stroke, run_export
 
 from keras_vae.core import contract, hierarchy
 from keras_vae.serving import explorer
-from keras_vae.serving.app import create_app
 from keras_vae.serving.encoder import Encoder
 from keras_vae.serving.hierarchical import LogWeightModel
 
@@ -37,34 +37,7 @@ def fx(tmp_path_factory):
 
 
 def make_app(fx):
-    app = create_app(str(fx.decoder), encoder=str(fx.encoder), max_batch_size=256, provider="cpu")
-    if not any(getattr(route, "path", None) == "/explorer/config.json" for route in app.routes):
-        explorer.add_explorer_routes(app)
-    return app
-
-
-@pytest.fixture(scope="module")
-def browser():
-    require_browser()
-    with chromium() as b:
-        yield b
-
-
-@pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1300, "height": 1000})
-    page = context.new_page()
-    page.rec = Recorder(page)
-    page.set_default_timeout(30_000)
-    yield page
-    context.close()
-
-
-def open_page(page, url):
-    page.goto(url)
-    page.wait_for_function("window.explorer !== undefined && window.explorer.ready !== null")
-    page.evaluate("explorer.ready")
-    page.evaluate("explorer.settled()")
+    return explorer_app(str(fx.decoder), str(fx.encoder), provider="cpu")
 
 
 def test_config_carries_the_groups(fx):
