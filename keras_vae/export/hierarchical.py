@@ -12,18 +12,17 @@ Each goes through the same tf2onnx conversion and checks as the single-latent gr
 (`keras_vae.export.onnx`): onnx.checker, then onnxruntime against Keras on the same inputs.
 """
 
-import datetime
 import os
 
 import numpy as np
 
-import keras_vae
 from keras_vae.core import contract
 from keras_vae.core.files import write_bytes_atomic
 from keras_vae.core.hierarchy import encode_groups
 from keras_vae.export.onnx import DEFAULT_OPSET
 from keras_vae.export.onnx import PARITY_TOLERANCE
 from keras_vae.export.onnx import _convert
+from keras_vae.export.onnx import common_metadata
 
 #: Graph -> its output names.
 OUTPUTS = {"decoder": [contract.DECODER_OUTPUT], "encoder": list(contract.ENCODER_OUTPUTS),
@@ -42,18 +41,9 @@ class _Graph:
 
 def hierarchical_metadata(vae):
     """The metadata of every graph of a hierarchical export (strings; keys in `contract`)."""
-    metadata = {
-        contract.PRECISION: "fp32",
-        contract.MODEL: "hierarchical",
-        contract.LATENT_DIM: str(vae.noise_size),
-        contract.LATENT_GROUPS: encode_groups(vae.latent_groups()),
-        contract.IMAGE_SHAPE: "[" + ", ".join(str(d) for d in vae.image_shape) + "]",
-        contract.LIKELIHOOD: vae.likelihood,
-        contract.VERSION: keras_vae.__version__,
-        contract.CREATED: datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
-    if vae.source_backend:
-        metadata[contract.SOURCE_BACKEND] = vae.source_backend
+    metadata = common_metadata(vae, vae.noise_size)
+    metadata.update({contract.MODEL: "hierarchical",
+                     contract.LATENT_GROUPS: encode_groups(vae.latent_groups())})
     return metadata
 
 

@@ -133,6 +133,23 @@ def _convert_encoder(vae, opset, metadata, tolerance):
                     tolerance)
 
 
+def common_metadata(model, latent_dim):
+    """The metadata every exported graph of any model of the family carries: precision,
+    latent_dim (the width of the decoder's input), image_shape, likelihood, version, creation
+    time, and source_backend when the model records it."""
+    metadata = {
+        contract.PRECISION: "fp32",
+        contract.LATENT_DIM: str(latent_dim),
+        contract.IMAGE_SHAPE: "[" + ", ".join(str(d) for d in model.image_shape) + "]",
+        contract.LIKELIHOOD: model.likelihood,
+        contract.VERSION: keras_vae.__version__,
+        contract.CREATED: datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    if model.source_backend:
+        metadata[contract.SOURCE_BACKEND] = model.source_backend
+    return metadata
+
+
 def model_metadata(vae):
     """The metadata every exported graph carries (strings; keys in `keras_vae.core.contract`).
 
@@ -142,16 +159,7 @@ def model_metadata(vae):
     can draw z from it; a Gaussian decoder carries "decoder_log_var", so that
     log p(x) can be scored from the ONNX files alone.
     """
-    metadata = {
-        contract.PRECISION: "fp32",
-        contract.LATENT_DIM: str(vae.latent_dim),
-        contract.IMAGE_SHAPE: "[" + ", ".join(str(d) for d in vae.image_shape) + "]",
-        contract.LIKELIHOOD: vae.likelihood,
-        contract.VERSION: keras_vae.__version__,
-        contract.CREATED: datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
-    if vae.source_backend:
-        metadata[contract.SOURCE_BACKEND] = vae.source_backend
+    metadata = common_metadata(vae, vae.latent_dim)
     if vae.likelihood == "gaussian":
         log_var = keras.ops.convert_to_numpy(vae.decoder_log_variance())
         metadata[contract.DECODER_LOG_VAR] = contract.encode_decoder_log_var(log_var)
