@@ -102,6 +102,11 @@ def parse_args(argv=None):
     training.add_argument("--batch-size", type=int, default=128)
     training.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     training.add_argument("--lr-schedule", choices=["constant", "cosine"], default="constant")
+    training.add_argument("--ema", type=float, default=0.0, metavar="MOMENTUM",
+                          help="keep an exponential moving average of the weights (Adam's "
+                               "use_ema, e.g. 0.999): validation, model.keras, checkpoints and "
+                               "everything that loads them use the averaged weights "
+                               "(default: 0, off)")
     training.add_argument("--seed", type=int, default=0)
     training.add_argument("--data-parallel", action="store_true",
                           help="split each batch across all devices (JAX backend; "
@@ -139,6 +144,8 @@ def parse_args(argv=None):
         check_model_choice(args)
     except OptionError as error:
         parser.error(f"{flag(error.option)} must be {error.requirement}")
+    if not 0.0 <= args.ema < 1.0:
+        parser.error("--ema must be 0 (off) or a momentum in (0, 1), e.g. 0.999")
     if args.checkpoint_every < 0:
         parser.error("--checkpoint-every must be 0 (off) or a number of epochs")
     if args.num_processes < 0:

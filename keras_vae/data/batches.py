@@ -12,13 +12,20 @@ import numpy as np
 import keras
 
 
+def epoch_order(num_rows, seed, epoch):
+    """The order of `num_rows` training rows in epoch `epoch` (from 0) of a run seeded with
+    `seed`: the same whatever happened before, so a resumed run reads what it would have."""
+    return np.random.default_rng([int(seed), int(epoch)]).permutation(num_rows)
+
+
 class ImageFolderBatches(keras.utils.PyDataset):
     """Batches of an image folder's files, decoded from disk as Keras asks for them.
 
     A `keras.utils.PyDataset` (which every Keras backend reads, without TensorFlow's
     tf.data or another loader): item i is the tuple (x,), x float32 (B, H, W, C) in
-    [0, 1]. With `shuffle`, the order of the files is drawn afresh (seeded) at the end of
-    every epoch; dynamic binarization happens in the model's training step, so each step
+    [0, 1]. With `shuffle`, the order of the files in each epoch is drawn from (`seed`,
+    the epoch), which `set_epoch` sets (`keras_vae.training.shards.DataOrderByEpoch`), so a
+    resumed run reads the batches the uninterrupted one would have; dynamic binarization happens in the model's training step, so each step
     still draws fresh binary images. With `binarize_seed`, each batch is binarized with a
     fixed draw (seeded by the batch's index), as a validation set of a dynamically
     binarized run must be.
@@ -46,8 +53,8 @@ class ImageFolderBatches(keras.utils.PyDataset):
         self.shuffle = shuffle
         self.drop_last = drop_last
         self.binarize_seed = binarize_seed
-        self.rng = np.random.default_rng(seed)
-        self.order = self.rng.permutation(len(files)) if shuffle else np.arange(len(files))
+        self.seed = int(seed)
+        self.set_epoch(0)
 
     def __len__(self):
         count = len(self.files) / self.batch_size
@@ -69,9 +76,10 @@ class ImageFolderBatches(keras.utils.PyDataset):
             images = (rng.random((len(indices), *images.shape[1:]))[mine] < images).astype(np.float32)
         return (images,)
 
-    def on_epoch_end(self):
-        if self.shuffle:
-            self.order = self.rng.permutation(len(self.files))
+    def set_epoch(self, epoch):
+        """The batches of epoch `epoch` (counted from 0) come next."""
+        self.order = (epoch_order(len(self.files), self.seed, epoch) if self.shuffle
+                      else np.arange(len(self.files)))
 
     @property
     def image_shape(self):

@@ -1,5 +1,6 @@
 """What every model of the family shares: `FamilyModel`, a `keras.Model` with the backend's
-train step, the KL warm-up, the loss trackers, the input checks and atomic saving.
+train step, the KL warm-up, the loss trackers, the input checks and atomic saving (with the
+noise generator's state).
 
 A member (`keras_vae.models.vae.VAE`, `keras_vae.models.hierarchical.HierarchicalVAE`)
 subclasses it and adds its layers, its `compute_losses` (the one loss that `train_step` and
@@ -20,8 +21,25 @@ from keras_vae.core.files import atomic_path
 from keras_vae.models.trainers import BackendTrainer
 
 
+# The key under which a model's file stores the state of its noise generator.
+NOISE_STATE_KEY = "noise_seed_state"
+
+
 class FamilyModel(BackendTrainer, keras.Model):
     """The base class of the family's models (see the module docstring)."""
+
+    def save_own_variables(self, store):
+        # The noise generator's state (`seed_generator`) goes with the weights, into model
+        # files, checkpoints and the resume backup, so that a resumed run draws the noise an
+        # uninterrupted run would have.
+        super().save_own_variables(store)
+        store[NOISE_STATE_KEY] = ops.convert_to_numpy(self.seed_generator.state)
+
+    def load_own_variables(self, store):
+        keys = list(store.keys())
+        if NOISE_STATE_KEY in keys:  # files saved before it was stored have no noise state
+            self.seed_generator.state.assign(np.asarray(store[NOISE_STATE_KEY]))
+        super().load_own_variables({key: store[key] for key in keys if key != NOISE_STATE_KEY})
 
     def compile_from_config(self, config):
         # A model saved under JAX stores jit_compile=True, which under torch

@@ -1,4 +1,5 @@
-"""The Keras callbacks of a training run besides resume's: elapsed time, checkpoints, TensorBoard."""
+"""The Keras callbacks of a training run besides resume's: the run's clocks, peak memory,
+averaged (EMA) weights, checkpoints, TensorBoard."""
 
 import importlib.util
 import os
@@ -11,22 +12,50 @@ from keras_vae.training.run_directory import best_logged_value
 
 
 class ElapsedTime(keras.callbacks.Callback):
-    """Adds `elapsed_seconds` (wall time of training so far) to each epoch's logs.
+    """Adds the run's two clocks to each epoch's logs, both summed across resumes:
 
-    Put it before CSVLogger so the column lands in history.csv. A resumed run
-    starts counting from `previous_seconds`.
+    - `elapsed_seconds`: wall time of training so far;
+    - `cpu_seconds`: this process's CPU time (user + system, every thread) spent training so
+      far. Two runs that shared their cores with other work compare by it; on idle cores of
+      a 2-core machine it approaches twice the wall time.
+
+    Put it before CSVLogger so the columns land in history.csv. A resumed run starts
+    counting from `previous_seconds` and `previous_cpu_seconds`.
     """
 
-    def __init__(self, previous_seconds=0.0):
+    def __init__(self, previous_seconds=0.0, previous_cpu_seconds=0.0):
         super().__init__()
         self.previous_seconds = previous_seconds
+        self.previous_cpu_seconds = previous_cpu_seconds
 
     def on_train_begin(self, logs=None):
         self.started = time.perf_counter()
+        self.cpu_started = time.process_time()
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             logs["elapsed_seconds"] = self.previous_seconds + time.perf_counter() - self.started
+            logs["cpu_seconds"] = (self.previous_cpu_seconds + time.process_time()
+                                   - self.cpu_started)
+
+
+class AveragedWeights(keras.callbacks.SwapEMAWeights):
+    """Keras' `SwapEMAWeights(swap_on_epoch=True)`, for an optimizer with `use_ema=True`:
+    validation and every callback after it at an epoch's end (checkpoints, the backup) see
+    the exponential moving average of the weights; training resumes on the raw weights.
+
+    At an epoch's end the model holds the averaged weights and the optimizer's
+    `average` slots the raw ones, so a backup written then keeps both. A run restored from
+    such a backup calls `restored_averaged()`, and the next epoch starts by swapping back,
+    as it would have without the interruption.
+    """
+
+    def __init__(self):
+        super().__init__(swap_on_epoch=True)
+
+    def restored_averaged(self):
+        """The model was just restored from an epoch's end: it holds the averaged weights."""
+        self._ema_weights_in_model = True
 
 
 class PeakMemory(keras.callbacks.Callback):

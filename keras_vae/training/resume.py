@@ -152,7 +152,8 @@ def keep_history_before(history_path, epoch):
 class DurableBackupAndRestore(keras.callbacks.BackupAndRestore):
     """Keras' BackupAndRestore, safe against a kill at any moment.
 
-    Each save writes the model's and optimizer's state to its own file,
+    Each save writes the model's and optimizer's state (with EMA: the averaged weights in
+    the model, the raw ones in the optimizer's slots) to its own file,
     `epoch_NNNN.weights.h5` (atomically), then `training_metadata.json`
     (atomically) naming that file: this is the commit point. Older state files
     are removed after it. So the directory always holds one complete, loadable
@@ -165,9 +166,12 @@ class DurableBackupAndRestore(keras.callbacks.BackupAndRestore):
 
     METADATA = "training_metadata.json"
 
-    def __init__(self, backup_dir, restore=True):
+    def __init__(self, backup_dir, restore=True, averaged_weights=None):
         super().__init__(backup_dir, save_freq="epoch", delete_checkpoint=False)
         self.restore = restore  # False: someone else restores (a multi-process run)
+        # The run's AveragedWeights callback (EMA), told when a restore puts the averaged
+        # weights in the model, as they were when the epoch was backed up.
+        self.averaged_weights = averaged_weights
 
     def saved_epoch(self):
         """The number of epochs the committed state has trained (0 when none is committed)."""
@@ -208,6 +212,8 @@ class DurableBackupAndRestore(keras.callbacks.BackupAndRestore):
                 f"cannot restore the interrupted run from {weights}: {error}; pass --overwrite "
                 "to start the run afresh") from None
         self.model._initial_epoch = epoch
+        if self.averaged_weights is not None:
+            self.averaged_weights.restored_averaged()
 
     def _save_model(self):
         os.makedirs(self.backup_dir, exist_ok=True)

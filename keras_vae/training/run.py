@@ -5,7 +5,8 @@ A run directory holds everything about one run:
     model.keras         the model with the best validation loss (without a
                         validation split: the model after the last epoch)
     last.keras          the model after the last epoch
-    history.csv         per-epoch metrics (nats per example), elapsed_seconds and peak_rss_mib
+    history.csv         per-epoch metrics (nats per example), elapsed_seconds, cpu_seconds
+                        and peak_rss_mib
     checkpoints/        epoch_NNNN.keras every `checkpoint_every` epochs (when set)
     logs/               TensorBoard logs
     backup/             the state of an unfinished run (keras_vae.training.resume); gone when it is done
@@ -28,6 +29,7 @@ import keras
 
 import keras_vae
 from keras_vae.core.files import write_json
+from keras_vae.core.options import OptionError
 from keras_vae.data.options import ImageOptions
 from keras_vae.models.options import HierarchicalOptions
 from keras_vae.models.options import ModelOptions
@@ -36,6 +38,7 @@ from keras_vae.models.options import hierarchical_kwargs
 from keras_vae.models.pictures import save_reconstructions
 from keras_vae.models.pictures import save_samples
 from keras_vae.training import resume
+from keras_vae.training.callbacks import AveragedWeights
 from keras_vae.training.callbacks import ElapsedTime
 from keras_vae.training.callbacks import PeakMemory
 from keras_vae.training.callbacks import best_model_checkpoint
@@ -46,6 +49,8 @@ from keras_vae.training.devices import use_all_devices
 from keras_vae.training.inputs import load_training_data
 from keras_vae.training.run_directory import last_logged_value
 from keras_vae.training.run_directory import run_record
+from keras_vae.training.shards import DataOrderByEpoch
+from keras_vae.training.shards import ProcessBatches
 
 
 @dataclasses.dataclass
@@ -67,6 +72,7 @@ class TrainConfig(ImageOptions, HierarchicalOptions, ModelOptions):
     batch_size: int = 128
     lr: float = 1e-3
     lr_schedule: str = "constant"
+    ema: float = 0.0  # > 0: evaluate and save the weights' moving average with this momentum
     seed: int = 0
     data_parallel: bool = False
     steps_per_execution: int = 1
@@ -81,6 +87,8 @@ class TrainConfig(ImageOptions, HierarchicalOptions, ModelOptions):
         HierarchicalOptions.__post_init__(self)
         ImageOptions.__post_init__(self)
         check_model_choice(self)
+        if not 0.0 <= self.ema < 1.0:
+            raise OptionError("ema", "0 (off) or a momentum in (0, 1), e.g. 0.999", self.ema)
 
 
 class TrainingDiverged(RuntimeError):
@@ -90,7 +98,8 @@ class TrainingDiverged(RuntimeError):
 def build_model(config, input_shape, learning_rate=None, class_names=None):
     """The config's model (a `VAE`, or a `HierarchicalVAE` for model="hierarchical") with its
     options and seed, on images of `input_shape` (H, W, C), compiled with Adam
-    (learning_rate defaults to config.lr); class-conditional on `class_names` when given."""
+    (learning_rate defaults to config.lr; with config.ema, Adam keeps the weights' exponential
+    moving average, `use_ema`); class-conditional on `class_names` when given."""
     if config.model == "hierarchical":
         vae = keras_vae.HierarchicalVAE(input_shape=input_shape, **hierarchical_kwargs(config),
                                         seed=config.seed)
@@ -99,7 +108,9 @@ def build_model(config, input_shape, learning_rate=None, class_names=None):
                                                   class_names=class_names)
         vae = keras_vae.VAE(input_shape=input_shape, **config.model_kwargs(), seed=config.seed,
                             **classes)
-    vae.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate or config.lr),
+    averaging = dict(use_ema=True, ema_momentum=config.ema) if config.ema else {}
+    vae.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate or config.lr,
+                                                **averaging),
                 steps_per_execution=config.steps_per_execution)
     return vae
 
@@ -145,9 +156,10 @@ class ShareProcessZeroState(keras.callbacks.Callback):
     processes is itself a collective operation.
     """
 
-    def __init__(self, backup=None):
+    def __init__(self, backup=None, averaged_weights=None):
         super().__init__()
         self.backup = backup  # process 0's DurableBackupAndRestore (restore=False); None elsewhere
+        self.averaged_weights = averaged_weights  # the run's AveragedWeights (EMA) or None
 
     def on_train_begin(self, logs=None):
         from jax.experimental import multihost_utils
@@ -169,6 +181,8 @@ class ShareProcessZeroState(keras.callbacks.Callback):
             data.tofile(weights)
             model.load_weights(weights)
         model._initial_epoch = epoch
+        if self.averaged_weights is not None:
+            self.averaged_weights.restored_averaged()
         print(f"Resuming after epoch {epoch} (process 0's backup, on every process)")
 
 
@@ -182,8 +196,9 @@ def _train(config, extra_callbacks, writer=True):
     history_path = os.path.join(run_dir, "history.csv")
     config_path = os.path.join(run_dir, "config.json")
     multi_process = config.data_parallel and device_lib.process_count() > 1
+    averaged = AveragedWeights() if config.ema else None
     backup = resume.DurableBackupAndRestore(os.path.join(run_dir, resume.BACKUP_DIR),
-                                            restore=not multi_process)
+                                            restore=not multi_process, averaged_weights=averaged)
     if config.overwrite:
         resume.clear_run(run_dir)
     resume.remove_leftovers(run_dir)
@@ -208,9 +223,12 @@ def _train(config, extra_callbacks, writer=True):
     vae = build_model(config, data.image_shape,
                       learning_rate_schedule(config, data.steps_per_epoch), data.class_names)
     validating = data.x_val is not None
-    # At each epoch's end Keras calls these in order; the backup commits the epoch last.
+    # At each epoch's end Keras calls these in order: the averaged weights (EMA) go into the
+    # model first, so that every checkpoint holds them; the backup commits the epoch last.
     callbacks = [
-        ElapsedTime(last_logged_value(history_path, "elapsed_seconds") or 0.0),
+        *([averaged] if averaged else []),
+        ElapsedTime(last_logged_value(history_path, "elapsed_seconds") or 0.0,
+                    last_logged_value(history_path, "cpu_seconds") or 0.0),
         PeakMemory(),
         keras.callbacks.TerminateOnNaN(),
         *best_model_checkpoint(run_dir, history_path, validating),
@@ -219,8 +237,9 @@ def _train(config, extra_callbacks, writer=True):
         keras.callbacks.CSVLogger(history_path, append=True),
         *tensorboard_logs(run_dir),
         *extra_callbacks,
+        DataOrderByEpoch(data.x_train),
         backup,
-        *([ShareProcessZeroState(backup)] if multi_process else []),
+        *([ShareProcessZeroState(backup, averaged)] if multi_process else []),
     ]
     _fit(vae, data, config, callbacks, config.verbose)
     if multi_process:
@@ -233,11 +252,10 @@ def _train(config, extra_callbacks, writer=True):
         keras.distribution.set_distribution(None)
         vae = keras.models.load_model(os.path.join(run_dir, "last.keras"))
     save_samples(vae, os.path.join(run_dir, "samples.png"), seed=config.seed)
-    x_shown, y_shown = (data.x_val, data.y_val) if validating else (data.x_train, data.y_train)
     if data.streaming:
-        x_shown = x_shown[0][0]  # the first batch
-    elif data.num_processes > 1:
-        x_shown, y_shown = data.full_x_val if validating else data.full_x_train, data.full_y_shown
+        x_shown, y_shown = (data.x_val if validating else data.x_train)[0][0], None  # a batch
+    else:
+        x_shown, y_shown = data.shown
     save_reconstructions(vae, x_shown, os.path.join(run_dir, "reconstructions.png"),
                          labels=y_shown if config.conditional else None)
     resume.discard_backup(run_dir)  # the run is finished
@@ -249,7 +267,10 @@ def _train_without_writing(config, extra_callbacks):
     data = _training_inputs(config)
     vae = build_model(config, data.image_shape,
                       learning_rate_schedule(config, data.steps_per_epoch), data.class_names)
-    callbacks = [keras.callbacks.TerminateOnNaN(), *extra_callbacks, ShareProcessZeroState()]
+    averaged = AveragedWeights() if config.ema else None
+    callbacks = [*([averaged] if averaged else []), keras.callbacks.TerminateOnNaN(),
+                 *extra_callbacks, DataOrderByEpoch(data.x_train),
+                 ShareProcessZeroState(averaged_weights=averaged)]
     _fit(vae, data, config, callbacks, verbose=0)
     _report_replicas(vae)
     return vae
@@ -264,16 +285,15 @@ def _report_replicas(vae):
 def _fit(vae, data, config, callbacks, verbose):
     history = vae.fit(
         data.x_train,
-        data.y_train,
         epochs=config.epochs,
-        batch_size=data.batch_size,
+        validation_batch_size=config.batch_size if isinstance(data.x_val, np.ndarray) else None,
         validation_data=data.validation_data,
         callbacks=callbacks,
         verbose=verbose,
-        # Batched inputs shuffle themselves, each epoch. Keras would also shuffle the order
-        # of their batches; in data-parallel training every process must read the same
-        # global batch at each step, so that order stays fixed.
-        shuffle=data.batch_size is not None or not config.data_parallel,
+        # The training batches shuffle themselves, in an order drawn from the seed and the
+        # epoch (DataOrderByEpoch), so that a resumed run reads the batches an uninterrupted
+        # one would, and every process of a data-parallel run the same global batches.
+        shuffle=False,
     )
     if not all(math.isfinite(loss) for loss in history.history.get("loss", [])):
         raise TrainingDiverged(
@@ -287,26 +307,20 @@ def _fit(vae, data, config, callbacks, verbose):
 class _Inputs:
     """What fit reads, as this process sees it."""
 
-    x_train: object
-    y_train: object
-    x_val: object
+    x_train: object  # a PyDataset of this process's share of each training batch
+    x_val: object  # validation images: an array, or a PyDataset (streamed, or multi-process)
     y_val: object
     class_names: object
     image_shape: tuple
     steps_per_epoch: int
-    batch_size: int | None  # None: the inputs are batched already
     streaming: bool
     devices: list | None
     num_processes: int
-    full_x_train: object = None
-    full_x_val: object = None
-    full_y_shown: object = None
+    shown: tuple = (None, None)  # (images, labels) for the reconstruction picture
 
     @property
     def validation_data(self):
-        if self.x_val is None:
-            return None
-        if self.batch_size is None:
+        if self.x_val is None or not isinstance(self.x_val, np.ndarray):
             return self.x_val
         return (self.x_val,) if self.y_val is None else (self.x_val, self.y_val)
 
@@ -327,29 +341,24 @@ def _training_inputs(config):
                                             num_processes=num_processes)
     validating = x_val is not None
     streaming = not isinstance(x_train, np.ndarray)
-    if devices and not streaming:
+    if streaming:
+        return _Inputs(x_train, x_val, y_val, class_names, x_train.image_shape, len(x_train),
+                       streaming, devices, num_processes)
+    if devices:
         # Every batch, the last one included, must split evenly across the devices.
         x_train = x_train[: len(x_train) - len(x_train) % len(devices)]
         y_train = None if y_train is None else y_train[: len(x_train)]
         if validating:
             x_val = x_val[: len(x_val) - len(x_val) % len(devices)]
             y_val = None if y_val is None else y_val[: len(x_val)]
-    image_shape = x_train.image_shape if streaming else x_train.shape[1:]
-    steps = len(x_train) if streaming else math.ceil(len(x_train) / config.batch_size)
-    inputs = _Inputs(x_train, y_train, x_val, y_val, class_names, image_shape, steps,
-                     None if streaming else config.batch_size, streaming, devices, num_processes)
-    if num_processes > 1 and not streaming:
-        from keras_vae.training.shards import ProcessBatches
-
-        inputs.full_x_train, inputs.full_x_val = x_train, x_val
-        inputs.full_y_shown = y_val if validating else y_train
-        shard = dict(process_index=process_index, num_processes=num_processes)
-        train_arrays = (x_train,) if y_train is None else (x_train, y_train)
-        inputs.x_train = ProcessBatches(train_arrays, config.batch_size, shuffle=True, **shard)
-        inputs.y_train = None
-        if validating:
-            val_arrays = (x_val,) if y_val is None else (x_val, y_val)
-            inputs.x_val = ProcessBatches(val_arrays, config.batch_size, **shard)
-            inputs.y_val = None
-        inputs.batch_size = None
+    shard = dict(process_index=process_index, num_processes=num_processes)
+    train_arrays = (x_train,) if y_train is None else (x_train, y_train)
+    batches = ProcessBatches(train_arrays, config.batch_size, shuffle=True, seed=config.seed,
+                             **shard)
+    inputs = _Inputs(batches, x_val, y_val, class_names, x_train.shape[1:], len(batches),
+                     streaming, devices, num_processes,
+                     shown=(x_val, y_val) if validating else (x_train, y_train))
+    if num_processes > 1 and validating:
+        val_arrays = (x_val,) if y_val is None else (x_val, y_val)
+        inputs.x_val, inputs.y_val = ProcessBatches(val_arrays, config.batch_size, **shard), None
     return inputs

@@ -9,6 +9,7 @@ import pytest
 
 import keras
 
+from keras_vae.models.options import ModelOptions
 from keras_vae.training.run import TrainConfig
 from keras_vae.training.run import TrainingDiverged
 from keras_vae.training.inputs import load_training_data
@@ -48,6 +49,9 @@ def test_an_interrupted_run_resumes_where_it_stopped(tmp_path):
     assert [int(row["epoch"]) for row in history(config.out)] == [0, 1, 2, 3]
     elapsed = [float(row["elapsed_seconds"]) for row in history(config.out)]
     assert 0 < elapsed[0] and elapsed == sorted(elapsed), "training time carries on after resuming"
+    cpu = [float(row["cpu_seconds"]) for row in history(config.out)]
+    assert 0 < cpu[0] and cpu == sorted(cpu), "CPU time carries on after resuming"
+    assert cpu[2] - cpu[1] < cpu[1] + 60, "the resumed process does not count its start twice"
     peaks = [float(row["peak_rss_mib"]) for row in history(config.out)]
     assert peaks == sorted(peaks) and peaks[0] >= rss_before_mib, "the process's peak memory"
     assert not os.path.exists(tmp_path / "run" / "backup")
@@ -134,3 +138,78 @@ def test_steps_per_execution_trains_the_same_model(tmp_path):
     for a, b in zip(one.weights, four.weights):
         np.testing.assert_allclose(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b),
                                    rtol=1e-4, atol=1e-5, err_msg=a.path)
+
+
+def test_cpu_seconds_count_this_process_s_cpu_time(tmp_path):
+    before = psutil.Process().cpu_times()
+    train(small_config(tmp_path / "run", epochs=2))
+    after = psutil.Process().cpu_times()
+    spent = (after.user + after.system) - (before.user + before.system)
+    cpu = [float(row["cpu_seconds"]) for row in history(tmp_path / "run")]
+    assert 0 < cpu[0] < cpu[1] <= spent + 0.05, (cpu, spent)
+
+
+class StopAfterEpoch(keras.callbacks.Callback):
+    """Interrupts training at the end of `epoch`, before the backup (the last callback) commits it."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+def trainable(model):
+    return [np.array(keras.ops.convert_to_numpy(v)) for v in model.trainable_variables]
+
+
+class RecordRawWeights(keras.callbacks.Callback):
+    """The model's weights after every training step (the raw weights: during an epoch the
+    model holds them, the averages are in the optimizer)."""
+
+    def __init__(self):
+        super().__init__()
+        self.steps = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        if keras.backend.backend() == "jax":
+            self.model.jax_state_sync()
+        self.steps.append(trainable(self.model))
+
+
+@pytest.mark.parametrize("model", ["vae", "hierarchical"])
+def test_averaged_weights_survive_resuming(tmp_path, model):
+    """With --ema, the saved and returned model holds the moving average of the raw weights
+    (checked against NumPy's average of the recorded steps), and an interrupted and resumed
+    run equals an uninterrupted one: the raw weights it trains on and the averaged ones."""
+    momentum = 0.8
+    options = dict(ema=momentum, epochs=3, lr=3e-3, kl_warmup_steps=5)
+    if model == "hierarchical":
+        options.update(model="hierarchical", num_groups=2, latent_dim=2, width=16,
+                       hidden_units=ModelOptions.hidden_units)
+    recorder = RecordRawWeights()
+    straight = train(small_config(tmp_path / "straight", **options), extra_callbacks=[recorder])
+
+    average = recorder.steps[0]  # Keras starts the average at the first step's weights
+    for weights in recorder.steps[1:]:
+        average = [momentum * a + (1 - momentum) * w for a, w in zip(average, weights)]
+    final = trainable(straight)
+    for expected, got in zip(average, final):
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)
+    assert max(np.abs(a - b).max() for a, b in zip(final, recorder.steps[-1])) > 1e-4, \
+        "the averaged weights differ from the last step's"
+    saved = keras.models.load_model(tmp_path / "straight" / "model.keras")
+    for expected, got in zip(final, trainable(saved)):
+        np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+    config = small_config(tmp_path / "resumed", **options)
+    with pytest.raises(KeyboardInterrupt):  # before epoch 1 is committed: resumes after epoch 0
+        train(config, extra_callbacks=[StopAfterEpoch(1)])
+    resumed = train(config)
+    for a, b in zip(history(tmp_path / "straight"), history(tmp_path / "resumed")):
+        for column in ("loss", "val_loss"):
+            np.testing.assert_allclose(float(a[column]), float(b[column]), rtol=1e-5)
+    for expected, got in zip(final, trainable(resumed)):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)

@@ -24,16 +24,31 @@ def test_shuffled_slices_follow_the_same_seeded_order_on_every_process():
     x = np.arange(32).reshape(32, 1)
     seen = []
     for p in (0, 1):
-        np.random.seed(3)
-        batches = ProcessBatches((x,), 8, process_index=p, num_processes=2, shuffle=True)
+        batches = ProcessBatches((x,), 8, process_index=p, num_processes=2, shuffle=True, seed=3)
         epoch = [batches[i][0] for i in range(len(batches))]
-        batches.on_epoch_end()
+        batches.set_epoch(1)
         seen.append((epoch, [batches[i][0] for i in range(len(batches))]))
     for e in (0, 1):
         rows = np.concatenate([np.concatenate([seen[0][e][i], seen[1][e][i]])
                                for i in range(4)])[:, 0]
         assert sorted(rows) == list(range(32))  # every row once per epoch
     assert not np.array_equal(seen[0][0][0], seen[0][1][0])  # a new order each epoch
+
+
+def test_an_epoch_s_order_depends_only_on_the_seed_and_the_epoch():
+    """A run resumed at epoch 2 reads the batches an uninterrupted run reads in its epoch 2."""
+    x = np.arange(50).reshape(50, 1)
+    straight = ProcessBatches((x,), 16, shuffle=True, seed=7)
+    for epoch in range(3):
+        straight.set_epoch(epoch)
+        order = np.concatenate([straight[i][0][:, 0] for i in range(len(straight))])
+    resumed = ProcessBatches((x,), 16, shuffle=True, seed=7)
+    resumed.set_epoch(2)
+    np.testing.assert_array_equal(
+        np.concatenate([resumed[i][0][:, 0] for i in range(len(resumed))]), order)
+    other_seed = ProcessBatches((x,), 16, shuffle=True, seed=8)
+    other_seed.set_epoch(2)
+    assert not np.array_equal(other_seed[0][0][:, 0], resumed[0][0][:, 0])
 
 
 def test_batches_that_do_not_split_across_the_processes_are_refused():
