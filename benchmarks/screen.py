@@ -7,8 +7,14 @@ noisy than each row's error. A finished variant is not trained again; an interru
 resumes. With --deadline-minutes, trainings still running then are stopped and their last
 completed epoch (last.keras) is measured, marked as stopped.
 
-Prints a Markdown table: the variant, its epochs, training minutes (its own clock), the best
-validation bound, and the test NLL with its standard error, in nats per example.
+With --cpu-minutes, every variant gets the same CPU time instead of the same epochs: a short
+calibration run (OUT/NAME.calibration, 3 epochs) measures its CPU seconds per epoch
+(`cpu_seconds` in history.csv, the steady third epoch), and it then trains for as many epochs
+as fit the budget, so its learning-rate schedule ends with the budget. Variants that run at once
+share the cores; CPU time keeps them comparable, and --cpus pins each to its own core.
+
+Prints a Markdown table: the variant, its epochs, training minutes (its own clock), CPU-minutes,
+the best validation bound, and the test NLL with its standard error, in nats per example.
 """
 
 import argparse
@@ -35,6 +41,14 @@ examples:
 
   # the same, stopping whatever still trains after 20 minutes
   python benchmarks/screen.py ... --deadline-minutes 20
+
+  # hierarchical variants at equal CPU time (15 CPU-minutes each), one at a time on core 1
+  XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1" \
+  python benchmarks/screen.py --out runs/ablation --cpu-minutes 15 --cpus 1 \
+      --base "--backend jax --model hierarchical --dataset data/mnist.npz --dynamic-binarization \
+              --val-fraction 0 --num-groups 4 --latent-dim 16 --width 256 --grad-clip 200 \
+              --kl-warmup-steps 2000 --lr-schedule cosine" \
+      --variant "recipe=" --variant "ema=--ema 0.999" --variant "groups6=--num-groups 6"
 """
 
 
@@ -50,6 +64,12 @@ def parse_args(argv=None):
     parser.add_argument("--parallel", type=int, default=1, help="variants trained at once")
     parser.add_argument("--deadline-minutes", type=float,
                         help="stop trainings still running after this many minutes")
+    parser.add_argument("--cpu-minutes", type=float,
+                        help="give every variant this much CPU time: its --epochs is set from "
+                             "a 3-epoch calibration run (default: the epochs of the options)")
+    parser.add_argument("--cpus", type=int, nargs="+", metavar="CPU",
+                        help="pin the trainings to these cores with taskset, one core per "
+                             "training at a time (Linux; default: no pinning)")
     parser.add_argument("--num-samples", type=int, default=1000,
                         help="importance samples K for the test NLL (default: 1000)")
     parser.add_argument("--max-images", type=int, default=1000,
@@ -65,12 +85,46 @@ def parse_args(argv=None):
         parser.error("variant names must differ")
     if args.parallel < 1:
         parser.error("--parallel must be at least 1")
+    if args.cpus and len(args.cpus) < args.parallel:
+        parser.error(f"--cpus names {len(args.cpus)} cores for --parallel {args.parallel}")
+    if args.cpu_minutes is not None and args.cpu_minutes <= 0:
+        parser.error("--cpu-minutes must be positive")
     return args
+
+
+CALIBRATION_EPOCHS = 3
+
+
+def train_command(args, options, run_dir, cpu=None):
+    """The `keras-vae train` command of a variant (pinned to `cpu` when given)."""
+    command = [sys.executable, "-m", "keras_vae", "train", *args.base.split(), *options,
+               "--out", run_dir, "--quiet"]
+    return (["taskset", "-c", str(cpu)] if cpu is not None else []) + command
+
+
+def budget_epochs(args, name, options, cpu=None):
+    """The epochs of `args.cpu_minutes` CPU time for a variant, from a short calibration run."""
+    from keras_vae.training.run_directory import logged_values
+
+    run_dir = os.path.join(args.out, f"{name}.calibration")
+    history_path = os.path.join(run_dir, "history.csv")
+    seconds = logged_values(history_path, "cpu_seconds")
+    if len(seconds) < CALIBRATION_EPOCHS:
+        command = train_command(args, [*options, "--epochs", str(CALIBRATION_EPOCHS),
+                                       "--checkpoint-every", "0", "--overwrite"], run_dir, cpu)
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        seconds = logged_values(history_path, "cpu_seconds")
+    per_epoch = seconds[-1] - seconds[-2]  # the first epoch also compiles
+    epochs = max(1, int(args.cpu_minutes * 60 / per_epoch))
+    print(f"[{name}] {per_epoch:.1f} CPU-s per epoch: {epochs} epochs in "
+          f"{args.cpu_minutes:g} CPU-minutes", flush=True)
+    return epochs
 
 
 def train_variants(args):
     """Trains every variant, `args.parallel` at a time; returns {name: stopped early (bool)}."""
     pending, running, stopped = list(args.variants), {}, {}
+    free_cpus = list(args.cpus or [None] * args.parallel)
     started = time.monotonic()
     deadline = started + 60 * args.deadline_minutes if args.deadline_minutes else None
     while pending or running:
@@ -82,18 +136,21 @@ def train_variants(args):
                 print(f"[{name}] already trained", flush=True)
                 stopped[name] = False
                 continue
-            command = [sys.executable, "-m", "keras_vae", "train",
-                       *args.base.split(), *options, "--out", run_dir, "--quiet"]
+            cpu = free_cpus.pop(0)
+            if args.cpu_minutes:
+                options = [*options, "--epochs", str(budget_epochs(args, name, options, cpu))]
             os.makedirs(run_dir, exist_ok=True)
             log = open(os.path.join(args.out, f"{name}.log"), "a")
             print(f"[{name}] training: {' '.join(options) or '(the base options)'}", flush=True)
-            running[name] = (subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                              start_new_session=True), log)
+            process = subprocess.Popen(train_command(args, options, run_dir, cpu), stdout=log,
+                                       stderr=subprocess.STDOUT, start_new_session=True)
+            running[name] = (process, log, cpu)
         time.sleep(2)
-        for name, (process, log) in list(running.items()):
+        for name, (process, log, cpu) in list(running.items()):
             if process.poll() is not None:
                 log.close()
                 del running[name]
+                free_cpus.append(cpu)
                 stopped[name] = False
                 if process.returncode != 0:
                     print(f"[{name}] training failed (exit {process.returncode}); "
@@ -102,7 +159,7 @@ def train_variants(args):
                     print(f"[{name}] trained in {(time.monotonic() - started) / 60:.1f} min",
                           flush=True)
         if deadline and time.monotonic() > deadline:
-            for name, (process, log) in running.items():
+            for name, (process, log, _) in running.items():
                 os.killpg(process.pid, signal.SIGTERM)
                 process.wait()
                 log.close()
@@ -128,6 +185,8 @@ def measure(args, name, stopped):
     for option in ("--backend", "--dataset", "--data-dir"):  # a bare .keras file needs them
         if option in base:
             command += [option, base[base.index(option) + 1]]
+    if args.cpus:
+        command = ["taskset", "-c", ",".join(map(str, args.cpus)), *command]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         print(f"[{name}] evaluation failed:\n{result.stderr[-2000:]}", flush=True)
@@ -137,14 +196,16 @@ def measure(args, name, stopped):
 
 
 def history(run_dir):
-    """(epochs completed, training minutes, best val_loss or None) from history.csv."""
+    """(epochs completed, training minutes, CPU-minutes or None, best val_loss or None) from
+    history.csv."""
     from keras_vae.training.run_directory import best_logged_value
     from keras_vae.training.run_directory import last_logged_value
     from keras_vae.training.run_directory import logged_values
 
     path = os.path.join(run_dir, "history.csv")
+    cpu_seconds = last_logged_value(path, "cpu_seconds")
     return (len(logged_values(path, "epoch")), (last_logged_value(path, "elapsed_seconds") or 0.0) / 60,
-            best_logged_value(path, "val_loss"))
+            None if cpu_seconds is None else cpu_seconds / 60, best_logged_value(path, "val_loss"))
 
 
 def main(argv=None):
@@ -156,18 +217,19 @@ def main(argv=None):
         results = pool.map(lambda variant: measure(args, variant[0], stopped[variant[0]]), measured)
     rows = []
     for (name, options), metrics in zip(measured, results):
-        epochs, minutes, best_val = history(os.path.join(args.out, name))
+        epochs, minutes, cpu_minutes, best_val = history(os.path.join(args.out, name))
         key = "nll" if metrics and "nll" in metrics else "cross_entropy"
         nll = (f"{metrics[key]:.2f} ± {metrics[key + '_standard_error']:.2f}"
                if metrics else "n/a")
         rows.append([name, " ".join(options) or "(base)",
                      f"{epochs}{' (stopped)' if stopped[name] else ''}", f"{minutes:.1f}",
+                     "n/a" if cpu_minutes is None else f"{cpu_minutes:.1f}",
                      f"{minutes / epochs * 60:.2f}" if epochs else "n/a",
                      f"{best_val:.2f}" if best_val is not None else "n/a", nll])
     print(f"\nScreen: {args.base}")
     print(f"Test NLL: K = {args.num_samples} on {args.max_images} test images, the same for "
           f"every row. {machine_line()}\n")
-    print(markdown_table(["variant", "options", "epochs", "training min", "s/epoch",
+    print(markdown_table(["variant", "options", "epochs", "training min", "CPU min", "s/epoch",
                           "best val bound", "test NLL"], rows))
 
 

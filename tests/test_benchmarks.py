@@ -117,7 +117,7 @@ def test_screen_trains_each_variant_and_reports_what_evaluate_and_history_say(tm
                "--num-samples", "20", "--max-images", "50"]
     rows = markdown_rows(run_python(command, timeout=300).stdout)
     assert [row[:3] for row in rows] == [["relu", "(base)", "2"], ["gated", "--gated --seed 1", "2"]]
-    for name, _, _, _, _, best_val, nll in rows:
+    for name, _, _, _, cpu_minutes, _, best_val, nll in rows:
         run = tmp_path / name
         assert json.loads((run / "config.json").read_text())["gated"] == (name == "gated")
         with open(run / "history.csv") as f:
@@ -126,6 +126,9 @@ def test_screen_trains_each_variant_and_reports_what_evaluate_and_history_say(tm
         metrics = json.loads((run / "screen_eval" / "metrics.json").read_text())
         assert metrics["num_images"] == 50 and metrics["num_samples"] == 20
         assert nll == f"{metrics['nll']:.2f} ± {metrics['nll_standard_error']:.2f}"
+        with open(run / "history.csv") as f:
+            assert float(cpu_minutes) == pytest.approx(
+                float(list(csv.DictReader(f))[-1]["cpu_seconds"]) / 60, abs=0.06)
 
     # Finished variants are not trained again; one still training at the deadline is stopped
     # and its last completed epoch measured.
@@ -134,7 +137,28 @@ def test_screen_trains_each_variant_and_reports_what_evaluate_and_history_say(tm
     assert "[gated] already trained" in result.stdout
     rows = {row[0]: row for row in markdown_rows(result.stdout)}
     assert rows["long"][2].endswith("(stopped)") and 0 < int(rows["long"][2].split()[0]) < 1000
-    assert rows["long"][6] != "n/a"
+    assert rows["long"][7] != "n/a"
+
+
+def test_screen_gives_every_variant_the_same_cpu_time(tmp_path):
+    """--cpu-minutes sets each variant's epochs from its calibrated CPU seconds per epoch."""
+    import csv
+
+    base = "--backend jax --latent-dim 4 --hidden-units 32 --val-fraction 0"
+    budget = 0.25
+    command = ["benchmarks/screen.py", "--out", str(tmp_path), "--cpu-minutes", str(budget),
+               "--base", base, "--variant", "small=", "--variant", "wide=--hidden-units 512 512",
+               "--num-samples", "5", "--max-images", "20"]
+    result = run_python(command, timeout=600)
+    rows = {row[0]: row for row in markdown_rows(result.stdout)}
+    for name in ("small", "wide"):
+        with open(tmp_path / f"{name}.calibration" / "history.csv") as f:
+            cpu = [float(row["cpu_seconds"]) for row in csv.DictReader(f)]
+        assert len(cpu) == 3
+        planned = int(budget * 60 / (cpu[2] - cpu[1]))
+        assert f"[{name}] {cpu[2] - cpu[1]:.1f} CPU-s per epoch: {planned} epochs" in result.stdout
+        assert int(rows[name][2]) == max(1, planned)
+    assert int(rows["small"][2]) > int(rows["wide"][2]), "the cheaper variant trains more epochs"
 
 
 def test_quality_benchmark_puts_runs_side_by_side_with_their_memory_and_size(tmp_path):
