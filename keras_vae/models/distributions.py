@@ -116,6 +116,11 @@ def bernoulli_log_prob_from_logits(x, logits, event_axes=1):
 
 #: Levels of an 8-bit pixel; a discretized likelihood puts a probability on each.
 PIXEL_LEVELS = 256
+#: log s of the discretized logistics, on the [0, 1] pixel scale where one level is 1/255 wide:
+#: from e^-7 (nearly all the mass on one level) to e^0. Decoder outputs are clipped to it.
+LOG_SCALE_RANGE = (-7.0, 0.0)
+#: The likelihoods of 8-bit pixels whose every parameter is an output of the decoder.
+DISCRETIZED_LIKELIHOODS = ("discretized_logistic", "logistic_mixture")
 
 
 def discretized_logistic_log_prob(x, mean, log_scale, event_axes=1):
@@ -258,3 +263,85 @@ def logistic_mixture_mean(logits, means, coefficients):
     per_component = ops.stack(expected, axis=-1)  # (..., M, C)
     weights = ops.softmax(logits, axis=-1)[..., None]
     return ops.clip(ops.sum(weights * per_component, axis=-2), 0.0, 1.0)
+
+
+# === The 8-bit decoders' output heads, shared by the family ===
+#
+# A decoder of the family ends in P numbers per pixel, (..., H, W, P); these functions say
+# what they mean. The single-latent VAE and the hierarchical VAE both call them, and the ONNX
+# export writes their results (the distributions' parameters) as the decoder's `x_params`.
+
+
+def params_per_pixel(likelihood, channels, mixture_components=1):
+    """P, the decoder outputs per pixel: C (Bernoulli logits, Gaussian means), 2C (a discretized
+    logistic's location and log-scale) or M(1 + 2C + C(C−1)/2) (the coupled mixture's logits,
+    means, log-scales and coupling coefficients)."""
+    if likelihood == "discretized_logistic":
+        return 2 * channels
+    if likelihood == "logistic_mixture":
+        return mixture_components * (1 + 2 * channels + channels * (channels - 1) // 2)
+    return channels
+
+
+def logistic_parameters(params, channels):
+    """A discretized logistic's parameters from the decoder output (..., 2C): the location
+    μ = sigmoid(first C), in [0, 1], and the log-scale log s = the last C, clipped to
+    `LOG_SCALE_RANGE`; each (..., C)."""
+    return ops.sigmoid(params[..., :channels]), ops.clip(params[..., channels:], *LOG_SCALE_RANGE)
+
+
+def mixture_blocks(params, components, channels):
+    """The four blocks of a coupled logistic mixture's decoder output (…, P), P = M(1 + 2C + C(C−1)/2).
+
+    The output is laid out as [logits (M) | means (M·C) | log-scales (M·C) | coefficients
+    (M·C(C−1)/2)], the last three row-major (M, ·). The means are offset by 0.5, so that a zero
+    output is mid-grey; the log-scales are clipped to `LOG_SCALE_RANGE`; the coupling
+    coefficients are raw (`coupled_channel_means` applies tanh).
+
+    Returns the blocks flat: (…, M), (…, M·C), (…, M·C), (…, M·C(C−1)/2).
+    """
+    m, c = components, channels
+    return (params[..., :m], params[..., m : m + m * c] + 0.5,
+            ops.clip(params[..., m + m * c : m + 2 * m * c], *LOG_SCALE_RANGE),
+            params[..., m + 2 * m * c :])
+
+
+def logistic_mixture_parameters(params, components, channels):
+    """The coupled mixture's parameters from the decoder output (…, P) (`mixture_blocks`):
+    logits (…, M), means and log-scales (…, M, C), raw coefficients (…, M, C(C−1)/2)."""
+    m = components
+    shape = tuple(ops.shape(params)[:-1])
+    logits, means, log_scales, coefficients = mixture_blocks(params, components, channels)
+    return (logits, ops.reshape(means, shape + (m, channels)),
+            ops.reshape(log_scales, shape + (m, channels)),
+            ops.reshape(coefficients, shape + (m, channels * (channels - 1) // 2)))
+
+
+def distribution_parameters(likelihood, params, channels, mixture_components=1):
+    """The 8-bit decoders' parameters as one tensor laid out as the output (…, P): for the
+    discretized logistic [μ (C) | log s (C)] (`logistic_parameters`), for the mixture its four
+    blocks with the offset and clipping applied (`mixture_blocks`). What the exported
+    decoder's `x_params` output holds."""
+    if likelihood == "discretized_logistic":
+        return ops.concatenate(logistic_parameters(params, channels), axis=-1)
+    blocks = mixture_blocks(params, mixture_components, channels)
+    return ops.concatenate(blocks if channels > 1 else blocks[:3], axis=-1)
+
+
+def discretized_log_prob(likelihood, x, params, mixture_components=1, event_axes=3):
+    """log P(x) of 8-bit images under a decoder output (…, H, W, P) of either 8-bit likelihood,
+    summed over the last `event_axes` axes of x (…, H, W, C) (3: one image)."""
+    channels = x.shape[-1]
+    if likelihood == "discretized_logistic":
+        return discretized_logistic_log_prob(x, *logistic_parameters(params, channels), event_axes)
+    parameters = logistic_mixture_parameters(params, mixture_components, channels)
+    return discretized_logistic_mixture_log_prob(x, *parameters, event_axes - 1)
+
+
+def discretized_mean(likelihood, params, channels, mixture_components=1):
+    """The pixels (…, H, W, C) in [0, 1] that stand for a decoder output of either 8-bit
+    likelihood: the logistic's location, or the mixture's mean (`logistic_mixture_mean`)."""
+    if likelihood == "discretized_logistic":
+        return logistic_parameters(params, channels)[0]
+    logits, means, _, coefficients = logistic_mixture_parameters(params, mixture_components, channels)
+    return logistic_mixture_mean(logits, means, coefficients)

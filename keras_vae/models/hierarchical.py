@@ -34,8 +34,6 @@ UPSAMPLINGS = ("nearest", "subpixel")
 LIKELIHOODS = ("bernoulli", "gaussian", "discretized_logistic", "logistic_mixture")
 # Residual-stream width when `width` is not given.
 DEFAULT_WIDTH = {"mlp": 256, "conv": 32}
-# log s of the discretized logistics, on the [0, 1] pixel scale (one level is 1/255 wide).
-LOG_SCALE_RANGE = (-7.0, 0.0)
 
 
 @keras.saving.register_keras_serializable(package="keras_vae")
@@ -283,13 +281,8 @@ class HierarchicalVAE(FamilyModel):
 
     @property
     def params_per_pixel(self):
-        """Decoder outputs per pixel: C, 2C (location, log-scale) or M(1 + 2C + C(C−1)/2)."""
-        channels = self.image_shape[-1]
-        if self.likelihood == "discretized_logistic":
-            return 2 * channels
-        if self.likelihood == "logistic_mixture":
-            return self.mixture_components * (1 + 2 * channels + channels * (channels - 1) // 2)
-        return channels
+        """Decoder outputs per pixel (`keras_vae.models.distributions.params_per_pixel`)."""
+        return dist.params_per_pixel(self.likelihood, self.image_shape[-1], self.mixture_components)
 
     @property
     def noise_size(self):
@@ -421,44 +414,21 @@ class HierarchicalVAE(FamilyModel):
 
     def log_px_given_params(self, x, params):
         """log p(x|z) in nats: x (B, H, W, C), decoder output (B, H, W, P) -> (B,)."""
-        channels = self.image_shape[-1]
         if self.likelihood == "bernoulli":
             return dist.bernoulli_log_prob_from_logits(x, params, 3)
         if self.likelihood == "gaussian":
             log_var = ops.convert_to_tensor(2.0 * math.log(self.decoder_std), "float32")
             return dist.diagonal_gaussian_log_prob(x, params, log_var, 3)
-        if self.likelihood == "discretized_logistic":
-            return dist.discretized_logistic_log_prob(
-                x, ops.sigmoid(params[..., :channels]),
-                ops.clip(params[..., channels:], *LOG_SCALE_RANGE), 3)
-        return dist.discretized_logistic_mixture_log_prob(x, *self.mixture_parameters(params), 2)
-
-    def mixture_parameters(self, params):
-        """The logistic mixture's parameters from the decoder output (…, P).
-
-        Returns logits (…, M), means and log-scales (…, M, C), coefficients (…, M, C(C−1)/2).
-
-        The means are offset by 0.5, so that a zero output is mid-grey; the log-scales are clipped.
-        """
-        m, channels = self.mixture_components, self.image_shape[-1]
-        shape = tuple(ops.shape(params)[:-1])
-        logits = params[..., :m]
-        means = ops.reshape(params[..., m : m + m * channels], shape + (m, channels)) + 0.5
-        log_scales = ops.reshape(params[..., m + m * channels : m + 2 * m * channels],
-                                 shape + (m, channels))
-        coefficients = ops.reshape(params[..., m + 2 * m * channels :],
-                                   shape + (m, channels * (channels - 1) // 2))
-        return logits, means, ops.clip(log_scales, *LOG_SCALE_RANGE), coefficients
+        return dist.discretized_log_prob(self.likelihood, x, params, self.mixture_components)
 
     def params_to_mean(self, params):
-        """Decoder output -> pixel means (B, H, W, C) (the mixture's: `dist.logistic_mixture_mean`)."""
+        """Decoder output -> pixel means (B, H, W, C) (`dist.discretized_mean` for 8-bit pixels)."""
         channels = self.image_shape[-1]
         if self.likelihood == "gaussian":
             return params
-        if self.likelihood in ("bernoulli", "discretized_logistic"):
-            return ops.sigmoid(params[..., :channels])
-        logits, means, _, coefficients = self.mixture_parameters(params)
-        return dist.logistic_mixture_mean(logits, means, coefficients)
+        if self.likelihood == "bernoulli":
+            return ops.sigmoid(params)
+        return dist.discretized_mean(self.likelihood, params, channels, self.mixture_components)
 
     # === The objective, shared by train_step and test_step on every backend ===
 

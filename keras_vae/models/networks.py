@@ -2,15 +2,15 @@
 
 The encoder maps images (B, H, W, C) to the parameters of q(z|x):
 `z_mean` and `z_log_var`, each (B, latent_dim). The decoder maps z
-(B, latent_dim) to the raw decoder output (B, H, W, C): Bernoulli logits, or
-the Gaussian mean.
+(B, latent_dim) to the raw decoder output (B, H, W, P): P = C Bernoulli logits,
+Gaussian means or logistic locations, or the P parameters per pixel of a
+discretized logistic with its scale or of a logistic mixture
+(`keras_vae.models.distributions.params_per_pixel`).
 
 An MLP's hidden layers are ReLU `Dense` layers, or with `gated=True` gated
 dense layers (Dauphin et al. 2017; the "GatedDense" of Tomczak & Welling 2018):
 h = (W x + b) ⊙ sigmoid(V x + c).
 """
-
-import math
 
 import keras
 from keras import layers
@@ -65,21 +65,23 @@ def build_encoder(input_shape, latent_dim, architecture, hidden_units, conv_filt
 
 def build_decoder(output_shape, latent_dim, architecture, hidden_units, conv_filters,
                   conv_upsampling="transpose", gated=False,
-                  num_classes=None, conv_residual_blocks=0):
-    """Returns `keras.Model(z -> decoder output (B, H, W, C))`, named "decoder".
+                  num_classes=None, conv_residual_blocks=0, params_per_pixel=None):
+    """Returns `keras.Model(z -> decoder output (B, H, W, P))`, named "decoder".
 
-    With `num_classes`, the model takes `[z, label]` (label: int32 (B,)) and the label's
-    one-hot vector joins z before the first layer: p(x|z, y).
+    P is `params_per_pixel` (default: the image's channels C). With `num_classes`, the model
+    takes `[z, label]` (label: int32 (B,)) and the label's one-hot vector joins z before the
+    first layer: p(x|z, y).
     """
     z = keras.Input(shape=(latent_dim,), name="z")
     label = None if num_classes is None else keras.Input(shape=(), dtype="int32", name="label")
     height, width, channels = output_shape
+    channels = params_per_pixel or channels
     h = z if label is None else with_one_hot(z, label, num_classes)
     if architecture == "mlp":
         for i, units in enumerate(reversed(hidden_units)):
             h = hidden_layer(h, units, gated, name=f"dense_{i}")
-        h = layers.Dense(math.prod(output_shape), name="pixels")(h)
-        out = layers.Reshape(output_shape, name="x_params")(h)
+        h = layers.Dense(height * width * channels, name="pixels")(h)
+        out = layers.Reshape((height, width, channels), name="x_params")(h)
     else:
         scale = 2 ** len(conv_filters)
         filters = list(reversed(conv_filters))

@@ -29,12 +29,15 @@ from keras_vae.core.options import option
 MODELS = ("vae", "hierarchical")
 ARCHITECTURES = ("mlp", "conv")
 CONV_UPSAMPLINGS = ("transpose", "subpixel")
-LIKELIHOODS = ("bernoulli", "gaussian", "discretized_logistic")
+LIKELIHOODS = ("bernoulli", "gaussian", "discretized_logistic", "logistic_mixture")
+#: Where the single-latent discretized logistic's scale comes from: the decoder (a function of
+#: z, as in the hierarchical model) or one learned value per pixel and channel, independent of z
+#: (the only one before the option existed; `with_options_saved_before`).
+LOGISTIC_SCALES = ("decoder", "pixel")
 OBJECTIVES = ("elbo", "iwae")
 PRIORS = ("standard", "mixture")
 # The hierarchical model's own choices.
 HIERARCHICAL_UPSAMPLINGS = ("nearest", "subpixel")
-HIERARCHICAL_LIKELIHOODS = ("bernoulli", "gaussian", "discretized_logistic", "logistic_mixture")
 
 
 @dataclasses.dataclass
@@ -67,9 +70,15 @@ class ModelOptions:
            "of the encoder and each upsampling of the decoder", minimum=0)
     likelihood: str = option(
         "bernoulli", "p(x|z): Bernoulli (pixels in [0, 1]), Gaussian, discretized logistic "
-                     "(8-bit images: a probability for each of the 256 levels), or, for the "
-                     "hierarchical model, a mixture of discretized logistics (logistic_mixture)",
-        choices=HIERARCHICAL_LIKELIHOODS)
+                     "(8-bit images: a probability for each of the 256 levels), or a mixture of "
+                     "discretized logistics with coupled channels (logistic_mixture, 8-bit images)",
+        choices=LIKELIHOODS)
+    logistic_scale: str = option(
+        "decoder", "--likelihood discretized_logistic: the scale is a decoder output, a function "
+                   "of z (decoder), or one learned value per pixel and channel (pixel)",
+        choices=LOGISTIC_SCALES)
+    mixture_components: int = option(
+        5, "--likelihood logistic_mixture: components per pixel", minimum=1)
     decoder_std: float | str = option(
         1.0, "Gaussian decoder σ: a number or 'learned'", choices=("learned",))
     beta: float = option(1.0, "KL weight β", minimum=0)
@@ -112,9 +121,9 @@ class HierarchicalOptions:
 
     `model` chooses the family member. The hierarchical model also reads these options of
     `ModelOptions`: `latent_dim` (units, or channels, of each group), `architecture`,
-    `likelihood` (which for it also takes "logistic_mixture"), `decoder_std` (a number),
-    `beta`, `kl_warmup_steps` and `dynamic_binarization`; `HierarchicalVAE`'s docstring
-    explains each option. 0 stands for "none" where the model takes None.
+    `likelihood`, `mixture_components`, `decoder_std` (a number), `beta`, `kl_warmup_steps`
+    and `dynamic_binarization`; `HierarchicalVAE`'s docstring explains each option. 0 stands
+    for "none" where the model takes None.
     """
 
     model: str = option(
@@ -132,8 +141,6 @@ class HierarchicalOptions:
     upsampling: str = option(
         "nearest", "hierarchical conv: nearest-neighbour resize or sub-pixel convolution",
         choices=HIERARCHICAL_UPSAMPLINGS)
-    mixture_components: int = option(
-        5, "hierarchical, --likelihood logistic_mixture: components per pixel", minimum=1)
     free_bits: float = option(
         0.0, "hierarchical: nats per group below which a group's KL is not pushed down "
              "(0: off)", minimum=0)
@@ -150,8 +157,8 @@ class HierarchicalOptions:
 
 HIERARCHICAL_OPTION_NAMES = tuple(field.name for field in dataclasses.fields(HierarchicalOptions))
 #: The options of `ModelOptions` that the hierarchical model reads too.
-SHARED_OPTION_NAMES = ("latent_dim", "architecture", "likelihood", "decoder_std", "beta",
-                       "kl_warmup_steps", "dynamic_binarization")
+SHARED_OPTION_NAMES = ("latent_dim", "architecture", "likelihood", "mixture_components",
+                       "decoder_std", "beta", "kl_warmup_steps", "dynamic_binarization")
 
 
 def check_model_choice(options):
@@ -163,17 +170,12 @@ def check_model_choice(options):
     if options.model == "hierarchical":
         own = [name for name in OPTION_NAMES if name not in SHARED_OPTION_NAMES]
         defaults, other = ModelOptions(), "vae"
-        if options.likelihood not in HIERARCHICAL_LIKELIHOODS:
-            raise OptionError("likelihood", f"one of {HIERARCHICAL_LIKELIHOODS}", options.likelihood)
         if options.decoder_std == "learned":
             raise OptionError("decoder_std", "a positive number for the hierarchical model",
                               options.decoder_std)
     else:
         own = [name for name in HIERARCHICAL_OPTION_NAMES if name != "model"]
         defaults, other = HierarchicalOptions(), "hierarchical"
-        if options.likelihood not in LIKELIHOODS:
-            raise OptionError("likelihood", f"one of {LIKELIHOODS} for the single-latent model "
-                              "(logistic_mixture needs --model hierarchical)", options.likelihood)
     if options.model != "vae" and getattr(options, "conditional", False):
         raise OptionError("conditional", "off: a class-conditional model is a --model vae", True)
     for name in own:
@@ -190,3 +192,18 @@ def hierarchical_kwargs(options):
     for name in ("width", "grad_clip", "skip_threshold"):
         kwargs[name] = kwargs[name] or None
     return kwargs
+
+
+def with_options_saved_before(config):
+    """A model's saved options (a `get_config` or a run's config.json) with the values that a file
+    saved before an option existed had, where the option's default has since changed.
+
+    `logistic_scale`: a discretized-logistic VAE saved without it (keras-vae 0.1.0) learned one
+    log-scale per pixel, "pixel"; new models default to the decoder's z-dependent scale.
+    Returns a new dict; `config` is unchanged.
+    """
+    config = dict(config)
+    if "logistic_scale" not in config and config.get("likelihood") == "discretized_logistic" \
+            and config.get("model", "vae") == "vae":
+        config["logistic_scale"] = "pixel"
+    return config

@@ -15,11 +15,11 @@ from keras_vae.models.networks import build_encoder
 from keras_vae.models.networks import Z_LOG_VAR_RANGE
 from keras_vae.models.networks import check_architecture
 from keras_vae.models.networks import default_conv_filters
-from keras_vae.models.options import LIKELIHOODS
 from keras_vae.models.options import OBJECTIVES  # noqa: F401
 from keras_vae.models.options import OPTION_NAMES
 from keras_vae.models.options import PRIORS  # noqa: F401
 from keras_vae.models.options import ModelOptions
+from keras_vae.models.options import with_options_saved_before
 from keras_vae.models.base import FamilyModel
 from keras_vae.models.base import is_array
 from keras_vae.core import contract
@@ -31,9 +31,8 @@ IMAGE_EVENT_AXES = 3  # (H, W, C): log p(x|z) sums over these.
 # pixels that never vary, an unclipped variance collapses and the likelihood
 # grows without bound.
 DECODER_LOG_VAR_RANGE = (-7.0, 7.0)
-# log s of the discretized logistic decoder (pixels on the [0, 1] scale, where one of the
-# 256 levels is 1/255 wide): from e^-7 (all the mass on one level) to e^0.
-DECODER_LOG_SCALE_RANGE = (-7.0, 0.0)
+# The initial value of the per-pixel log-scale of a discretized logistic decoder with
+# logistic_scale="pixel" (pixels on the [0, 1] scale; clipped to dist.LOG_SCALE_RANGE).
 DECODER_LOG_SCALE_INITIAL = math.log(0.1)
 
 
@@ -43,8 +42,8 @@ class VAE(FamilyModel):
 
     q(z|x) = N(μ(x), diag σ²(x)), p(z) = N(0, I) (or a learned mixture of
     Gaussians), and p(x|z) Bernoulli (the decoder emits logits; data in [0, 1]),
-    Gaussian, or a discretized logistic over the 256 levels of 8-bit pixels
-    (data k/255 in [0, 1]). Training minimises the negative
+    Gaussian, or, over the 256 levels of 8-bit pixels (data k/255 in [0, 1]), a
+    discretized logistic or a mixture of them. Training minimises the negative
     ELBO, or the negative importance-weighted bound (`objective="iwae"`), with
     z drawn by reparameterization. Losses are reported in nats per example.
 
@@ -74,11 +73,22 @@ class VAE(FamilyModel):
         conv_residual_blocks: residual blocks, relu(h + conv(relu(conv(h)))), after
             each stride-2 convolution of the encoder and each upsampling of the
             decoder, at that resolution and width (0: none; conv only).
-        likelihood: "bernoulli", "gaussian", or "discretized_logistic": 8-bit pixels
-            (k/255) with a probability for each of the 256 levels, a logistic of
-            location sigmoid(decoder output) and a learned per-pixel, per-channel
-            log-scale, whose log-likelihood is a true one (bits/dim comparable with
-            the literature's on 8-bit images).
+        likelihood: "bernoulli", "gaussian", "discretized_logistic" or
+            "logistic_mixture". The last two are for 8-bit pixels (k/255): a probability
+            for each of the 256 levels, so that the log-likelihood is a true one
+            (bits/dim comparable with the literature's on 8-bit images).
+            "discretized_logistic": a logistic of location sigmoid(decoder output) and a
+            log-scale chosen by `logistic_scale`. "logistic_mixture": a mixture of
+            `mixture_components` discretized logistics per pixel whose channel means are
+            coupled, μ_c = m_c + Σ_{j<c} tanh(α_cj)·x_j (PixelCNN++), every parameter a
+            decoder output. The family shares their math
+            (`keras_vae.models.distributions.discretized_log_prob`).
+        logistic_scale: for "discretized_logistic": "decoder" (the default), the
+            log-scale of every pixel and channel is a decoder output, a function of z,
+            as in the hierarchical model; or "pixel", one learned log-scale per pixel and
+            channel, the same for every z. A model saved before this option existed has
+            "pixel", and loads with it.
+        mixture_components: M, the components per pixel of "logistic_mixture".
         decoder_std: for a Gaussian decoder, a fixed σ (float) or "learned"
             (a trainable per-pixel log-variance).
         beta: weight of the KL term (1.0 gives the true ELBO).
@@ -132,6 +142,8 @@ class VAE(FamilyModel):
         conv_upsampling=ModelOptions.conv_upsampling,
         conv_residual_blocks=ModelOptions.conv_residual_blocks,
         likelihood=ModelOptions.likelihood,
+        logistic_scale=ModelOptions.logistic_scale,
+        mixture_components=ModelOptions.mixture_components,
         decoder_std=ModelOptions.decoder_std,
         beta=ModelOptions.beta,
         kl_warmup_steps=ModelOptions.kl_warmup_steps,
@@ -151,10 +163,6 @@ class VAE(FamilyModel):
         # Converted to their types and checked (ValueError); every option is kept below
         # as an attribute of its name (self.latent_dim, ...) and returned by get_config.
         options = ModelOptions(**{name: arguments[name] for name in OPTION_NAMES})
-        if options.likelihood not in LIKELIHOODS:
-            raise ValueError(f"likelihood must be one of {LIKELIHOODS} for a VAE, got "
-                             f"{options.likelihood!r}; {options.likelihood} is the "
-                             "HierarchicalVAE's")
         input_shape = tuple(int(d) for d in input_shape)
         options.conv_filters = options.conv_filters or default_conv_filters(input_shape)
         check_architecture(input_shape, options.architecture, options.conv_filters, options.gated)
@@ -167,15 +175,18 @@ class VAE(FamilyModel):
                         conv_filters=options.conv_filters, gated=options.gated,
                         num_classes=num_classes, conv_residual_blocks=options.conv_residual_blocks)
         self.encoder = build_encoder(input_shape, latent_dim, **networks)
-        self.decoder = build_decoder(input_shape, latent_dim,
-                                     conv_upsampling=options.conv_upsampling, **networks)
+        self.likelihood, self.logistic_scale = options.likelihood, options.logistic_scale
+        self.mixture_components = options.mixture_components
+        self.decoder = build_decoder(input_shape, latent_dim, conv_upsampling=options.conv_upsampling,
+                                     params_per_pixel=self.params_per_pixel(input_shape[-1]),
+                                     **networks)
         if options.likelihood == "gaussian" and options.decoder_std == "learned":
             self.decoder_log_var = self.add_weight(
                 shape=input_shape, initializer="zeros", name="decoder_log_var"
             )
         else:
             self.decoder_log_var = None
-        if options.likelihood == "discretized_logistic":
+        if options.likelihood == "discretized_logistic" and options.logistic_scale == "pixel":
             self.decoder_log_scale = self.add_weight(
                 shape=input_shape, name="decoder_log_scale",
                 initializer=keras.initializers.Constant(DECODER_LOG_SCALE_INITIAL),
@@ -221,6 +232,12 @@ class VAE(FamilyModel):
         self.source_backend = source_backend
         self.num_classes = num_classes
         self.class_names = class_names
+
+    @classmethod
+    def from_config(cls, config):
+        """The model of a `get_config` dict; a file saved before an option existed loads with
+        the value it was trained with (`keras_vae.models.options.with_options_saved_before`)."""
+        return super().from_config(with_options_saved_before(config))
 
     def get_config(self):
         """The constructor's arguments as JSON values (tuples as lists), with Keras' own."""
@@ -338,14 +355,37 @@ class VAE(FamilyModel):
         flat_z = ops.reshape(z, (-1, self.latent_dim))  # row k·B + b is z[k, b]
         if self.conditional:
             labels = ops.tile(ops.reshape(labels, (-1,)), (ops.shape(z)[0],))
-        params = self.decoder(self.with_labels(flat_z, labels), training=training)
-        params = ops.reshape(params, (ops.shape(z)[0], -1) + self.image_shape)
+        params = self.decoder(self.with_labels(flat_z, labels), training=training)  # (K·B, H, W, P)
+        params = ops.reshape(params, (ops.shape(z)[0], -1) + tuple(ops.shape(params)[1:]))
         if self.likelihood == "bernoulli":
             return dist.bernoulli_log_prob_from_logits(x, params, IMAGE_EVENT_AXES)
-        if self.likelihood == "discretized_logistic":
+        if self.decoder_log_scale is not None:
             return dist.discretized_logistic_log_prob(
                 x, ops.sigmoid(params), self.decoder_log_scale_clipped(), IMAGE_EVENT_AXES)
+        if self.params_output:
+            return dist.discretized_log_prob(self.likelihood, x, params, self.mixture_components,
+                                             IMAGE_EVENT_AXES)
         return dist.diagonal_gaussian_log_prob(x, params, self.decoder_log_variance(), IMAGE_EVENT_AXES)
+
+    def params_per_pixel(self, channels):
+        """P, the decoder network's outputs per pixel: C, or for a discretized logistic with the
+        decoder's scale 2C, for the mixture M(1 + 2C + C(C−1)/2)."""
+        if self.likelihood == "discretized_logistic" and self.logistic_scale == "pixel":
+            return channels
+        return dist.params_per_pixel(self.likelihood, channels, self.mixture_components)
+
+    @property
+    def params_output(self):
+        """True when every parameter of p(x|z) is a decoder output (the discretized logistic with
+        the decoder's scale, and the mixture): the export then writes them as `x_params`."""
+        return (self.likelihood == "logistic_mixture"
+                or (self.likelihood == "discretized_logistic" and self.logistic_scale == "decoder"))
+
+    def decoder_output_to_params(self, params):
+        """The parameters of p(x|z) from the decoder output, laid out as it (B, H, W, P)
+        (`keras_vae.models.distributions.distribution_parameters`); only when `params_output`."""
+        return dist.distribution_parameters(self.likelihood, params, self.image_shape[-1],
+                                            self.mixture_components)
 
     def decoder_log_variance(self):
         """log σ² of the Gaussian decoder: (H, W, C) if learned, else a scalar."""
@@ -354,13 +394,20 @@ class VAE(FamilyModel):
         return ops.convert_to_tensor(2.0 * np.log(self.decoder_std), "float32")
 
     def decoder_log_scale_clipped(self):
-        """log s of the discretized logistic decoder, (H, W, C), on the [0, 1] pixel scale."""
-        return ops.clip(self.decoder_log_scale, *DECODER_LOG_SCALE_RANGE)
+        """log s of a discretized logistic decoder with logistic_scale="pixel", (H, W, C), on the
+        [0, 1] pixel scale."""
+        return ops.clip(self.decoder_log_scale, *dist.LOG_SCALE_RANGE)
 
     def decoder_output_to_mean(self, params):
         """Maps decoder output to pixels: sigmoid(logits) (Bernoulli), the location μ = sigmoid(output)
-        in [0, 1] (discretized logistic; its median where μ is inside the bins), or the Gaussian mean."""
-        return params if self.likelihood == "gaussian" else ops.sigmoid(params)
+        in [0, 1] (discretized logistic; its median where μ is inside the bins), the mixture's mean
+        clipped to [0, 1] (`dist.logistic_mixture_mean`), or the Gaussian mean."""
+        if self.likelihood == "gaussian":
+            return params
+        if self.params_output:
+            return dist.discretized_mean(self.likelihood, params, self.image_shape[-1],
+                                         self.mixture_components)
+        return ops.sigmoid(params)
 
     def fit(self, x=None, y=None, *args, validation_data=None, **kwargs):
         """`keras.Model.fit`; a conditional model takes the class labels as y: fit(x, y)."""

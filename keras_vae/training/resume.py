@@ -28,6 +28,7 @@ from keras_vae.core.files import atomic_path
 from keras_vae.core.files import remove_stale_temp_files
 from keras_vae.core.files import write_json
 from keras_vae.core.files import write_text_atomic
+from keras_vae.models.options import with_options_saved_before
 
 try:
     import fcntl
@@ -107,14 +108,18 @@ def changed_options(saved_record, options):
     """The options that differ from an interrupted run's config.json, as "name: old -> new" lines.
 
     `options` is the new run's options (a dict, as config.json stores them, plus "backend").
+    An option the saved run predates counts with the value such a run had, where that matters
+    (`keras_vae.models.options.with_options_saved_before`).
     """
     new = json.loads(json.dumps(options))  # tuples become lists, as in config.json
+    filled = with_options_saved_before(saved_record)
     changes = []
     for name, value in sorted(new.items()):
-        if name in OPTIONS_FREE_ON_RESUME or name not in saved_record:
+        if name in OPTIONS_FREE_ON_RESUME or name not in filled:
             continue
-        if saved_record[name] != value:
-            changes.append(f"{name}: {saved_record[name]!r} -> {value!r}")
+        if filled[name] != value:
+            before = "" if name in saved_record else " (the run predates the option)"
+            changes.append(f"{name}: {filled[name]!r}{before} -> {value!r}")
     return changes
 
 
