@@ -3,7 +3,9 @@
 Parses an infer request, JSON tensors (flat or nested ``data``) or the binary tensor
 data extension (``Inference-Header-Content-Length``), into the decoder's ``z``; every
 problem is an ``APIError`` 400 or 415 that says what
-was expected. The routes are ``keras_vae.serving.routes.kserve``.
+was expected. The routes are ``keras_vae.serving.routes.kserve``. A tensor's ``data`` is
+documented with a bounded schema (``TENSOR_DATA``): numbers, flat or nested one level, as the
+protocol writes the ``[n, d]`` and ``[n]`` tensors served here.
 """
 
 from __future__ import annotations
@@ -14,19 +16,27 @@ from typing import Annotated, Any
 
 import numpy as np
 from fastapi import Request
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
+from pydantic import (BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError,
+                      WithJsonSchema)
 
 from keras_vae.serving.errors import APIError, describe_validation_errors, is_json_content_type
 from keras_vae.serving.openapi import integer
 
 __all__ = ["InferRequest", "split_body", "parse_request", "input_tensor", "wants_binary",
-           "infer_request_schema", "SERVER_NAME", "MODEL_VERSION", "PLATFORM", "ServerMetadata",
-           "ServerLive", "ServerReady", "ModelMetadata", "ModelReady", "InferResponse"]
+           "SERVER_NAME", "MODEL_VERSION", "PLATFORM", "ServerMetadata",
+           "ServerLive", "ServerReady", "ModelMetadata", "ModelReady", "InferResponse",
+           "TENSOR_DATA"]
 
 SERVER_NAME = "keras-vae"
 MODEL_VERSION = "1"
 PLATFORM = "onnxruntime_onnx"
 HEADER_LENGTH = "inference-header-content-length"
+_NUMBERS = {"type": "array", "items": {"type": "number"}}
+#: A tensor's ``data``: numbers in row-major order, flat or one list per row (nesting bounded,
+#: so that generators can draw from it), or null when the tensor is sent as binary data.
+TENSOR_DATA = {"anyOf": [_NUMBERS, {"type": "array", "items": _NUMBERS}, {"type": "null"}],
+               "default": None, "description": "the values in row-major order, flat or one list "
+               "per row; null (or absent) with binary data (binary_data_size)"}
 
 
 class _Tensor(BaseModel):
@@ -35,7 +45,7 @@ class _Tensor(BaseModel):
     shape: list[integer(0)]
     datatype: StrictStr
     parameters: dict[str, Any] = Field(default_factory=dict)
-    data: Any = None
+    data: Annotated[Any, WithJsonSchema(TENSOR_DATA)] = None
 
 
 class _Output(BaseModel):
@@ -50,7 +60,6 @@ class InferRequest(BaseModel):
     parameters: dict[str, Any] = Field(default_factory=dict)
     inputs: list[_Tensor] = Field(min_length=1)
     outputs: list[_Output] | None = None
-
 
 
 def split_body(request: Request, body: bytes) -> tuple[bytes, bytes]:
@@ -147,6 +156,9 @@ def _tensor(tensor: _Tensor, binary: bytes, offset: int, datatype: str, dtype: s
         return np.frombuffer(binary[offset : offset + size], dtype=dtype).reshape(shape), offset + size
     if tensor.data is None:
         raise APIError(400, f"input {expected!r} has no data")
+    if not _fits_tensor_data(tensor.data):
+        raise APIError(400, f"input {expected!r}: data must hold numbers, as a flat list or one "
+                            "list per row")
     try:
         data = np.asarray(tensor.data)
     except (ValueError, TypeError):
@@ -160,6 +172,12 @@ def _tensor(tensor: _Tensor, binary: bytes, offset: int, datatype: str, dtype: s
     return data.reshape(shape), offset
 
 
+def _fits_tensor_data(data: Any) -> bool:
+    """Whether ``data`` is a list of numbers or of lists of numbers (``TENSOR_DATA``)."""
+    rows = data if isinstance(data, list) and data and isinstance(data[0], list) else [data]
+    return all(isinstance(row, list) and all(type(v) in (int, float) for v in row) for row in rows)
+
+
 def wants_binary(req: InferRequest, output_name: str) -> bool:
     """Whether the (only) output goes back as binary tensor data."""
     default = bool(req.parameters.get("binary_data_output", False))
@@ -170,31 +188,6 @@ def wants_binary(req: InferRequest, output_name: str) -> bool:
         raise APIError(400, f"unknown outputs {names}; the model has one output "
                             f"{output_name!r}")
     return bool(req.outputs[0].parameters.get("binary_data", default))
-
-
-def _inline_definitions(schema: dict[str, Any]) -> dict[str, Any]:
-    """A pydantic JSON schema with its ``$defs`` references replaced by the definitions."""
-    definitions = schema.pop("$defs", {})
-
-    def resolve(node: Any) -> Any:
-        if isinstance(node, dict):
-            ref = node.get("$ref", "")
-            if ref.startswith("#/$defs/"):
-                return resolve(definitions[ref.removeprefix("#/$defs/")])
-            return {key: resolve(value) for key, value in node.items()}
-        if isinstance(node, list):
-            return [resolve(item) for item in node]
-        return node
-
-    return resolve(schema)
-
-
-
-
-def infer_request_schema() -> dict[str, Any]:
-    """The OpenAPI ``requestBody`` of ``infer``: the JSON form, with its definitions inlined."""
-    return {"requestBody": {"required": True, "content": {
-        "application/json": {"schema": _inline_definitions(InferRequest.model_json_schema())}}}}
 
 
 # The answers (documented in the OpenAPI document; the routes build them as dicts).

@@ -107,6 +107,57 @@ def test_every_integer_is_bounded_within_json_safe_range(document):
             assert "minimum" in schema and "maximum" in schema, (name, schema)
 
 
+def _infer_data_schema(document, template):
+    body = document["paths"][template]["post"]["requestBody"]["content"]["application/json"]
+    return body["schema"]["properties"]["inputs"]["items"]["properties"]["data"]
+
+
+def _array_depth(schema, seen=0):
+    """The deepest nesting of arrays a schema allows; fails on a reference or an open schema."""
+    assert "$ref" not in schema and schema, f"not explicit: {schema!r}"
+    if "anyOf" in schema:
+        return max(_array_depth(branch, seen) for branch in schema["anyOf"])
+    assert schema["type"] in ("array", "number", "null"), schema
+    return _array_depth(schema["items"], seen + 1) if schema["type"] == "array" else seen
+
+
+def test_infer_tensor_data_has_a_bounded_explicit_schema(document):
+    for template in ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer"):
+        schema = _infer_data_schema(document, template)
+        assert _array_depth(schema) == 2  # [n, d] tensors: flat, or one list per row
+        accepts = jsonschema.Draft202012Validator(schema).is_valid
+        assert all(accepts(d) for d in ([0.5, 1, -2e30], [[0.5, 1], [2, 3]], [], None))
+        assert not any(accepts(d) for d in ([[[0.5]]], [0.5, [1]], [True], ["1"], {"a": 1}, 1.5))
+
+
+def _flat_nested_and_refused(rng):
+    """z [3, 4] as flat and nested data, and data the document refuses, each for shape [3, 4]."""
+    z = rng.standard_normal((3, 4)).astype(np.float32)
+    flat, nested = z.ravel().tolist(), z.tolist()
+    refused = [[[[v] for v in row] for row in nested], [[row] for row in nested], [*flat[:-1], [flat[-1]]],
+               [*flat[:-1], True], [*flat[:-1], "0.5"], {"0": flat}]
+    return z, [flat, nested], refused
+
+
+def test_flat_and_nested_data_infer_alike_and_the_document_decides_the_rest(client, document, models):
+    z, accepted, refused = _flat_nested_and_refused(np.random.default_rng(9))
+    accepts = jsonschema.Draft202012Validator(
+        _infer_data_schema(document, "/v2/models/{name}/infer")).is_valid
+    expected = reference_decode(models[0], z)
+    for data in accepted:
+        assert accepts(data)
+        r = client.post("/v2/models/vae_decoder/infer",
+                        json={"inputs": [{"name": "z", "datatype": "FP32", "shape": [3, 4], "data": data}]})
+        assert r.status_code == 200, r.text
+        out = r.json()["outputs"][0]
+        np.testing.assert_allclose(np.reshape(out["data"], out["shape"]), expected, rtol=1e-5, atol=1e-6)
+    for data in refused:
+        assert not accepts(data), data
+        r = client.post("/v2/models/vae_decoder/infer",
+                        json={"inputs": [{"name": "z", "datatype": "FP32", "shape": [3, 4], "data": data}]})
+        assert r.status_code == 400 and set(r.json()) == {"error"}, (data, r.text)
+
+
 Z1 = {"name": "z", "datatype": "FP32", "shape": [1, 4], "data": [0.1, 0.2, 0.3, 0.4]}
 IMAGE = np.full((1, 8, 8, 1), 0.5).tolist()
 JSON = {"content-type": "application/json"}

@@ -22,9 +22,9 @@ from fastapi.responses import JSONResponse
 
 from keras_vae.serving.batching import encode_off_loop
 from keras_vae.serving.errors import APIError
-from keras_vae.serving.kserve_protocol import (MODEL_VERSION, PLATFORM, SERVER_NAME, InferResponse,
-                                               ModelMetadata, ModelReady, ServerLive, ServerMetadata,
-                                               ServerReady, infer_request_schema, input_tensor,
+from keras_vae.serving.kserve_protocol import (MODEL_VERSION, PLATFORM, SERVER_NAME, InferRequest,
+                                               InferResponse, ModelMetadata, ModelReady, ServerLive,
+                                               ServerMetadata, ServerReady, input_tensor,
                                                parse_request, split_body, wants_binary)
 from keras_vae.serving.openapi import binary_responses, error_responses, path_parameters
 from keras_vae.serving.state import ServingState, get_state
@@ -119,6 +119,29 @@ async def infer(request: Request, state: State) -> Response:
     head = json.dumps(result).encode()
     return Response(head + raw, media_type="application/octet-stream",
                     headers={"Inference-Header-Content-Length": str(len(head))})
+
+
+def _inline_definitions(schema: dict[str, Any]) -> dict[str, Any]:
+    """A pydantic JSON schema with its ``$defs`` references replaced by the definitions."""
+    definitions = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return resolve(definitions[ref.removeprefix("#/$defs/")])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(item) for item in node]
+        return node
+
+    return resolve(schema)
+
+
+def infer_request_schema() -> dict[str, Any]:
+    """The OpenAPI ``requestBody`` of ``infer``: the JSON form, with its definitions inlined."""
+    return {"requestBody": {"required": True, "content": {
+        "application/json": {"schema": _inline_definitions(InferRequest.model_json_schema())}}}}
 
 
 _NAME = "the model's name (this server serves one)"
