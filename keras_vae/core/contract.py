@@ -3,7 +3,8 @@
 Both sides import this module, so the contract is written once:
 
 * the tensor names of ``decoder.onnx`` (``z`` -> ``x_mean``, and ``logits`` for a
-  Bernoulli decoder) and ``encoder.onnx`` (``x`` -> ``z_mean``, ``z_log_var``);
+  Bernoulli decoder or ``x_params`` for an 8-bit one whose every parameter is an output)
+  and ``encoder.onnx`` (``x`` -> ``z_mean``, ``z_log_var``);
 * the metadata keys every exported graph carries, and how the learned prior is
   encoded in them (``encode_prior``, ``decode_prior``);
 * drawing z from the prior (``draw_latents``), which both
@@ -28,7 +29,8 @@ __all__ = [
     "DECODER_INPUT", "DECODER_OUTPUT", "ENCODER_INPUT", "ENCODER_OUTPUTS", "MAX_TEMPERATURE",
     "DECODER_LOGITS", "MixturePrior", "check_temperature", "decode_prior", "draw_latents", "encode_prior",
     "encode_decoder_log_var", "decoder_spread", "DECODER_SPREAD_KEYS", "LABEL_INPUT", "CLASS_NAMES",
-    "check_labels", "decode_class_names", "describe_classes",
+    "check_labels", "decode_class_names", "describe_classes", "DECODER_PARAMS", "MIXTURE_COMPONENTS",
+    "read_mixture_components", "split_decoder_params",
 ]
 
 # === Tensor names ===
@@ -41,6 +43,11 @@ DECODER_OUTPUT = "x_mean"
 # where the float32 sigmoid saturates at 0 or 1 (|l| above ~17). Files exported before it
 # existed have only x_mean, and are scored from the probabilities.
 DECODER_LOGITS = "logits"
+# 8-bit decoders whose every parameter of p(x|z) is a decoder output (a discretized logistic
+# whose scale depends on z, a logistic mixture): a second output, those parameters per pixel,
+# float32 [batch, H, W, P], laid out as `split_decoder_params` reads them. Scorers compute
+# log p(x|z) from it; x_mean is then the location μ (logistic) or the mixture's mean.
+DECODER_PARAMS = "x_params"
 ENCODER_INPUT = "x"  # float32 [batch, H, W, C]
 ENCODER_OUTPUTS = ("z_mean", "z_log_var")  # float32 [batch, D] each: q(z|x) = N(z_mean, exp(z_log_var))
 # Class-conditional exports only: the second input of both graphs, the class y of each row,
@@ -53,7 +60,8 @@ DEFAULT_OPSET = 17
 # === Metadata keys (every value is a string) ===
 LATENT_DIM = "latent_dim"  # "16"
 IMAGE_SHAPE = "image_shape"  # "[28, 28, 1]"
-LIKELIHOOD = "likelihood"  # "bernoulli" | "gaussian" | "discretized_logistic"
+# "bernoulli" | "gaussian" | "discretized_logistic" | "logistic_mixture"
+LIKELIHOOD = "likelihood"
 PRIOR = "prior"  # absent for N(0, I); else JSON, see encode_prior
 SOURCE_BACKEND = "source_backend"  # the Keras backend the model was trained on
 DATASET = "dataset"  # the dataset named at training time, or "unknown"
@@ -69,6 +77,8 @@ DECODER_LOG_VAR = "decoder_log_var"  # Gaussian decoders: log σ², see encode_d
 # Discretized logistic decoders: log s per pixel (x_mean is then the location μ in [0, 1]),
 # encoded as encode_decoder_log_var encodes an (H, W, C) array.
 DECODER_LOG_SCALE = "decoder_log_scale"
+# logistic_mixture decoders: M, the components per pixel of x_params, e.g. "5".
+MIXTURE_COMPONENTS = "mixture_components"
 #: The metadata key of the spread of each likelihood that has one (see `decoder_spread`).
 DECODER_SPREAD_KEYS = {"gaussian": DECODER_LOG_VAR, "discretized_logistic": DECODER_LOG_SCALE}
 ANOMALY_THRESHOLD = "anomaly_threshold"  # JSON, see keras_vae.core.anomaly.AnomalyThreshold
@@ -190,6 +200,54 @@ def _decode_pixel_values(value: str | None, image_shape, key: str) -> float | np
     if not np.all(np.isfinite(result)):
         raise ValueError(f"malformed {key} metadata: NaN or infinite values")
     return result
+
+
+def read_mixture_components(metadata: dict[str, str]) -> int:
+    """M from a logistic-mixture decoder's ``mixture_components`` entry; ValueError, naming the
+    key, when it is missing or not a positive integer."""
+    value = metadata.get(MIXTURE_COMPONENTS)
+    try:
+        components = int(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        components = 0
+    if components < 1 or str(components) != str(value).strip():
+        raise ValueError(f"the decoder's {MIXTURE_COMPONENTS} metadata must be a positive integer, "
+                         f"got {value!r}; export it again")
+    return components
+
+
+def split_decoder_params(likelihood: str, params: np.ndarray, channels: int,
+                         components: int | None = None) -> tuple[np.ndarray, ...]:
+    """The parameters of p(x|z) from an ``x_params`` output (..., H, W, P).
+
+    * ``discretized_logistic``: P = 2C, [μ (C) | log s (C)]: the location in [0, 1] and the
+      log-scale; returns (μ, log s), each (..., H, W, C).
+    * ``logistic_mixture``: P = M(1 + 2C + C(C−1)/2), [logits (M) | means (M·C) | log-scales
+      (M·C) | coefficients (M·C(C−1)/2)], each block row-major (M, ·), channel c's location
+      in component k being means[k, c] + Σ_{j<c} tanh(coefficients[k, ·])·x_j with the
+      coefficients ordered (1,0), (2,0), (2,1), …; returns logits (..., H, W, M), means and
+      log-scales (..., H, W, M, C), coefficients (..., H, W, M, C(C−1)/2).
+
+    The values are those of ``keras_vae.models.distributions.distribution_parameters``: the
+    offsets and clipping are applied in the graph. Raises ValueError when P does not fit.
+    """
+    params = np.asarray(params)
+    width, lead = params.shape[-1], params.shape[:-1]
+    if likelihood == "discretized_logistic":
+        if width != 2 * channels:
+            raise ValueError(f"{DECODER_PARAMS} of a discretized logistic decoder needs 2·{channels} "
+                             f"values per pixel, got {width}")
+        return params[..., :channels], params[..., channels:]
+    if likelihood != "logistic_mixture" or components is None:
+        raise ValueError(f"no {DECODER_PARAMS} layout for a {likelihood} decoder")
+    m, pairs = components, channels * (channels - 1) // 2
+    if width != m * (1 + 2 * channels + pairs):
+        raise ValueError(f"{DECODER_PARAMS} of a mixture of {m} logistics over {channels} channels "
+                         f"needs {m * (1 + 2 * channels + pairs)} values per pixel, got {width}")
+    cuts = np.cumsum([m, m * channels, m * channels])
+    logits, means, log_scales, coefficients = np.split(params, cuts, axis=-1)
+    return (logits, means.reshape(lead + (m, channels)), log_scales.reshape(lead + (m, channels)),
+            coefficients.reshape(lead + (m, pairs)))
 
 
 def check_temperature(temperature) -> float:

@@ -23,12 +23,12 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from keras_vae.core.contract import MixturePrior
+from keras_vae.core.contract import MixturePrior, split_decoder_params
 
 __all__ = ["log_likelihood", "importance_log_weights", "is_likelihood", "log_mean_exp",
            "prior_log_prob", "bernoulli_log_prob", "bernoulli_log_prob_from_logits",
            "gaussian_log_prob", "discretized_logistic_log_prob",
-           "discretized_logistic_mixture_log_prob", "gaussian_kl",
+           "discretized_logistic_mixture_log_prob", "decoder_params_log_prob", "gaussian_kl",
            "PROBABILITY_FLOOR"]
 
 LOG_2PI = math.log(2.0 * math.pi)
@@ -179,6 +179,21 @@ def discretized_logistic_mixture_log_prob(x: np.ndarray, logits: np.ndarray, mea
     log_weights = logits - _logsumexp(logits, axis=-1)[..., None]
     log_pixels = _logsumexp(per_channel.sum(-1) + log_weights, axis=-1)  # (..., H, W)
     return np.sum(log_pixels, axis=(-2, -1))
+
+
+def decoder_params_log_prob(likelihood: str, x: np.ndarray, params: np.ndarray,
+                            components: int | None = None) -> np.ndarray:
+    """Σ over (H, W, C) of log P(x) under an 8-bit decoder's ``x_params`` output (..., H, W, P):
+    a discretized logistic with its own scale per pixel and z, or the coupled logistic mixture
+    of ``components`` (`keras_vae.core.contract.split_decoder_params` reads the layout).
+
+    The NumPy twin of `keras_vae.models.distributions.discretized_log_prob`. Returns (...) float64.
+    """
+    x = np.asarray(x)
+    parameters = split_decoder_params(likelihood, params, x.shape[-1], components)
+    if likelihood == "discretized_logistic":
+        return discretized_logistic_log_prob(x, *parameters)
+    return discretized_logistic_mixture_log_prob(x, *parameters)
 
 
 def gaussian_kl(mean_q, log_var_q, mean_p, log_var_p) -> np.ndarray:

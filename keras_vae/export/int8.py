@@ -41,9 +41,10 @@ def export_int8_decoder(vae, path, test_images, opset=DEFAULT_OPSET, metadata=No
     """
     import onnx
 
-    if vae.likelihood == "discretized_logistic":
-        raise ExportError("int8 export is for Bernoulli and Gaussian decoders: a discretized "
-                          "logistic decoder's 256-level probabilities are what int8 would round "
+    if vae.likelihood in ("discretized_logistic", "logistic_mixture"):
+        name = vae.likelihood.replace("_", " ")
+        raise ExportError(f"int8 export is for Bernoulli and Gaussian decoders: a {name} "
+                          "decoder's 256-level probabilities are what int8 would round "
                           "away; export it with --precision fp32")
     if test_images is None or len(test_images) == 0:
         raise ExportError("an int8 export measures its NLL cost on test images; none were given")

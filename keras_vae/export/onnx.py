@@ -10,9 +10,13 @@ most mature Keras→ONNX converter and handles dynamic batch axes cleanly.
 The decoder graph: input `z` float32 [batch, latent_dim] (symbolic batch)
 -> output `x_mean` float32 [batch, H, W, C] (probabilities for a Bernoulli
 decoder: the sigmoid is in the graph; the mean for a Gaussian one; the location
-μ in [0, 1] for a discretized logistic one, whose log-scale is in the metadata). A Bernoulli
+μ in [0, 1] for a discretized logistic one, the mean pixel for a logistic mixture). A Bernoulli
 decoder has a second output, `logits` (`contract.DECODER_LOGITS`), the sigmoid's
-input, from which log p(x|z) is scored without the float32 sigmoid's saturation. A
+input, from which log p(x|z) is scored without the float32 sigmoid's saturation. An 8-bit
+decoder whose parameters are all decoder outputs (a discretized logistic whose scale depends
+on z, a logistic mixture) has a second output, `x_params` (`contract.DECODER_PARAMS`), those
+parameters per pixel, from which log p(x|z) is scored; a discretized logistic with one learned
+log-scale per pixel carries it in the metadata (`decoder_log_scale`) instead. A
 class-conditional model's decoder also takes `label` int64 [batch], and its
 encoder `x` and `label` (`keras_vae.core.contract.LABEL_INPUT`); their metadata
 lists the class names (`contract.CLASS_NAMES`).
@@ -68,13 +72,18 @@ def _convert_decoder(vae, opset, metadata, tolerance):
     if vae.likelihood == "bernoulli":  # the logits too, so that scorers need no clipped sigmoid
         outputs.append(params)
         output_names.append(contract.DECODER_LOGITS)
+    if vae.params_output:  # p(x|z)'s parameters, from which scorers compute log p(x|z)
+        outputs.append(vae.decoder_output_to_params(params))
+        output_names.append(contract.DECODER_PARAMS)
     decoder = keras.Model(inputs, outputs, name="vae_decoder")
 
     def reference(z_batch, labels=None):
         means = vae.decode(z_batch, labels=labels)
-        if vae.likelihood != "bernoulli":
-            return [means]
-        return [means, vae.decoder_logits(z_batch, labels=labels)]
+        if vae.likelihood == "bernoulli":
+            return [means, vae.decoder_logits(z_batch, labels=labels)]
+        if vae.params_output:
+            return [means, vae.decoder_distribution_params(z_batch, labels=labels)]
+        return [means]
 
     def random_inputs(batch_size, rng):
         return _with_random_labels(vae, rng, batch_size, {contract.DECODER_INPUT:
@@ -156,16 +165,19 @@ def model_metadata(vae):
     latent_dim, image_shape, likelihood, keras_vae_version, created, and
     source_backend when the model records it. A model with a learned mixture
     prior also carries "prior" (`contract.encode_prior`), so that a sampler
-    can draw z from it; a Gaussian decoder carries "decoder_log_var", so that
-    log p(x) can be scored from the ONNX files alone.
+    can draw z from it; a Gaussian decoder carries "decoder_log_var", a discretized logistic
+    one with a per-pixel scale "decoder_log_scale", and a logistic mixture "mixture_components",
+    so that log p(x) can be scored from the ONNX files alone.
     """
     metadata = common_metadata(vae, vae.latent_dim)
     if vae.likelihood == "gaussian":
         log_var = keras.ops.convert_to_numpy(vae.decoder_log_variance())
         metadata[contract.DECODER_LOG_VAR] = contract.encode_decoder_log_var(log_var)
-    if vae.likelihood == "discretized_logistic":
+    if vae.decoder_log_scale is not None:
         log_scale = keras.ops.convert_to_numpy(vae.decoder_log_scale_clipped())
         metadata[contract.DECODER_LOG_SCALE] = contract.encode_decoder_log_var(log_scale)
+    if vae.likelihood == "logistic_mixture":
+        metadata[contract.MIXTURE_COMPONENTS] = str(vae.mixture_components)
     prior = vae.prior_parameters()
     if prior is not None:
         metadata[contract.PRIOR] = contract.encode_prior(prior)

@@ -310,7 +310,8 @@ def logistic_mixture_parameters(params, components, channels):
     """The coupled mixture's parameters from the decoder output (…, P) (`mixture_blocks`):
     logits (…, M), means and log-scales (…, M, C), raw coefficients (…, M, C(C−1)/2)."""
     m = components
-    shape = tuple(ops.shape(params)[:-1])
+    # The leading axes as reshape takes them: an unknown one (a symbolic batch) as -1.
+    shape = tuple(-1 if d is None else d for d in ops.shape(params)[:-1])
     logits, means, log_scales, coefficients = mixture_blocks(params, components, channels)
     return (logits, ops.reshape(means, shape + (m, channels)),
             ops.reshape(log_scales, shape + (m, channels)),

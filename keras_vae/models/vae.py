@@ -457,6 +457,18 @@ class VAE(FamilyModel):
             raise ValueError(f"only a Bernoulli decoder has logits; this one is {self.likelihood}")
         return ops.convert_to_numpy(self._decoder_params(z, batch_size, labels))
 
+    def decoder_distribution_params(self, z, batch_size=256, labels=None):
+        """The parameters of p(x|z) for z (N, D), when they are all decoder outputs
+        (`params_output`): (N, H, W, P) numpy, as the exported decoder's `x_params`.
+
+        `labels`: a conditional model's classes, as `decode`.
+        """
+        if not self.params_output:
+            raise ValueError("only a discretized logistic decoder with logistic_scale='decoder' and "
+                             f"a logistic mixture output their parameters; this one is {self.likelihood}")
+        params = self._decoder_params(z, batch_size, labels)
+        return ops.convert_to_numpy(self.decoder_output_to_params(ops.convert_to_tensor(params)))
+
     def _decoder_params(self, z, batch_size, labels):
         """The decoder network's raw output for z (N, D) (logits, locations or means)."""
         z = np.asarray(z, dtype="float32")

@@ -12,7 +12,8 @@ import numpy as np
 
 from keras_vae.core import contract
 from keras_vae.core.likelihood import (LogPxGivenZ, bernoulli_log_prob, bernoulli_log_prob_from_logits,
-                                       discretized_logistic_log_prob, gaussian_log_prob, log_likelihood)
+                                       decoder_params_log_prob, discretized_logistic_log_prob,
+                                       gaussian_log_prob, log_likelihood)
 from keras_vae.serving.encoder import Encoder
 from keras_vae.serving.sampler import Sampler
 
@@ -42,11 +43,23 @@ def onnx_log_px_given_z(decoder: Sampler) -> LogPxGivenZ:
     (`keras_vae.core.likelihood.bernoulli_log_prob_from_logits`), as Keras scores it. A
     file exported without that output is scored from its probabilities, clipped to
     [PROBABILITY_FLOOR, 1 − PROBABILITY_FLOOR], so there a saturated pixel costs at most
-    −log(1e-7) ≈ 16 nats where the exact value may be more. Raises ValueError when the
-    metadata cannot say how to score (a Gaussian decoder without ``decoder_log_var``).
+    −log(1e-7) ≈ 16 nats where the exact value may be more. An 8-bit decoder with an
+    ``x_params`` output (a discretized logistic whose scale depends on z, a logistic mixture)
+    is scored from those parameters (`keras_vae.core.likelihood.decoder_params_log_prob`).
+    Raises ValueError when the metadata cannot say how to score (a Gaussian decoder without
+    ``decoder_log_var``, a mixture without ``mixture_components``).
     """
     decode = decoder.decode
-    if decoder.likelihood in contract.DECODER_SPREAD_KEYS:
+    if decoder.params_name is not None:
+        components = (contract.read_mixture_components(decoder.metadata)
+                      if decoder.likelihood == "logistic_mixture" else None)
+
+        def pixels_log_prob(x_batch, params):
+            return decoder_params_log_prob(decoder.likelihood, x_batch, params, components)
+
+        def decode(z, batch_size=None, **given):
+            return decoder.decode(z, batch_size, output=decoder.params_name, **given)
+    elif decoder.likelihood in contract.DECODER_SPREAD_KEYS:
         spread = contract.decoder_spread(decoder.metadata, decoder.likelihood, decoder.image_shape)
         if spread is None:
             key = contract.DECODER_SPREAD_KEYS[decoder.likelihood]

@@ -47,13 +47,13 @@ class Sampler(OnnxModel):
             ``"CPUExecutionProvider"``.
         latent_dim: size of one latent vector.
         image_shape: ``(H, W, C)`` of one decoded image.
-        likelihood: ``"bernoulli"`` (means are probabilities in [0, 1]),
-            ``"gaussian"`` (real-valued means) or ``"unknown"``.
+        likelihood: the metadata's ``likelihood`` (e.g. ``"bernoulli"``), or ``"unknown"``.
         precision: ``"fp32"``, or ``"int8"`` for a quantized decoder (from the metadata).
         metadata: every metadata entry of the model file, as ``str -> str``.
         input_name, output_name: graph tensor names (normally ``z``, ``x_mean``).
         logits_name: ``"logits"`` when a Bernoulli decoder has that output
             (``decode_logits``), else None.
+        params_name: ``"x_params"`` when an 8-bit decoder outputs p(x|z)'s parameters, else None.
 
     Raises:
         FileNotFoundError: the model file does not exist.
@@ -89,10 +89,12 @@ class Sampler(OnnxModel):
                else outputs[0])
         self.input_name: str = inputs[0].name
         self.output_name: str = out.name
-        # A Bernoulli export's logits (contract.DECODER_LOGITS); files exported before have none.
-        self.logits_name: str | None = (
-            contract.DECODER_LOGITS if self.likelihood == "bernoulli"
-            and contract.DECODER_LOGITS in names and out.name != contract.DECODER_LOGITS else None)
+        # What scorers read where the export has it (files exported before have none): a Bernoulli
+        # decoder's logits (contract.DECODER_LOGITS), an 8-bit one's parameters (DECODER_PARAMS).
+        second = contract.DECODER_LOGITS if self.likelihood == "bernoulli" else contract.DECODER_PARAMS
+        second = second if second in names and out.name != second else None
+        self.logits_name: str | None = second if self.likelihood == "bernoulli" else None
+        self.params_name: str | None = None if self.likelihood == "bernoulli" else second
 
         latent_dim = input_width(inputs[0], self.metadata, where)
         self.latent_dim: int = latent_dim
@@ -104,13 +106,11 @@ class Sampler(OnnxModel):
         # One decode of z = 0 checks the model runs and gives the true output shape.
         probe = self._run(np.zeros((1, latent_dim), dtype=np.float32), np.zeros(1, np.int64))
         self.image_shape: tuple[int, int, int] = decoded_image_shape(probe, out, self.metadata, where)
-        if self.logits_name is not None:
-            logits = self._run(np.zeros((1, latent_dim), dtype=np.float32), np.zeros(1, np.int64),
-                               self.logits_name)
-            if logits.shape != probe.shape:
-                raise ModelLoadError(f"{where}: output {self.logits_name} has shape "
-                                     f"{list(logits.shape)}, not that of {self.output_name}, "
-                                     f"{list(probe.shape)}")
+        if second is not None:  # the logits have x_mean's shape, the parameters its H and W
+            extra = self._run(np.zeros((1, latent_dim), dtype=np.float32), np.zeros(1, np.int64), second)
+            if extra.shape[:3] != probe.shape[:3] or (self.logits_name and extra.shape != probe.shape):
+                raise ModelLoadError(f"{where}: output {second} has shape {list(extra.shape)}, "
+                                     f"which does not fit {self.output_name}'s, {list(probe.shape)}")
 
     def _run(self, z: np.ndarray, labels: np.ndarray | None = None,
              output: str | None = None) -> np.ndarray:

@@ -68,6 +68,14 @@ def prior_directions(latent_dim: int, prior: contract.MixturePrior | None) -> di
     }
 
 
+def _mixture_components(sampler) -> int | None:
+    """M of a logistic-mixture decoder (None for another, or when its metadata is malformed)."""
+    try:
+        return contract.read_mixture_components(sampler.metadata)
+    except ValueError:
+        return None
+
+
 def _decoder_spread(sampler, likelihood: str) -> Any:
     """The spread (``contract.decoder_spread``) of a decoder of this ``likelihood``, as JSON (a
     number or nested lists); None for another likelihood, or when its metadata has none."""
@@ -122,6 +130,9 @@ def explorer_config(sampler, *, encoder: bool, ort: bool, server: bool,
         "likelihood": sampler.likelihood,
         "decoder_log_var": _decoder_spread(sampler, "gaussian"),
         "decoder_log_scale": _decoder_spread(sampler, "discretized_logistic"),
+        # an 8-bit decoder that outputs p(x|z)'s parameters (x_params), and a mixture's M
+        "decoder_params": sampler.params_name is not None,
+        "mixture_components": _mixture_components(sampler),
         # exact float64 values: the page draws z from them as draw_latents does
         "prior": None if prior is None else {
             "components": int(prior.components),
@@ -149,6 +160,7 @@ def explorer_config(sampler, *, encoder: bool, ort: bool, server: bool,
         "tensors": {"decoder_input": contract.DECODER_INPUT, "label_input": contract.LABEL_INPUT,
                     "decoder_output": contract.DECODER_OUTPUT,
                     "decoder_logits": contract.DECODER_LOGITS,
+                    "decoder_params": contract.DECODER_PARAMS,
                     "encoder_input": contract.ENCODER_INPUT,
                     "encoder_outputs": list(contract.ENCODER_OUTPUTS)},
         "model": {key: metadata[key] for key in (

@@ -57,11 +57,17 @@ export function priorLogProb(z, prior) {
 /**
  * The decoder's log p(x|z) as a function of its output, from the settings in config.json.
  * @param {{likelihood: string, decoder_log_var: (null|number|Array), probability_floor: number}} config
- * @param {boolean} [logits=false] the output is a Bernoulli decoder's logits, not its probabilities.
- * @returns {function(Float32Array, Float32Array): number} (x (P,), mean (P,)) -> nats, summed
- *   over the P = H·W·C pixels.
+ * @param {string} [output='mean'] which output: the pixel means, a Bernoulli decoder's 'logits',
+ *   or an 8-bit decoder's 'params' (p(x|z)'s parameters, keras_vae.core.contract.DECODER_PARAMS).
+ * @returns {function(Float32Array, Float32Array): number} (x (P,), output (width,)) -> nats,
+ *   summed over the P = H·W·C pixels.
  */
-export function pixelsLogProb(config, logits = false) {
+export function pixelsLogProb(config, output = 'mean') {
+  if (output === 'params') return paramsLogProb(config);
+  if (config.decoder_params || config.likelihood === 'logistic_mixture') {
+    throw new Error('this decoder is scored from its x_params output, which only onnxruntime-web runs');
+  }
+  const logits = output === 'logits';
   if (config.likelihood === 'discretized_logistic') {
     if (config.decoder_log_scale == null) {
       throw new Error('this discretized logistic decoder carries no decoder_log_scale: it cannot be scored');
@@ -111,6 +117,71 @@ export function pixelsLogProb(config, logits = false) {
     }
     return s;
   };
+}
+
+/**
+ * log p(x|z) from an 8-bit decoder's x_params (keras_vae.core.likelihood.decoder_params_log_prob):
+ * per pixel, [μ (C) | log s (C)] for a discretized logistic, and for the coupled mixture of M
+ * logistics [logits (M) | means (M·C) | log-scales (M·C) | coefficients (M·C(C−1)/2)], each
+ * block row-major (M, ·) (keras_vae.core.contract.split_decoder_params).
+ * @param {{likelihood: string, image_shape: number[], mixture_components: ?number}} config
+ * @returns {function(Float32Array, Float32Array): number} (x (P,), params (H·W·width,)) -> nats.
+ */
+function paramsLogProb(config) {
+  const C = config.image_shape[2];
+  if (config.likelihood === 'discretized_logistic') {
+    return (x, params) => {
+      let s = 0;
+      for (let i = 0; i < x.length / C; i++) {
+        for (let c = 0; c < C; c++) {
+          s += discretizedLogisticLogProb(x[i * C + c], params[2 * C * i + c], params[2 * C * i + C + c]);
+        }
+      }
+      return s;
+    };
+  }
+  if (config.likelihood !== 'logistic_mixture' || !(config.mixture_components >= 1)) {
+    throw new Error(`cannot score x_params of a ${config.likelihood} decoder ` +
+                    `(mixture_components ${config.mixture_components})`);
+  }
+  const M = config.mixture_components, pairs = C * (C - 1) / 2;
+  const width = M * (1 + 2 * C + pairs);
+  return (x, params) => {
+    let s = 0;
+    for (let i = 0; i < x.length / C; i++) {
+      s += mixturePixelLogProb(x.subarray(i * C, (i + 1) * C), params.subarray(i * width, (i + 1) * width),
+                               M, C);
+    }
+    return s;
+  };
+}
+
+/**
+ * log P(pixel) under the coupled mixture: log Σ_k softmax(logits)_k Π_c P_k(x_c | x_<c), channel c
+ * of component k a discretized logistic of location means[k, c] + Σ_{j<c} tanh(α_k·)·x_j (the
+ * coefficients ordered (1,0), (2,0), (2,1), …) and log-scale logScales[k, c].
+ * @param {Float32Array} x (C,) the pixel's channels.
+ * @param {Float32Array} p (width,) its parameters.
+ */
+function mixturePixelLogProb(x, p, M, C) {
+  const pairs = C * (C - 1) / 2;
+  const levels = Array.from(x, (v) => Math.round(v * 255) / 255);   // the locations use the levels
+  const terms = new Float64Array(M);
+  let peak = -Infinity;
+  for (let k = 0; k < M; k++) peak = Math.max(peak, p[k]);
+  let norm = 0;
+  for (let k = 0; k < M; k++) norm += Math.exp(p[k] - peak);
+  const logNorm = peak + Math.log(norm);
+  for (let k = 0; k < M; k++) {
+    let s = p[k] - logNorm, index = 0;
+    for (let c = 0; c < C; c++) {
+      let location = p[M + k * C + c];
+      for (let j = 0; j < c; j++) location += Math.tanh(p[M + 2 * M * C + k * pairs + index++]) * levels[j];
+      s += discretizedLogisticLogProb(x[c], location, p[M + M * C + k * C + c]);
+    }
+    terms[k] = s;
+  }
+  return logMeanExp(terms) + Math.log(M);
 }
 
 /** log(1 + e^a), without overflow. */
@@ -169,23 +240,25 @@ export function posteriorSamples(zMean, zLogVar, K, seed, index) {
  * @param {Float32Array} options.x (P,) the image, P = H·W·C.
  * @param {Float32Array} options.zMean (D,) and options.zLogVar (D,): q(z|x) from the encoder.
  * @param {function(Float32Array, number): Promise<Float32Array>} options.decode
- *   (z (K·D,), K) -> pixel means (K·P,), or a Bernoulli decoder's logits with options.logits.
- * @param {boolean} [options.logits=false] whether decode gives logits (models.js scoringDecoder).
+ *   (z (K·D,), K) -> pixel means (K·P,), a Bernoulli decoder's logits or an 8-bit decoder's
+ *   parameters (K·H·W·width,), as options.output says.
+ * @param {string} [options.output='mean'] what decode gives (models.js scoringDecoder).
  * @param {object} options.config explorer/config.json.
  * @param {number} options.numSamples K.
  * @param {number} options.seed the noise seed.
  * @param {number} [options.index=0] the image's index in its batch (see posteriorSamples).
  * @returns {Promise<number>} log p(x), nats.
  */
-export async function logLikelihood({ x, zMean, zLogVar, decode, logits = false, config, numSamples, seed,
+export async function logLikelihood({ x, zMean, zLogVar, decode, output = 'mean', config, numSamples, seed,
                                       index = 0 }) {
-  const logPxGivenZ = pixelsLogProb(config, logits);
-  const K = numSamples, D = zMean.length, P = x.length;
+  const logPxGivenZ = pixelsLogProb(config, output);
+  const K = numSamples, D = zMean.length;
   const { z, logQ } = posteriorSamples(zMean, zLogVar, K, seed, index);
-  const means = await decode(z, K);
+  const outputs = await decode(z, K);
+  const width = outputs.length / K;   // P numbers per image, or H·W times the parameters per pixel
   const logW = new Float64Array(K);
   for (let k = 0; k < K; k++) {
-    logW[k] = logPxGivenZ(x, means.subarray(k * P, (k + 1) * P))
+    logW[k] = logPxGivenZ(x, outputs.subarray(k * width, (k + 1) * width))
       + priorLogProb(z.subarray(k * D, (k + 1) * D), config.prior) - logQ[k];
   }
   return logMeanExp(logW);

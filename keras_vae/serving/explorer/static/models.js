@@ -114,19 +114,23 @@ export async function decodeFlat(state, z, n, outputName = null) {
 }
 
 /**
- * What scores an image's log p(x|z): the decoder's logits where a Bernoulli decoder in
- * onnxruntime-web has that output (config.tensors.decoder_logits; exact where the float32
- * sigmoid saturates, as keras_vae.serving scores them), else its pixel means.
+ * What scores an image's log p(x|z), where the decoder in onnxruntime-web has it: a Bernoulli
+ * decoder's logits (config.tensors.decoder_logits; exact where the float32 sigmoid saturates,
+ * as keras_vae.serving scores them), an 8-bit decoder's parameters of p(x|z)
+ * (config.tensors.decoder_params: a discretized logistic whose scale depends on z, a logistic
+ * mixture), else its pixel means.
  * @param {object} state the page's state.
- * @returns {{decode: function(Float32Array, number): Promise<Float32Array>, logits: boolean}}
- *   decode (z (n·D,), n) -> (n·P,) logits or means, and which of the two.
+ * @returns {{decode: function(Float32Array, number): Promise<Float32Array>, output: string}}
+ *   decode (z (n·D,), n) -> (n·width,) per image, and which output: 'logits', 'params' or 'mean'.
  */
 export function scoringDecoder(state) {
   const { runtime, config } = state;
-  const name = config.tensors.decoder_logits;
-  const logits = config.likelihood === 'bernoulli' && Boolean(runtime.decoder)
-    && runtime.decoder.outputNames.includes(name);
-  return { decode: (z, n) => decodeFlat(state, z, n, logits ? name : null), logits };
+  const names = runtime.decoder ? runtime.decoder.outputNames : [];
+  let output = 'mean';
+  if (config.likelihood === 'bernoulli' && names.includes(config.tensors.decoder_logits)) output = 'logits';
+  if (config.decoder_params && names.includes(config.tensors.decoder_params)) output = 'params';
+  const name = { logits: config.tensors.decoder_logits, params: config.tensors.decoder_params }[output];
+  return { decode: (z, n) => decodeFlat(state, z, n, name || null), output };
 }
 
 /**
