@@ -61,31 +61,3 @@ def markdown_table(header, rows):
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---:" for _ in header) + "|"]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines)
-
-
-def mnist_classifier(path, train, test, epochs=2, seed=0):
-    """A small Keras CNN on 28×28×1 digits (`ImageData` train and test), saved at `path` and
-    loaded from there when it exists; returns (images -> class probabilities (n, 10), test
-    accuracy). Call it with a Keras backend chosen (TensorFlow's CPU convolutions are quickest)."""
-    import keras
-    import numpy as np
-
-    if os.path.exists(path):
-        model = keras.models.load_model(path)
-    else:
-        keras.utils.set_random_seed(seed)
-        model = keras.Sequential([
-            keras.Input((28, 28, 1)),
-            keras.layers.Conv2D(32, 3, activation="relu"), keras.layers.MaxPooling2D(),
-            keras.layers.Conv2D(64, 3, activation="relu"), keras.layers.MaxPooling2D(),
-            keras.layers.Flatten(), keras.layers.Dropout(0.25),
-            keras.layers.Dense(10, activation="softmax"),
-        ])
-        model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
-        model.fit(train.images, train.labels, epochs=epochs, batch_size=128, verbose=2)
-        model.save(path)
-
-    def probabilities(images):
-        return model.predict(images, batch_size=1000, verbose=0)
-
-    return probabilities, float(np.mean(np.argmax(probabilities(test.images), axis=1) == test.labels))

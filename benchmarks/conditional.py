@@ -41,7 +41,6 @@ import numpy as np
 
 from common import REPO
 from common import machine_line
-from common import mnist_classifier
 from common import markdown_table
 
 RECIPES = {"unconditional": [], "conditional": ["--conditional"]}
@@ -121,11 +120,14 @@ def main(argv=None):
 
     train, test = load_dataset(args.data, "train"), load_dataset(args.data, "test")
     marginal = marginal_nll(args, files, train.labels, test)
-    probabilities, accuracy = mnist_classifier(os.path.join(args.out, "classifier.keras"), train,
-                                               test, args.classifier_epochs, args.seed)
+    from keras_vae.evaluation.sample_metrics import FeatureClassifier
+
+    classifier = FeatureClassifier.train_or_load(train, test, epochs=args.classifier_epochs,
+                                                 seed=args.seed)
+    accuracy = classifier.accuracy
 
     def classify(images):
-        return np.argmax(probabilities(images), axis=1)
+        return np.argmax(classifier.probabilities(images), axis=1)
 
     fidelity = class_fidelity(lambda n, y, s, t: sampler.sample(n, s, t, labels=y), classify,
                               len(sampler.class_names), args.per_class, args.seed)

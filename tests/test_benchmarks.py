@@ -177,3 +177,42 @@ def test_quality_benchmark_puts_runs_side_by_side_with_their_memory_and_size(tmp
         assert -number(elbo) >= number(nll.split(" ± ")[0]) - 1.0  # NLL <= -ELBO, up to noise
         assert number(bits) == pytest.approx(number(nll.split(" ± ")[0]) / (64 * np.log(2)),
                                              abs=2e-3)
+
+
+def test_sample_quality_reports_the_library_s_metrics_for_each_temperature(tmp_path):
+    """The table's numbers are `sample_metrics` of the model's own samples (same seed)."""
+    import json
+
+    run = tmp_path / "run"
+    run_python(["-m", "keras_vae", "train", "--backend", "tensorflow", "--epochs", "2",
+                "--latent-dim", "4", "--hidden-units", "32", "--quiet", "--out", str(run)],
+               timeout=300)
+    out = tmp_path / "metrics.json"
+    result = run_python(["benchmarks/sample_quality.py", "--data", "digits", str(run),
+                         "--samples", "200", "--temperatures", "1", "0.5", "--classifier",
+                         str(tmp_path / "classifier.keras"), "--json", str(out)],
+                        timeout=600)
+    rows = markdown_rows(result.stdout)
+    assert [r[0] for r in rows] == ["training images (the floor)", "run", "run"]
+    assert [r[2] for r in rows] == ["", "1", "0.5"]
+    saved = json.loads(out.read_text())["rows"]
+    for shown, measured in zip(rows, saved):
+        assert shown[3] == f"{measured['frechet_distance']:.2f}"
+        assert shown[4] == f"{measured['precision']:.3f}"
+        assert shown[8] == f"{100 * measured['confident_share']:.1f} %"
+        assert sum(measured["class_shares"]) == pytest.approx(1.0)
+
+    # Recompute one row in this test: the same samples through the same classifier.
+    check = run_python(["-c", f"""
+import json, numpy as np, keras
+from keras_vae.data.datasets import load_dataset
+from keras_vae.evaluation.sample_metrics import FeatureClassifier, Reference, sample_metrics
+from keras_vae.training.run_directory import load_vae
+train, test = load_dataset('digits', 'train'), load_dataset('digits', 'test')
+c = FeatureClassifier.train_or_load(train, test, path={str(tmp_path / 'classifier.keras')!r})
+m = sample_metrics(load_vae({str(run)!r}).sample(200, seed=0, temperature=0.5), Reference.of(c, test.images))
+print(json.dumps(m))
+"""])
+    again = json.loads(check.stdout.strip().splitlines()[-1])
+    assert again["frechet_distance"] == pytest.approx(saved[2]["frechet_distance"], rel=1e-4)
+    assert again["recall"] == saved[2]["recall"]
