@@ -2,13 +2,16 @@
 
 The run directory gets config.json, model.keras (best validation loss),
 last.keras, history.csv, TensorBoard logs, samples.png and reconstructions.png.
-Run the same command again after an interruption (Ctrl-C, a crash, even kill -9)
-to continue after the last completed epoch; --overwrite starts afresh.
+Ctrl-C (SIGINT) or SIGTERM stops training at the next step boundary, with one line
+saying where, and exit status 130 or 143 (a second one stops at once). Run the same
+command again after an interruption (a signal, a crash, even kill -9) to continue
+after the last completed epoch; --overwrite starts afresh.
 """
 
 import argparse
 import dataclasses
 import os
+import signal
 import sys
 
 from keras_vae.commands.quiet import add_verbose_option
@@ -223,23 +226,64 @@ PEER_FAILURE_SIGNS = ("Gloo", "NCCL", "Connection closed", "Connection reset", "
                       "coordination service", "barrier", "DEADLINE_EXCEEDED", "UNAVAILABLE")
 
 
-def stop(message):
-    """Exits with `message`. One of several processes exits at once, skipping JAX's shutdown
-    barrier (which would wait for the others); they stop when JAX's coordination service sees
-    this process gone."""
+def stop(message, status=1, together=False):
+    """Exits with `message` on standard error and exit `status`.
+
+    One of several processes exits at once (`keras_vae.training.devices.leave`). together:
+    every process stops at this same point (a signal, a failed start-up check, options that
+    differ), so they leave JAX's distributed runtime together first; otherwise (this process
+    failed alone, or lost a peer) it skips JAX's shutdown barrier, which would wait for the
+    others, and they stop when JAX's coordination service sees this process gone.
+    """
     if not _multi_process():
-        sys.exit(message)
+        if status == 1:
+            sys.exit(message)
+        print(message, file=sys.stderr, flush=True)
+        sys.exit(status)
     import jax
 
-    if any(sign in message for sign in PEER_FAILURE_SIGNS):
-        message += ("\nerror: another process of this run stopped or became unreachable, so this "
-                    "one stops too. Run the same commands again on every process to resume after "
-                    "the last completed epoch.")
+    if not together and any(sign in message for sign in PEER_FAILURE_SIGNS):
+        from keras_vae.training.launcher import REMEDY
+
+        message += ("\nerror: another process of this run stopped or became unreachable, so "
+                    f"this one stops too; {REMEDY}")
     rank = jax.process_index() if jax.distributed.is_initialized() else os.environ.get(
         "KERAS_DISTRIBUTION_PROCESS_ID", "?")
     print(f"{message} [process {rank}]", file=sys.stderr, flush=True)
-    sys.stdout.flush()
-    os._exit(1)
+    from keras_vae.training.devices import leave
+
+    leave(status, together)
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM outside the training steps (starting up, or writing the final files)."""
+
+    together = False
+
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
+        self.exit_status = 128 + signum
+
+    def __str__(self):
+        callbacks = sys.modules.get("keras_vae.training.callbacks")
+        name = signal.Signals(self.signum).name
+        if callbacks is not None and callbacks.StopOnSignal.fits_ended:
+            return (f"stopped after training, while writing the final files ({name}); run the "
+                    "same command again to finish")
+        return f"stopped before training began ({name}); run the same command again to resume"
+
+
+def _interrupt(signum, frame):
+    raise Interrupted(signum)
+
+
+def stopped(interruption):
+    """Exits after SIGINT or SIGTERM (`Interrupted`, or `TrainingStopped` from the training
+    steps) with its one line and 128 + the signal."""
+    if sys.stdout.isatty():
+        print(flush=True)  # after a progress bar's line
+    stop(str(interruption), interruption.exit_status, together=interruption.together)
 
 
 def main(argv=None):
@@ -254,14 +298,22 @@ def main(argv=None):
         if "--backend" not in train_args:
             train_args += ["--backend", "jax"]
         sys.exit(launch(args.num_processes, train_args))
-    start_keras(args)
-    from keras_vae.training.run import train
-
-    config = train_config(args)
+    # Until training begins (and once it has ended) SIGINT and SIGTERM stop at once; during
+    # training they stop at the next step boundary (keras_vae.training.callbacks.StopOnSignal).
+    previous = {signum: signal.signal(signum, _interrupt)
+                for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
+        start_keras(args)
+        from keras_vae.training.run import train
+
+        config = train_config(args)
         vae = train(config)
+    except KeyboardInterrupt as interruption:  # Interrupted, or TrainingStopped
+        if not hasattr(interruption, "exit_status"):
+            raise
+        stopped(interruption)
     except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as error:
-        stop(f"error: {error}")
+        stop(f"error: {error}", together=getattr(error, "together", False))
     except BaseException:
         if _multi_process():
             import traceback
@@ -269,6 +321,9 @@ def main(argv=None):
             traceback.print_exc()
             stop("error: this process failed (above)")
         raise
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     from keras_vae.training.devices import is_writer
 
     if not is_writer():

@@ -12,9 +12,11 @@ global batch (`keras_vae.training.shards`) and Keras' JAX trainer assembles the 
 step; nothing here communicates except the start-up checks below (JAX's own collectives).
 """
 
+import contextlib
 import hashlib
 import json
 import os
+import sys
 
 import numpy as np
 
@@ -42,6 +44,15 @@ _CONFIG_BYTES = 16384
 class ProcessMismatch(ValueError):
     """The processes of one run were started with different options."""
 
+    together = True  # every process stops with it, at the same point
+
+
+class StartupFailed(RuntimeError):
+    """Process 0 could not start the run (its run directory's checks); every process stops
+    with its reason."""
+
+    together = True
+
 
 def multi_process_requested():
     """Whether this process is one of several (KERAS_DISTRIBUTION_NUM_PROCESSES, or cluster detection)."""
@@ -54,8 +65,11 @@ def initialize_processes():
     Calls `jax.distributed.initialize` itself rather than `keras.distribution.initialize()` to
     pass a short heartbeat timeout: when a process dies (even by kill -9) the coordination
     service notices within $KERAS_VAE_HEARTBEAT_TIMEOUT_SECONDS (default 10) and ends the
-    others with an error, instead of leaving them blocked in a collective. Returns
-    (process index, process count); (0, 1) for a single process. Must run before JAX computes.
+    others with an error, instead of leaving them blocked in a collective. JAX ends them with
+    a fatal log message and a C++ stack trace; `keras_vae.training.launcher.guard_stderr`
+    turns that into one line saying which process stopped answering and how to resume.
+    Returns (process index, process count); (0, 1) for a single process. Must run before
+    JAX computes.
     """
     if keras.backend.backend() != "jax":
         raise ValueError(
@@ -86,6 +100,12 @@ def initialize_processes():
                              f"(0 to {num_processes - 1}, a different one for each process)")
         kwargs.update(coordinator_address=addresses.split(",")[0], num_processes=num_processes,
                       process_id=int(os.environ[PROCESS_ID_VARIABLE]))
+    # JAX's preemption service would take SIGTERM for itself; keras-vae handles SIGTERM and
+    # SIGINT itself, every process stopping at the same step (StopAgreement).
+    jax.config.update("jax_enable_preemption_service", False)
+    from keras_vae.training.launcher import guard_stderr
+
+    guard_stderr(os.environ.get(PROCESS_ID_VARIABLE, "?"), heartbeat)
     jax.distributed.initialize(**kwargs)  # else: JAX's cluster detection (SLURM, Open MPI, ...)
     return jax.process_index(), jax.process_count()
 
@@ -184,3 +204,117 @@ def use_all_devices(batch_size):
     where = f" of {processes} processes" if processes > 1 else ""
     print(f"Data-parallel training on {len(devices)} devices{where}: {', '.join(devices)}")
     return devices
+
+
+#: Keys and barriers of this library in JAX's coordination service (its key-value store).
+_START_KEY = "keras_vae/start"
+_STOP_KEYS = "keras_vae/stop/"
+_STOP_BARRIER = "keras_vae/stop_check"
+_WAIT_MS = 3_600_000  # a process that died is noticed by the heartbeat long before
+
+
+def _client():
+    from jax._src import distributed
+
+    return distributed.global_state.client
+
+
+@contextlib.contextmanager
+def start_shared():
+    """On process 0 of several: the outcome of its start-up checks (the run directory's lock,
+    a finished run, changed options), run in the block, reaches every process.
+
+    The block gets a function to call once the checks have passed; the others are waiting
+    for it (`wait_for_process_zero`) before they train. If the block raises before that,
+    the others receive the reason, and the error becomes a `StartupFailed` with the same
+    message, so that every process stops with it, together. One process: nothing is shared.
+    """
+    if process_count() == 1:
+        yield lambda: None
+        return
+    shared = []
+
+    def started(reason=None):
+        if not shared:
+            _client().key_value_set(_START_KEY, "ok" if reason is None else "failed " + reason)
+            shared.append(reason)
+
+    try:
+        yield started
+    except Exception as error:
+        if shared:
+            raise
+        started(str(error) or type(error).__name__)
+        raise StartupFailed(str(error)) from error
+
+
+def wait_for_process_zero():
+    """On a process other than 0: waits until process 0 has checked its run directory; raises
+    `StartupFailed` with process 0's reason if it cannot start."""
+    outcome = _client().blocking_key_value_get(_START_KEY, _WAIT_MS)
+    if outcome != "ok":
+        raise StartupFailed(f"process 0 cannot start this run: {outcome.split(' ', 1)[-1]}")
+
+
+class StopAgreement:
+    """Which step every process of a run stops at after a signal (`StopOnSignal`'s `agree`).
+
+    A signal may reach the processes at different steps, or only one of them (a scheduler
+    preempting one host), but in data-parallel training every process must leave `fit` after
+    the same step, or the others wait forever in the next step's all-reduce. Every process
+    calls this at the same points (each step's end and each epoch's end): check j. A process
+    that got a signal first writes "j signal" under its own key in JAX's coordination service,
+    then every process waits at one barrier and reads every key. A key with j' <= j was
+    written before its writer reached barrier j, so after that barrier every process reads
+    it: all of them decide to stop at the same check, the first j that has such a key.
+    The cost is one barrier and one read, host to coordinator, per step (no device work).
+    """
+
+    def __init__(self):
+        self.check = 0
+        self.sent = False
+
+    def __call__(self, signum):
+        client = _client()
+        if signum and not self.sent:
+            client.key_value_set(f"{_STOP_KEYS}{process_index()}", f"{self.check} {signum}")
+            self.sent = True
+        client.wait_at_barrier(_STOP_BARRIER, _WAIT_MS)
+        votes = []
+        for key, value in client.key_value_dir_get(_STOP_KEYS):
+            check, sent = (int(word) for word in value.split())
+            if check <= self.check:
+                votes.append((int(key.rsplit("/", 1)[1]), sent))
+        self.check += 1
+        if not votes:
+            return 0, None
+        mine = [vote for vote in votes if vote[0] == process_index()]
+        sender, sent = (mine or sorted(votes))[0]
+        return sent, None if mine else sender
+
+
+def stop_agreement():
+    """A `StopAgreement` in a run of several processes, else None."""
+    return StopAgreement() if process_count() > 1 else None
+
+
+def leave(status, together=False):
+    """Ends this process of a multi-process run now, with exit `status`.
+
+    together: every process is stopping at this same point (a signal, a start-up check, a
+    mismatch), so each leaves JAX's distributed runtime properly first; its shutdown
+    barrier keeps the coordination service on process 0 up until all have left, so that
+    no process sees it vanish. Then it exits as usual (open files, TensorBoard's included,
+    are flushed). Otherwise (a peer failed) JAX's shutdown barrier would wait for the
+    missing process, and the process exits at once.
+    """
+    import jax
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if together:
+        if jax.distributed.is_initialized():
+            with contextlib.suppress(Exception):
+                jax.distributed.shutdown()
+        sys.exit(status)
+    os._exit(status)

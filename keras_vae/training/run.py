@@ -41,6 +41,7 @@ from keras_vae.training import resume
 from keras_vae.training.callbacks import AveragedWeights
 from keras_vae.training.callbacks import ElapsedTime
 from keras_vae.training.callbacks import PeakMemory
+from keras_vae.training.callbacks import StopOnSignal
 from keras_vae.training.callbacks import best_model_checkpoint
 from keras_vae.training.callbacks import periodic_checkpoint
 from keras_vae.training.callbacks import tensorboard_logs
@@ -130,7 +131,8 @@ def train(config, extra_callbacks=()):
     resumes after the last completed epoch (see `keras_vae.training.resume`). A
     resumed run must have the same options (FileExistsError names those that
     differ); `config.overwrite` starts afresh instead. Raises TrainingDiverged
-    on NaN loss.
+    on NaN loss, and `keras_vae.training.callbacks.TrainingStopped` (a KeyboardInterrupt)
+    when SIGINT or SIGTERM stopped it at a step boundary.
     """
     if device_lib.multi_process_requested():
         if not config.data_parallel:
@@ -140,10 +142,12 @@ def train(config, extra_callbacks=()):
         device_lib.check_same_options(dict(json.loads(json.dumps(dataclasses.asdict(config))),
                                            backend=keras.backend.backend()))
         if not device_lib.is_writer():
+            device_lib.wait_for_process_zero()  # its start-up checks; StartupFailed names them
             return _train(config, extra_callbacks, writer=False)
-    os.makedirs(config.out, exist_ok=True)
-    with resume.run_lock(config.out):
-        return _train(config, extra_callbacks)
+    with device_lib.start_shared() as started:  # several processes: the checks' outcome to all
+        os.makedirs(config.out, exist_ok=True)
+        with resume.run_lock(config.out):
+            return _train(config, extra_callbacks, started=started)
 
 
 class ShareProcessZeroState(keras.callbacks.Callback):
@@ -186,9 +190,10 @@ class ShareProcessZeroState(keras.callbacks.Callback):
         print(f"Resuming after epoch {epoch} (process 0's backup, on every process)")
 
 
-def _train(config, extra_callbacks, writer=True):
+def _train(config, extra_callbacks, writer=True, started=lambda: None):
     """Trains in `config.out`; with writer=False (a multi-process run's processes but 0)
-    trains without reading or writing the run directory."""
+    trains without reading or writing the run directory. `started()` is called once the run
+    directory has passed its checks."""
     keras.utils.set_random_seed(config.seed)
     if not writer:
         return _train_without_writing(config, extra_callbacks)
@@ -213,6 +218,8 @@ def _train(config, extra_callbacks, writer=True):
         with contextlib.suppress(FileNotFoundError):
             os.remove(history_path)
         os.makedirs(backup.backup_dir)  # marks the run unfinished until everything is written
+    backup.saved_epoch()  # an unreadable backup stops the run here
+    started()
 
     data = _training_inputs(config)
     if not os.path.exists(config_path):
@@ -283,18 +290,24 @@ def _report_replicas(vae):
 
 
 def _fit(vae, data, config, callbacks, verbose):
-    history = vae.fit(
-        data.x_train,
-        epochs=config.epochs,
-        validation_batch_size=config.batch_size if isinstance(data.x_val, np.ndarray) else None,
-        validation_data=data.validation_data,
-        callbacks=callbacks,
-        verbose=verbose,
-        # The training batches shuffle themselves, in an order drawn from the seed and the
-        # epoch (DataOrderByEpoch), so that a resumed run reads the batches an uninterrupted
-        # one would, and every process of a data-parallel run the same global batches.
-        shuffle=False,
-    )
+    # SIGINT or SIGTERM stops training at a step boundary (every process at the same one),
+    # raising TrainingStopped; the run directory keeps the last committed epoch.
+    stopper = StopOnSignal(device_lib.stop_agreement() if config.data_parallel else None)
+    with stopper.handling_signals():
+        history = vae.fit(
+            data.x_train,
+            epochs=config.epochs,
+            validation_batch_size=(config.batch_size if isinstance(data.x_val, np.ndarray)
+                                   else None),
+            validation_data=data.validation_data,
+            callbacks=[stopper, *callbacks],
+            verbose=verbose,
+            # The training batches shuffle themselves, in an order drawn from the seed and the
+            # epoch (DataOrderByEpoch), so that a resumed run reads the batches an uninterrupted
+            # one would, and every process of a data-parallel run the same global batches.
+            shuffle=False,
+        )
+    stopper.raise_if_stopped()  # stopped at an epoch's end: committed, but not finished
     if not all(math.isfinite(loss) for loss in history.history.get("loss", [])):
         raise TrainingDiverged(
             "Training stopped: the loss became NaN or infinite. Try a lower --lr, "
