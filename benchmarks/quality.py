@@ -3,9 +3,11 @@
 Train with --checkpoint-every (see docs/model-quality.md), then this script measures
 every checkpoints/epoch_NNNN.keras and each run's best model.keras on the same --images
 test images (evenly spaced through the test split) with K importance samples, reads
-each epoch's training time and peak memory from history.csv, and prints one Markdown
-table: run, model class, trained parameters, epoch, minutes of training, peak RSS of training,
-test ELBO and test NLL ± standard error in nats per example, and bits/dim.
+each epoch's training time, CPU time and peak memory from history.csv, and prints one Markdown
+table: run, model class, trained parameters, epoch, minutes of training (wall), CPU-minutes
+of training (user + system time of the training process: comparable between runs that shared
+their cores with other work; "?" for runs made before history.csv had cpu_seconds), peak RSS
+of training, test ELBO and test NLL ± standard error in nats per example, and bits/dim.
 Every row uses the same images and seed, so the differences between rows are less
 noisy than each row's error suggests.
 For the headline number, run keras-vae evaluate with K = 5000 on the whole test set.
@@ -80,7 +82,8 @@ def main(argv=None):
     print("\n".join(notes) + "\n")
     column = "test NLL" if measured == "nll" else "test cross-entropy (grey images, not an NLL)"
     print(markdown_table(["run", "model", "parameters", "epoch", "training min",
-                          "peak RSS MiB", "test ELBO", column, "bits/dim"], rows))
+                          "training CPU min", "peak RSS MiB", "test ELBO", column, "bits/dim"],
+                         rows))
 
 
 def measure_run(run, args):
@@ -94,6 +97,7 @@ def measure_run(run, args):
 
     history = os.path.join(run, "history.csv")
     minutes = [seconds / 60 for seconds in logged_values(history, "elapsed_seconds")]
+    cpu_minutes = [seconds / 60 for seconds in logged_values(history, "cpu_seconds")]
     peaks = logged_values(history, "peak_rss_mib")
     val_losses = logged_values(history, "val_loss")
     # model.keras holds the best validation epoch, or the last one for a run without validation.
@@ -117,11 +121,13 @@ def measure_run(run, args):
         number = best_epoch if epoch == "best" else epoch
         known = number and number <= len(minutes)
         trained = f"{minutes[number - 1]:.1f}" if known else "?"
+        cpu = f"{cpu_minutes[number - 1]:.1f}" if known and number <= len(cpu_minutes) else "?"
         peak = f"{peaks[number - 1]:,.0f}" if known and number <= len(peaks) else "?"
         label = f"{number} ({best_label})" if epoch == "best" else str(epoch)
         bits = f"{metrics['bits_per_dim']:.3f}" if "bits_per_dim" in metrics else "–"
         rows.append([os.path.basename(os.path.normpath(run)), type(vae).__name__,
-                     f"{trainable_parameters(vae):,}", label, trained, peak, f"{metrics['elbo']:.2f}",
+                     f"{trainable_parameters(vae):,}", label, trained, cpu, peak,
+                     f"{metrics['elbo']:.2f}",
                      f"{metrics[measured]:.2f} ± {metrics[measured + '_standard_error']:.2f}", bits])
         print(f"{run} epoch {label}: {measured} {metrics[measured]:.2f} nats "
               f"({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
@@ -150,7 +156,7 @@ def describe_run(config):
                 f"groups of {config.get('latent_dim')}, width {config.get('width') or 'default'}, "
                 f"{config.get('likelihood')}, lr {config.get('lr')} {config.get('lr_schedule')}, "
                 f"batch {config.get('batch_size')}, {config.get('epochs')} epochs planned, "
-                f"backend {config.get('backend')}")
+                f"{ema_text(config)}backend {config.get('backend')}")
     widths = config.get("conv_filters") if config.get("architecture") == "conv" else None
     hidden = "×".join(str(units) for units in (widths or config.get("hidden_units", [])))
     if config.get("gated"):
@@ -162,7 +168,12 @@ def describe_run(config):
         objective += f", mixture prior of {config.get('prior_components')}"
     return (f"{config.get('architecture')} {hidden}, latent {config.get('latent_dim')}, "
             f"{objective}, lr {config.get('lr')} {config.get('lr_schedule')}, "
-            f"{config.get('epochs')} epochs, backend {config.get('backend')}")
+            f"{config.get('epochs')} epochs, {ema_text(config)}backend {config.get('backend')}")
+
+
+def ema_text(config):
+    """"EMA 0.999, " for a run that averaged its weights, else ""."""
+    return f"EMA {config['ema']:g}, " if config.get("ema") else ""
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """The benchmark commands run from a checkout and print tables whose ratios follow from
 their own measured columns (tiny sizes here: these check behaviour, not speed)."""
 
+import csv
+import os
 import re
 
 import numpy as np
@@ -108,7 +110,6 @@ def test_serving_benchmark_compares_an_int8_decoder_with_fp32(tmp_path):
 
 
 def test_screen_trains_each_variant_and_reports_what_evaluate_and_history_say(tmp_path):
-    import csv
     import json
 
     base = "--backend jax --epochs 2 --latent-dim 4 --hidden-units 32 --dynamic-binarization"
@@ -142,7 +143,6 @@ def test_screen_trains_each_variant_and_reports_what_evaluate_and_history_say(tm
 
 def test_screen_gives_every_variant_the_same_cpu_time(tmp_path):
     """--cpu-minutes sets each variant's epochs from its calibrated CPU seconds per epoch."""
-    import csv
 
     base = "--backend jax --latent-dim 4 --hidden-units 32 --val-fraction 0"
     budget = 0.25
@@ -171,9 +171,12 @@ def test_quality_benchmark_puts_runs_side_by_side_with_their_memory_and_size(tmp
     assert len(rows) == 2 * 3  # epochs 1 and 2, then the best model, for each run
     # 8x8x1 input, 32 hidden, latent 4: encoder 64*32+32 + 32*8+8, decoder 4*32+32 + 32*64+64.
     parameters = 64 * 32 + 32 + 32 * 8 + 8 + 4 * 32 + 32 + 32 * 64 + 64
-    for name, model, params, epoch, minutes, peak, elbo, nll, bits in rows:
+    with open(os.path.join(run, "history.csv")) as f:
+        cpu_minutes = [float(r["cpu_seconds"]) / 60 for r in csv.DictReader(f)]
+    for name, model, params, epoch, minutes, cpu, peak, elbo, nll, bits in rows:
         assert (name, model, number(params)) == ("run", "VAE", parameters)
         assert number(peak) > 100 and number(minutes) >= 0
+        assert number(cpu) == pytest.approx(cpu_minutes[int(epoch.split()[0]) - 1], abs=0.06)
         assert -number(elbo) >= number(nll.split(" ± ")[0]) - 1.0  # NLL <= -ELBO, up to noise
         assert number(bits) == pytest.approx(number(nll.split(" ± ")[0]) / (64 * np.log(2)),
                                              abs=2e-3)
