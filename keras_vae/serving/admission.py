@@ -8,11 +8,13 @@ so that the expensive one cannot starve the cheap one:
 * ``score``: encoder and likelihood work, ``/v1/score``, ``/v1/encode`` and
   ``/v1/reconstruct``'s encoding (a thread pool of ``score_concurrency`` threads).
 
-A class's queue holds the expected milliseconds of the requests it has admitted and
-not yet finished (waiting or running). A request's cost is its rows of work (latent
-rows; images; images x K importance samples) times a running average of measured
-milliseconds per row for its kind of work (``decode``, ``encode``, ``score``). A
-request is admitted if the queue plus its cost stays within ``max_queue_ms``, or
+A class's queue holds the expected wall-clock milliseconds of the requests it has
+admitted and not yet finished (waiting or running). A request's estimate is the cost of
+its rows of work (latent rows; images; images x K importance samples) for its kind of
+work (``decode``, ``encode``, ``score``), from a per-call overhead and a time per row
+fitted online to the timed model calls; it counts as that estimate times its queue's
+slowdown, learnt online from how fast the queue is served (``keras_vae.serving.work_queues``).
+A request is admitted if the queue plus its cost stays within ``max_queue_ms``, or
 if the queue is empty (a request larger than the whole bound runs alone, and counts
 as filling the queue);
 otherwise the answer is ``503`` with ``Retry-After`` and ``{"error": "..."}``.
@@ -82,7 +84,8 @@ class Admission:
     def __init__(self, max_queue_ms: float, score_concurrency: int, metrics: Metrics) -> None:
         self.metrics = metrics
         self.costs = CostModel()
-        self.queues = {name: WorkQueue(name, max_queue_ms, metrics) for name in WORK_CLASSES}
+        self.queues = {name: WorkQueue(name, max_queue_ms, metrics, self.costs)
+                       for name in WORK_CLASSES}
         self.score_concurrency = score_concurrency
         self._score_pool: ThreadPoolExecutor | None = None  # made on first use, after close too
 
@@ -97,6 +100,8 @@ class Admission:
 
     def warm_up(self, sampler: Sampler, encoder: Encoder | None, rows: int) -> None:
         """First cost estimates (blocking): time each kind of work once, after a first untimed call.
+
+        Every model call afterwards refines them (``timed``, ``run_scoring``).
 
         ``decode`` on ``rows`` latent rows; with an encoder, ``encode`` on one image and
         ``score`` of one image with ``rows`` importance samples (overhead weighs more on
@@ -127,25 +132,28 @@ class Admission:
         if ticket is not None:  # this request is parsed: no longer pending
             ticket.resolve()
         queue = self.queues[work_class]
-        cost = queue.add(rows * self.costs.ms_per_row(kind))
+        admitted = queue.add(kind, rows)
         try:
             yield
         finally:
-            queue.remove(cost)
+            queue.remove(admitted)
 
     async def run_scoring(self, kind: str, rows: int, fn: Callable[..., T], *args: Any) -> T:
         """Admit ``rows`` of ``kind`` work to the score class and run ``fn(*args)`` in its threads.
 
-        The measured time, divided by ``rows``, updates ``kind``'s cost per row.
+        The time of the call itself (not its wait for a thread) updates ``kind``'s costs.
         """
+        def run() -> T:
+            start = time.perf_counter()
+            result = fn(*args)
+            self.costs.record(kind, rows, time.perf_counter() - start)
+            return result
+
         async with self.admit("score", kind, rows):
             if self._score_pool is None:
                 self._score_pool = ThreadPoolExecutor(self.score_concurrency,
                                                       thread_name_prefix="vae-score")
-            start = time.perf_counter()
-            result = await asyncio.get_running_loop().run_in_executor(self._score_pool, fn, *args)
-            self.costs.record(kind, rows, time.perf_counter() - start)
-            return result
+            return await asyncio.get_running_loop().run_in_executor(self._score_pool, run)
 
     def close(self) -> None:
         """Stop the score threads (at the app's shut-down)."""

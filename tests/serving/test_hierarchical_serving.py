@@ -290,7 +290,7 @@ def test_full_queues_shed_generate_and_score(fx, images):
         for work_class, path, body in (
                 ("sample", "/v1/generate", {"n": 1, "temperatures": [1.0, 0.5]}),
                 ("score", "/v1/score", {"images": images[:1].tolist(), "num_samples": 5})):
-            held = queues[work_class].add(1e9)
+            held = queues[work_class].add("decode", 1e9)
             refused = c.post(path, json=body)
             assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
             assert f"{work_class} queue" in refused.json()["error"]

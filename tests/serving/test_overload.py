@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 
 from keras_vae.serving.admission import Admission, Overloaded, work_class_of
+from keras_vae.serving.work_queues import SLOWDOWN_MEMORY_S, SMOOTHING, CostModel, WorkQueue
 from keras_vae.serving.metrics import Metrics
 from helpers.onnx_fixtures import make_decoder_onnx, make_encoder_onnx
 
@@ -43,20 +44,107 @@ def test_routes_map_to_their_work_class():
     assert work_class_of("/healthz") is None and work_class_of("/v2/models/vae") is None
 
 
-def test_cost_per_row_is_the_running_average_of_measured_ms_over_rows():
-    admission = Admission(100.0, 1, Metrics())
-    assert admission.costs.ms_per_row("decode") == 0.0  # nothing measured: nothing refused
-    admission.costs.record("decode", 10, 0.020)  # 2 ms per row
-    assert admission.costs.ms_per_row("decode") == pytest.approx(2.0)
-    assert admission.costs.ms_per_row("score") == pytest.approx(2.0)  # falls back to decode's
-    admission.costs.record("decode", 30, 0.030)  # averages move 0.3 of the way: 23 ms / 16 rows
-    assert admission.costs.ms_per_row("decode") == pytest.approx((20 + 0.3 * 10) / (10 + 0.3 * 20))
+def _weighted_fit(rows, ms, keep):
+    """Weighted least squares of ms = overhead + per_row * rows, the newest call weighing 1 and
+    each older one ``keep`` times less (numpy, independently of the server's running sums)."""
+    w = keep ** np.arange(len(rows))[::-1]
+    per_row, overhead = np.polyfit(np.asarray(rows, float), np.asarray(ms, float), 1, w=np.sqrt(w))
+    return overhead, per_row
+
+
+def test_costs_are_the_exponentially_weighted_least_squares_line_of_the_calls():
+    costs = Admission(100.0, 1, Metrics()).costs
+    assert costs.cost_ms("decode", 10) == 0.0 and costs.estimate("decode") is None  # nothing timed
+    for rows in (256, 1, 64, 256):  # an exact line: 3 ms a call and 0.5 ms a row
+        costs.record("decode", rows, (3 + 0.5 * rows) / 1000)
+    assert costs.estimate("decode") == pytest.approx((3, 0.5), rel=1e-9)
+    assert costs.cost_ms("decode", 100) == pytest.approx(53)
+    assert costs.cost_ms("score", 100) == pytest.approx(53)  # unmeasured: decode's estimate
+
+    rng = np.random.default_rng(0)
+    rows = rng.integers(1, 257, 40)
+    ms = 2 + 0.2 * rows * rng.uniform(0.5, 3, 40)  # noisy, and slowing down
+    for r, t in zip(rows, ms):
+        costs.record("score", int(r), t / 1000)
+    assert costs.estimate("score") == pytest.approx(_weighted_fit(rows, ms, 1 - SMOOTHING), rel=1e-9)
+
+
+def test_calls_of_one_size_or_a_negative_overhead_give_the_ratio_of_the_weighted_sums():
+    costs = Admission(100.0, 1, Metrics()).costs
+    keep = 1 - SMOOTHING
+    for t in (10, 30, 20):  # one size: no line to fit
+        costs.record("encode", 8, t / 1000)
+    w = keep ** np.arange(3)[::-1]
+    assert costs.estimate("encode") == pytest.approx((0, (w @ [10, 30, 20]) / (w @ [8, 8, 8])))
+    costs.record("decode", 1, 0.004)  # 4 ms for 1 row, 5 ms for 100: per row ≈ 0.01, overhead ≈ 3.99
+    costs.record("decode", 100, 0.005)
+    assert costs.estimate("decode") == pytest.approx(_weighted_fit([1, 100], [4, 5], keep))
+    costs.record("decode", 200, 0.2)  # now the line would cross below zero at 0 rows
+    assert _weighted_fit([1, 100, 200], [4, 5, 200], keep)[0] < 0
+    assert costs.estimate("decode") == pytest.approx(
+        (0, (w @ [4, 5, 200]) / (w @ [1, 100, 200])))
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_slowdown_is_the_weighted_ratio_of_wall_time_to_estimates_while_backlogged():
+    clock, costs = Clock(), CostModel()
+    for rows in (1, 9):  # 2 ms a call and 1 ms a row
+        costs.record("decode", rows, (2 + rows) / 1000)
+    queue = WorkQueue("sample", 1000.0, Metrics(), costs, clock=clock)
+    a, b, c = queue.add("decode", 8), queue.add("decode", 8), queue.add("decode", 18)
+    assert queue.queued_ms == pytest.approx(10 + 10 + 20) and queue.slowdown() == 1.0
+    clock.now = 0.030
+    queue.remove(a)  # the first of a busy period: its latency, not the queue's throughput
+    assert queue.slowdown() == 1.0
+    clock.now = 0.060
+    queue.remove(b)  # 30 ms of wall time served 10 estimated ms
+    assert queue.slowdown() == pytest.approx(3.0)
+    clock.now = 0.160
+    queue.remove(c)  # 100 ms for 20: slower
+    ratios = [(w @ [30, 100]) / (w @ [10, 20])  # observed 100 ms apart
+              for w in (np.exp(-np.array([0.100, 0]) / memory) for memory in SLOWDOWN_MEMORY_S)]
+    assert ratios[0] > ratios[1]  # the quick estimate leads as the server slows down
+    slowdown = max(ratios)
+    assert queue.slowdown() == pytest.approx(slowdown) and queue.queued_ms == 0 and queue.active == 0
+
+    clock.now = 5.0  # idle time is not service time
+    fits = int(1000 // (10 * slowdown))  # requests of 10 estimated ms within the bound
+    for _ in range(fits):
+        assert queue.add("decode", 8).counted_ms == pytest.approx(10 * slowdown)
+    with pytest.raises(Overloaded) as refused:
+        queue.add("decode", 8)
+    assert queue.queued_ms == pytest.approx(fits * 10 * slowdown) and queue.queued_ms <= 1000
+    assert refused.value.retry_after_s == math.ceil(queue.queued_ms / 1000)
+
+
+def test_the_scale_of_the_model_calls_cancels_out_of_the_wall_clock_costs():
+    """The slowdown is measured against the estimates as they are now: when the model calls
+    become slower (or a timing is noisy), a request's wall-clock cost does not move, unless
+    the shape of the fit (overhead against rows) does."""
+    clock, costs = Clock(), CostModel()
+    costs.record("decode", 10, 0.010)  # one size: 1 ms a row, no overhead
+    queue = WorkQueue("sample", math.inf, Metrics(), costs, clock=clock)
+    admitted = [queue.add("decode", 10) for _ in range(6)]
+    for request in admitted[:5]:  # 4 of them served while backlogged, every 40 ms: 4 ms a row
+        clock.now += 0.040
+        queue.remove(request)
+    assert queue.add("decode", 10).counted_ms == pytest.approx(40)
+    costs.record("decode", 10, 0.100)  # a call 10 times slower
+    assert costs.cost_ms("decode", 10) > 30 and queue.add("decode", 10).counted_ms == pytest.approx(40)
+    assert queue.add("decode", 25).counted_ms == pytest.approx(100)
 
 
 def test_a_queue_admits_up_to_its_bound_then_refuses_with_retry_after():
     metrics = Metrics()
     admission = Admission(2500.0, 1, metrics)
-    admission.costs.record("decode", 100, 0.1)  # 1 ms per row
+    admission.costs.record("decode", 100, 0.1)  # 1 ms per row (one size: no overhead)
 
     async def scenario():
         async with admission.admit("sample", "decode", 1500):
@@ -100,8 +188,8 @@ def test_a_full_sample_queue_refuses_generate_and_kserve_infer_but_not_health(tm
     for _ in range(2):  # a second start-up works as the first
         with TestClient(app) as client:
             sample = app.state.serving.admission.queues["sample"]
-            held = sample.add(1e9)  # a lone request larger than the bound fills the queue
-            assert held == 100
+            held = sample.add("decode", 1e9)  # a lone request larger than the bound fills the queue
+            assert held.counted_ms == 100
             refused = [client.post("/v1/generate", json={"n": 1}),
                        client.post("/v2/models/vae_decoder/infer", json=infer)]
             for r in refused:
@@ -115,6 +203,91 @@ def test_a_full_sample_queue_refuses_generate_and_kserve_infer_but_not_health(tm
             shed = _samples(client.get("/metrics").text, "vae_shed_requests_total")
     assert shed == {'{route="/v1/generate",work_class="sample"}': 2,  # one per start-up
                     '{route="/v2/models/{name}/infer",work_class="sample"}': 2}
+
+
+# ------------------------------------------- a server slower than its model calls
+
+SLOW_BOUND_MS = 300
+SLOW_CLIENTS = 12
+HIDDEN_S = 0.050  # service time per request that the timed model calls do not show
+
+
+async def _slowed_down_server(decoder, learn: bool) -> list[tuple[str, int | str, float]]:
+    """SLOW_CLIENTS clients send n = 8 generates to an app whose decoding becomes slower than its timed
+    model calls: after 1 s, each request also holds its one worker for HIDDEN_S untimed (as
+    when other processes take the cores, or the HTTP work around the model grows). Returns
+    (phase, status, seconds) per answer, and (phase, "queued", seconds from admission to
+    release) per admitted request; phases: fast, settling (1 s), slow (2 s)."""
+    from keras_vae.serving.app import create_app
+    from keras_vae.serving.sampler import Sampler
+
+    sampler = Sampler(str(decoder), intra_op_threads=1)
+    phase = {"name": "fast", "hidden_s": 0.0}
+    worker = asyncio.Lock()  # one worker, as the micro-batcher has
+
+    async def decode_fn(z):
+        async with worker:
+            await asyncio.sleep(phase["hidden_s"])
+            timed = app.state.serving.admission.timed("decode", sampler.decode_rows)
+            return await asyncio.to_thread(timed, z)
+
+    app = create_app(sampler, max_batch_size=8, max_queue_ms=SLOW_BOUND_MS, decode_fn=decode_fn)
+    queue = app.state.serving.admission.queues["sample"]
+    if not learn:  # the slowdown stays 1: estimates from the model calls alone
+        queue.observe = lambda wall_ms, kind, rows, now: None
+    answers, admitted_at = [], {}
+    add, remove = queue.add, queue.remove
+
+    def add_timed(kind, rows):
+        admitted = add(kind, rows)
+        admitted_at[id(admitted)] = phase["name"], time.perf_counter()
+        return admitted
+
+    def remove_timed(admitted):  # each admitted request's time in the queue, as a "queued" answer
+        name, start = admitted_at.pop(id(admitted))
+        answers.append((name, "queued", time.perf_counter() - start))
+        remove(admitted)
+
+    queue.add, queue.remove = add_timed, remove_timed
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://app", timeout=30) as client:
+        stop = time.monotonic() + 4
+
+        async def one_client():
+            while time.monotonic() < stop:
+                start, name = time.perf_counter(), phase["name"]
+                r = await client.post("/v1/generate", json={"n": 8, "format": "npy"})
+                answers.append((name, r.status_code, time.perf_counter() - start))
+                if r.status_code == 503:
+                    assert int(r.headers["retry-after"]) >= 1 and "overloaded" in r.json()["error"]
+                    await asyncio.sleep(0.1)
+
+        async def schedule():
+            await asyncio.sleep(1)
+            phase.update(name="settling", hidden_s=HIDDEN_S)
+            await asyncio.sleep(1)
+            phase["name"] = "slow"
+
+        await asyncio.gather(schedule(), *(one_client() for _ in range(SLOW_CLIENTS)))
+    return answers
+
+
+def test_after_the_server_slows_down_admitted_requests_wait_within_the_bound(tmp_path):
+    decoder = make_decoder_onnx(tmp_path / "decoder.onnx")
+    learnt, fixed = (asyncio.run(_slowed_down_server(decoder, learn)) for learn in (True, False))
+
+    def slow(answers, status):
+        return np.array([s * 1000 for name, code, s in answers if name == "slow" and code == status])
+
+    assert {code for _, code, _ in learnt + fixed} <= {200, 503, "queued"}
+    # Learnt online, the queue counts each request at its wall-clock cost and sheds the rest:
+    # the requests it admits leave it within the bound, and it keeps its worker busy.
+    queued, served = slow(learnt, "queued"), slow(learnt, 200)
+    assert len(slow(learnt, 503)) and len(served) >= 0.4 * 2 / HIDDEN_S, len(served)
+    assert np.percentile(queued, 95) <= 1.25 * SLOW_BOUND_MS, np.percentile(queued, [50, 95, 100])
+    # From the model calls alone, the queue admits every client and they wait for one another.
+    assert np.median(slow(fixed, "queued")) > 1.5 * SLOW_BOUND_MS, np.percentile(
+        slow(fixed, "queued"), [5, 50, 95])
 
 
 # ----------------------------------------------------------------- end to end
