@@ -20,7 +20,8 @@ for each count of heavy clients (``--clients``), half send the heaviest /v1/scor
 /v1/generate, back to back (0.1 s pause after a 503), for ``--duration`` seconds,
 while a separate process probes a one-image /v1/generate and /healthz every 50 ms.
 The table gives goodput and p99 of the heavy requests, refusals, the probes' p99
-(answered or refused) and the server's peak RSS.
+(answered or refused), the server's peak RSS and the machine's load average (1 minute)
+at the end of the row, which shows how much other processes took the cores.
 
 Examples:
     python benchmarks/serving_load.py decoder.onnx
@@ -31,6 +32,7 @@ Examples:
     python benchmarks/serving_load.py decoder.onnx --encoder encoder.onnx --overload --clients 8,48
     git archive COMMIT keras_vae | tar -x -C /tmp/before    # then, to compare with that commit:
     python benchmarks/serving_load.py decoder.onnx --encoder encoder.onnx --overload --before /tmp/before
+    python benchmarks/serving_load.py decoder.onnx --encoder encoder.onnx --overload --shedding-only --before /tmp/before
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ import argparse
 import asyncio
 import json
 import multiprocessing
+import os
+import platform
 import socket
 import subprocess
 import sys
@@ -309,6 +313,7 @@ class OverloadRow:
     health: list
     drain_s: float  # from the end of the load to the last answer
     peak_rss_mib: float | None
+    load_average: float  # the machine's, over the last minute, at the end of the row
 
 
 def overload(url: str, pid: int | None, label: str, clients: int, info: dict,
@@ -341,7 +346,7 @@ def overload(url: str, pid: int | None, label: str, clients: int, info: dict,
     prober.join()
     drain = max(0.0, time.monotonic() - stop)
     return OverloadRow(label, clients, seconds, score, generate, cheap, health, drain,
-                       _peak_rss_mib(pid) if pid else None)
+                       _peak_rss_mib(pid) if pid else None, os.getloadavg()[0])
 
 
 def _p99_ms(answers: list, status: int | None = None) -> str:
@@ -352,8 +357,8 @@ def _p99_ms(answers: list, status: int | None = None) -> str:
 def _overload_table(rows: list[OverloadRow]) -> str:
     lines = ["| shedding | heavy clients | score ok/s | score p99 ms | generate ok/s "
              "| generate p99 ms | heavy shed | cheap p99 ms | cheap max ms | cheap shed "
-             "| healthz p99 ms | healthz max ms | drain s | server peak RSS MiB |",
-             "|:---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| healthz p99 ms | healthz max ms | drain s | server peak RSS MiB | load average |",
+             "|:---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         def ok_per_s(answers):
             return f"{sum(c == 200 and not late for c, _, late in answers) / r.seconds:.1f}"
@@ -365,11 +370,23 @@ def _overload_table(rows: list[OverloadRow]) -> str:
             f"| {_p99_ms(r.score, 200)} | {ok_per_s(r.generate)} | {_p99_ms(r.generate, 200)} "
             f"| {shed} | {_p99_ms(r.cheap)} | {max(cheap_ms):,.0f} "
             f"| {sum(c == 503 for c, _, _ in r.cheap)} | {_p99_ms(r.health)} "
-            f"| {max(s for _, s, _ in r.health) * 1e3:,.0f} | {r.drain_s:.1f} | {rss} |")
+            f"| {max(s for _, s, _ in r.health) * 1e3:,.0f} | {r.drain_s:.1f} | {rss} "
+            f"| {r.load_average:.1f} |")
         unexpected = {c for c, _, _ in r.score + r.generate + r.cheap + r.health} - {200, 503}
         if unexpected:
             lines.append(f"| {r.label} | {r.clients} | unexpected statuses: {sorted(unexpected)} |")
     return "\n".join(lines)
+
+
+def _cpu_name() -> str:
+    """The CPU's model name, and whether it has AVX-512 VNNI (Linux; else the platform's word)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or "CPU unknown"
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines()
+                 if line.startswith("model name")), "CPU unknown")
+    return name + (", avx512_vnni" if "avx512_vnni" in info else ", no avx512_vnni")
 
 
 def run_overload(args: argparse.Namespace) -> int:
@@ -385,9 +402,9 @@ def run_overload(args: argparse.Namespace) -> int:
             extra = ["--batch-wait-ms", str(args.batch_wait_ms)] + (["--encoder", encoder] if encoder else [])
             if args.intra_op_threads is not None:
                 extra += ["--intra-op-threads", str(args.intra_op_threads)]
-            servers = [LocalServer(model, True, extra + ["--max-queue-ms", bound])
-                       for bound in ("inf", str(args.max_queue_ms))]
-            labels = ["off", "on"]
+            bounds = ([] if args.shedding_only else ["inf"]) + [str(args.max_queue_ms)]
+            servers = [LocalServer(model, True, extra + ["--max-queue-ms", bound]) for bound in bounds]
+            labels = ([] if args.shedding_only else ["off"]) + ["on"]
             if args.before:
                 servers.append(LocalServer(model, True, extra, source=Path(args.before)))
                 labels.append("before")
@@ -405,7 +422,8 @@ def run_overload(args: argparse.Namespace) -> int:
     print(f"overload of {args.model}" + (f" with {args.encoder}" if args.encoder else "")
           + f": {args.duration:g} s per row, max queue {args.max_queue_ms:g} ms when on; heavy: "
           "/v1/score of 64 images at the largest K and /v1/generate at the largest n, half each; "
-          f"cheap: a one-image /v1/generate every {PROBE_EVERY_S * 1e3:.0f} ms. {machine_line()}\n")
+          f"cheap: a one-image /v1/generate every {PROBE_EVERY_S * 1e3:.0f} ms. {machine_line()}; "
+          f"{_cpu_name()}\n")
     print(_overload_table(rows))
     return 0
 
@@ -446,6 +464,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --overload: seconds of load per table row (default 20)")
     p.add_argument("--max-queue-ms", type=float, default=500.0,
                    help="with --overload: the shedding server's --max-queue-ms (default 500)")
+    p.add_argument("--shedding-only", action="store_true",
+                   help="with --overload: leave out the server without a bound ('off')")
     p.add_argument("--before", metavar="DIR", default=None,
                    help="with --overload: also measure the server of another source tree (the "
                         "folder holding its keras_vae/, e.g. from git archive), as 'before'")

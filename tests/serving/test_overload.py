@@ -448,6 +448,7 @@ def test_overload_benchmark_compares_shedding_on_and_off(tmp_path):
         cells = [cell.strip().replace(",", "") for cell in row]
         assert float(cells[2]) > 0 and float(cells[4]) > 0  # score and generate goodput
         assert float(cells[10]) > 0 and float(cells[13]) > 10  # healthz p99, peak RSS MiB
+        assert float(cells[14]) >= 0  # the machine's load average
     off = [cell.strip() for cell in rows[0]]
     assert off[6] == "0" and off[9] == "0"  # without a bound nothing is refused
 
