@@ -182,3 +182,81 @@ def reference_encode(path: str | os.PathLike, x: np.ndarray) -> tuple[np.ndarray
     z_mean = flat @ init["Wm"].astype(np.float64) + init["bm"]
     z_log_var = np.clip(flat @ init["Wv"].astype(np.float64) + init["bv"], -4.0, 2.0)
     return z_mean, z_log_var
+
+
+def make_params_decoder_onnx(
+    path: str | os.PathLike,
+    likelihood: str = "discretized_logistic",
+    latent_dim: int = 3,
+    image_shape: tuple[int, int, int] = (4, 3, 3),
+    mixture_components: int | None = None,
+    *,
+    seed: int = 0,
+) -> Path:
+    """Write an 8-bit decoder with the ``x_params`` output (``contract.DECODER_PARAMS``), and return the path.
+
+    ``x_params = tanh(z @ W + b) · scale + shift`` per pixel, [batch, H, W, P], with ``scale`` and
+    ``shift`` chosen per block of the layout (`keras_vae.core.contract.split_decoder_params`) so
+    that every parameter lies in a sensible range: locations and means around [0, 1], log-scales
+    in [-6, -1], logits and coupling coefficients in [-2, 2]. ``x_mean`` is the first C values of
+    the location (or component 0's means) block, clipped to [0, 1]. :func:`reference_params`
+    recomputes ``x_params`` in NumPy.
+    """
+    h, w, c = image_shape
+    if likelihood == "discretized_logistic":
+        blocks = [(c, 0.5, 0.5), (c, 2.5, -3.5)]
+    elif likelihood == "logistic_mixture":
+        m = mixture_components
+        blocks = [(m, 2.0, 0.0), (m * c, 0.6, 0.5), (m * c, 2.5, -3.5), (m * c * (c - 1) // 2, 2.0, 0.0)]
+    else:
+        raise ValueError(f"no x_params for a {likelihood} decoder")
+    scale = np.concatenate([np.full(n, s) for n, s, _ in blocks]).astype(np.float32)
+    shift = np.concatenate([np.full(n, t) for n, _, t in blocks]).astype(np.float32)
+    width = len(scale)
+    start = blocks[0][0] if likelihood == "logistic_mixture" else 0
+    rng = np.random.default_rng(seed)
+    initializers = {
+        "W": rng.normal(0.0, 1.0, (latent_dim, h * w * width)).astype(np.float32),
+        "b": rng.normal(0.0, 0.5, (h * w * width,)).astype(np.float32),
+        "shape": np.array([-1, h, w, width], dtype=np.int64),
+        "scale": scale, "shift": shift,
+        "starts": np.array([start], np.int64), "ends": np.array([start + c], np.int64),
+        "axes": np.array([3], np.int64), "low": np.array(0.0, np.float32), "high": np.array(1.0, np.float32),
+    }
+    nodes = [
+        helper.make_node("MatMul", ["z", "W"], ["zw"]),
+        helper.make_node("Add", ["zw", "b"], ["flat"]),
+        helper.make_node("Reshape", ["flat", "shape"], ["raw"]),
+        helper.make_node("Tanh", ["raw"], ["squashed"]),
+        helper.make_node("Mul", ["squashed", "scale"], ["scaled"]),
+        helper.make_node("Add", ["scaled", "shift"], ["x_params"]),
+        helper.make_node("Slice", ["x_params", "starts", "ends", "axes"], ["first"]),
+        helper.make_node("Clip", ["first", "low", "high"], ["x_mean"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "vae_decoder",
+        inputs=[helper.make_tensor_value_info("z", TensorProto.FLOAT, ["batch", latent_dim])],
+        outputs=[helper.make_tensor_value_info("x_mean", TensorProto.FLOAT, ["batch", h, w, c]),
+                 helper.make_tensor_value_info("x_params", TensorProto.FLOAT, ["batch", h, w, width])],
+        initializer=[numpy_helper.from_array(v, k) for k, v in initializers.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                              producer_name="keras-vae-tests")
+    model.ir_version = 8
+    props = {"latent_dim": str(latent_dim), "image_shape": json.dumps(list(image_shape)),
+             "likelihood": likelihood, "keras_vae_version": "0.0.0-test", "dataset": "synthetic"}
+    if mixture_components is not None:
+        props["mixture_components"] = str(mixture_components)
+    helper.set_model_props(model, props)
+    onnx.checker.check_model(model)
+    path = Path(path)
+    onnx.save(model, str(path))
+    return path
+
+
+def reference_params(path: str | os.PathLike, z: np.ndarray) -> np.ndarray:
+    """``x_params`` [n, H, W, P] of a :func:`make_params_decoder_onnx` file, in float64 NumPy."""
+    init = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer}
+    raw = np.asarray(z, np.float64) @ init["W"].astype(np.float64) + init["b"]
+    raw = raw.reshape(-1, *[int(d) for d in init["shape"][1:]])
+    return np.tanh(raw) * init["scale"] + init["shift"]

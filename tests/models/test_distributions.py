@@ -5,6 +5,8 @@ import pytest
 import scipy.integrate
 import scipy.special
 import scipy.stats
+from helpers.discretized_reference import scipy_coupled_mixture
+from helpers.discretized_reference import scipy_discretized_logistic
 from keras import ops
 
 from keras_vae.models import distributions as dist
@@ -108,16 +110,6 @@ def test_reparameterize_has_the_requested_moments():
     np.testing.assert_allclose(z.std(0), 0.5, atol=0.02)
 
 
-def scipy_discretized_logistic(levels, mean, scale):
-    """P(k) for k in `levels` from scipy's logistic CDF: the bin [k − ½, k + ½]/255, open at 0 and 255."""
-    upper = np.where(levels == 255, np.inf, (levels + 0.5) / 255.0)
-    lower = np.where(levels == 0, -np.inf, (levels - 0.5) / 255.0)
-    logistic = scipy.stats.logistic(loc=mean, scale=scale)
-    # Above the mean, a difference of survival functions keeps its precision.
-    return np.where(lower > mean, logistic.sf(lower) - logistic.sf(upper),
-                    logistic.cdf(upper) - logistic.cdf(lower))
-
-
 @pytest.mark.parametrize("mean, scale", [(0.5, 0.1), (0.02, 0.01), (0.97, 0.003), (-0.2, 0.05),
                                          (0.3, 0.0005), (1.3, 0.2)])
 def test_discretized_logistic_probabilities_sum_to_one_and_match_scipy(mean, scale):
@@ -188,25 +180,6 @@ def test_discretized_logistic_with_a_scale_per_pixel_matches_scipy():
     expected = np.log(scipy_discretized_logistic(levels, mean32.astype("float64"),
                                                  np.exp(log_scale32.astype("float64")))).sum((1, 2, 3))
     np.testing.assert_allclose(got, expected, rtol=1e-4)
-
-
-def scipy_coupled_mixture(x_levels, logits, means, scales, coefficients):
-    """P(pixel) under the coupled mixture from scipy's logistic CDF: levels (..., C) ints -> (...)."""
-    x_levels = np.asarray(x_levels)
-    channels = x_levels.shape[-1]
-    x = x_levels / 255.0
-    weights = scipy.special.softmax(logits)
-    total = 0.0
-    for k in range(len(weights)):
-        probability, index = weights[k], 0
-        for c in range(channels):
-            location = means[k, c] + np.zeros(x.shape[:-1])
-            for j in range(c):
-                location = location + np.tanh(coefficients[k, index]) * x[..., j]
-                index += 1
-            probability = probability * scipy_discretized_logistic(x_levels[..., c], location, scales[k, c])
-        total = total + probability
-    return total
 
 
 def mixture_parameters(rng, components, channels, shape=()):
@@ -302,3 +275,119 @@ def test_log_one_minus_exp_neg_is_accurate_in_float32_where_naive_forms_are_not(
     np.testing.assert_allclose(got, exact, rtol=2e-6, atol=2e-6)
     naive = np.log(1.0 - np.exp(-delta.astype("float32")))  # what expm1-free code would do naively
     assert np.max(np.abs(naive - exact)[delta < 1e-3]) > 1e-3
+
+
+# === The 8-bit output heads the family shares: a decoder's raw output (…, P) to probabilities ===
+
+
+def pack_mixture_output(logits, means, log_scales, coefficients):
+    """A mixture decoder's raw output (…, P) for these parameters, in the documented layout
+    [logits (M) | means (M·C) | log-scales (M·C) | coefficients (M·C(C−1)/2)]; the head adds
+    0.5 to the means, so the output holds means − 0.5."""
+    lead = logits.shape[:-1]
+    return np.concatenate([logits, (means - 0.5).reshape(lead + (-1,)), log_scales.reshape(lead + (-1,)),
+                           coefficients.reshape(lead + (-1,))], axis=-1)
+
+
+def test_a_logistic_output_head_gives_each_channel_256_levels_that_sum_to_one():
+    # One pixel of three channels: the decoder's 2C outputs are the location (through a sigmoid)
+    # and the log-scale (clipped to [-7, 0]). The channels are independent, so channel c's
+    # probabilities are the image's divided by scipy's probabilities of the other two channels.
+    from keras_vae.core.likelihood import decoder_params_log_prob
+
+    rng = np.random.default_rng(5)
+    raw = np.concatenate([rng.normal(size=3), [-2.5, 4.0, -9.0]])  # log-scales inside, above, below
+    location = scipy.special.expit(raw[:3])
+    scale = np.exp(np.clip(raw[3:], -7.0, 0.0))
+    fixed = np.array([30, 200, 128])
+    params64 = to_numpy(dist.distribution_parameters("discretized_logistic", *tensors(raw), 3))
+    for channel in range(3):
+        levels = np.repeat(fixed[None], 256, 0)
+        levels[:, channel] = np.arange(256)
+        x = (levels / 255.0).reshape(256, 1, 1, 3)
+        others = sum(np.log(scipy_discretized_logistic(fixed[c], location[c], scale[c]))
+                     for c in range(3) if c != channel)
+        reference = scipy_discretized_logistic(np.arange(256), location[channel], scale[channel])
+        assert reference.sum() == pytest.approx(1.0, abs=1e-12)
+        out = np.broadcast_to(raw, (256, 1, 1, 6))
+        log_p = to_numpy(dist.discretized_log_prob("discretized_logistic", *tensors(x, out)))
+        conditional = np.exp(log_p - others)
+        assert conditional.sum() == pytest.approx(1.0, abs=1e-4)
+        likely = reference > 1e-6
+        np.testing.assert_allclose(np.log(conditional[likely]), np.log(reference[likely]), atol=2e-3)
+        # the NumPy twin, from the float32 parameters the export writes (x_params), in float64
+        log_p64 = decoder_params_log_prob("discretized_logistic", x, np.broadcast_to(params64, (256, 1, 1, 6)))
+        location64, scale64 = params64[:3], np.exp(params64[3:])
+        np.testing.assert_allclose(location64, location, rtol=1e-6)
+        np.testing.assert_allclose(scale64, scale, rtol=1e-6)
+        others64 = sum(np.log(scipy_discretized_logistic(fixed[c], location64[c], scale64[c]))
+                       for c in range(3) if c != channel)
+        conditional64 = np.exp(log_p64 - others64)
+        assert conditional64.sum() == pytest.approx(1.0, abs=1e-9)
+        reference64 = scipy_discretized_logistic(np.arange(256), location64[channel], scale64[channel])
+        np.testing.assert_allclose(conditional64[likely], reference64[likely], rtol=1e-6)
+
+
+def test_a_mixture_output_head_gives_each_channel_256_levels_that_sum_to_one():
+    # Channel c's conditional is P(x_≤c) / P(x_<c), each the mixture on the first channels,
+    # packed into an output of that many channels. Through the head (offset means, clipped
+    # log-scales) and through the NumPy twin of the exported parameters, against scipy.
+    from keras_vae.core.likelihood import decoder_params_log_prob
+
+    rng = np.random.default_rng(6)
+    logits, means, log_scales, coefficients = mixture_parameters(rng, 3, 3)
+
+    def log_prob(levels, channels, numpy=False):  # levels (N, channels) -> (N,)
+        out = pack_mixture_output(logits, means[:, :channels], log_scales[:, :channels],
+                                  coefficients[:, : channels * (channels - 1) // 2])
+        x = np.asarray(levels).reshape(-1, 1, 1, channels) / 255.0
+        out = np.broadcast_to(out, (len(x), 1, 1, out.shape[-1]))
+        if not numpy:
+            return to_numpy(dist.discretized_log_prob("logistic_mixture", *tensors(x, out), 3))
+        params = to_numpy(dist.distribution_parameters("logistic_mixture", *tensors(out), channels, 3))
+        return decoder_params_log_prob("logistic_mixture", x, params, 3)
+
+    def scipy_prob(levels):
+        channels = levels.shape[-1]
+        return scipy_coupled_mixture(levels, logits, means[:, :channels], np.exp(log_scales[:, :channels]),
+                                     coefficients[:, : channels * (channels - 1) // 2])
+
+    for earlier in [(0, 0), (90, 17), (255, 255)]:
+        for channel in range(3):
+            prefix = tuple(earlier[:channel])
+            levels = np.array([prefix + (k,) for k in range(256)])
+            reference = scipy_prob(levels) / (scipy_prob(np.array(prefix)) if prefix else 1.0)
+            for numpy, atol in ((False, 1e-4), (True, 1e-6)):
+                before = log_prob([prefix], channel, numpy)[0] if prefix else 0.0
+                conditional = np.exp(log_prob(levels, channel + 1, numpy) - before)
+                assert conditional.sum() == pytest.approx(1.0, abs=atol)
+                likely = reference > 1e-6
+                # the twin is float64, but from the head's float32 parameters (means + 0.5)
+                np.testing.assert_allclose(np.log(conditional[likely]), np.log(reference[likely]),
+                                           atol=2e-3 if not numpy else 1e-5)
+
+
+def test_the_exported_parameters_are_the_heads_and_the_contract_reads_them_back():
+    from keras_vae.core import contract
+
+    rng = np.random.default_rng(7)
+    raw = rng.normal(scale=4.0, size=(2, 3, 3, 2 * 3)).astype("float32")
+    location, log_scale = contract.split_decoder_params(
+        "discretized_logistic", to_numpy(dist.distribution_parameters("discretized_logistic", *tensors(raw), 3)), 3)
+    np.testing.assert_allclose(location, scipy.special.expit(raw[..., :3]), rtol=1e-6)
+    np.testing.assert_allclose(log_scale, np.clip(raw[..., 3:], -7.0, 0.0), rtol=1e-6)
+    for channels in (1, 3):
+        out = rng.normal(scale=4.0, size=(2, 3, 3, dist.params_per_pixel("logistic_mixture", channels, 4)))
+        heads = [to_numpy(p) for p in dist.logistic_mixture_parameters(*tensors(out), 4, channels)]
+        exported = to_numpy(dist.distribution_parameters("logistic_mixture", *tensors(out), channels, 4))
+        assert exported.shape == out.shape
+        read = contract.split_decoder_params("logistic_mixture", exported, channels, 4)
+        for got, want in zip(read, heads):
+            np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+        # the heads: means offset by 0.5, log-scales clipped, logits and coefficients as they are
+        expected = [out[..., :4], out[..., 4 : 4 + 4 * channels] + 0.5,
+                    np.clip(out[..., 4 + 4 * channels : 4 + 8 * channels], -7.0, 0.0), out[..., 4 + 8 * channels :]]
+        for got, want in zip(read, expected):
+            np.testing.assert_allclose(got.reshape(want.shape), want, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="needs 30 values per pixel, got 29"):
+        contract.split_decoder_params("logistic_mixture", np.zeros((1, 29)), 3, 3)
