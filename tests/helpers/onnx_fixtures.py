@@ -198,16 +198,16 @@ def make_params_decoder_onnx(
     ``x_params = tanh(z @ W + b) · scale + shift`` per pixel, [batch, H, W, P], with ``scale`` and
     ``shift`` chosen per block of the layout (`keras_vae.core.contract.split_decoder_params`) so
     that every parameter lies in a sensible range: locations and means around [0, 1], log-scales
-    in [-6, -1], logits and coupling coefficients in [-2, 2]. ``x_mean`` is the first C values of
+    in [-4, -1], logits and coupling coefficients in [-2, 2]. ``x_mean`` is the first C values of
     the location (or component 0's means) block, clipped to [0, 1]. :func:`reference_params`
     recomputes ``x_params`` in NumPy.
     """
     h, w, c = image_shape
     if likelihood == "discretized_logistic":
-        blocks = [(c, 0.5, 0.5), (c, 2.5, -3.5)]
+        blocks = [(c, 0.5, 0.5), (c, 1.5, -2.5)]
     elif likelihood == "logistic_mixture":
         m = mixture_components
-        blocks = [(m, 2.0, 0.0), (m * c, 0.6, 0.5), (m * c, 2.5, -3.5), (m * c * (c - 1) // 2, 2.0, 0.0)]
+        blocks = [(m, 2.0, 0.0), (m * c, 0.6, 0.5), (m * c, 1.5, -2.5), (m * c * (c - 1) // 2, 2.0, 0.0)]
     else:
         raise ValueError(f"no x_params for a {likelihood} decoder")
     scale = np.concatenate([np.full(n, s) for n, s, _ in blocks]).astype(np.float32)
