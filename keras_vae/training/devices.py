@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import sys
+import threading
 
 import numpy as np
 
@@ -106,8 +107,31 @@ def initialize_processes():
     from keras_vae.training.launcher import guard_stderr
 
     guard_stderr(os.environ.get(PROCESS_ID_VARIABLE, "?"), heartbeat)
-    jax.distributed.initialize(**kwargs)  # else: JAX's cluster detection (SLURM, Open MPI, ...)
+    # else: JAX's cluster detection (SLURM, Open MPI, ...). Joining waits for every process;
+    # it runs in a thread so that a signal meanwhile is handled at once.
+    _in_a_thread(jax.distributed.initialize, **kwargs)
     return jax.process_index(), jax.process_count()
+
+
+def _in_a_thread(function, **kwargs):
+    """`function(**kwargs)`, run in a thread while this one waits for it in short slices, so
+    that Python's signal handlers (which run in the main thread, between its bytecodes, not
+    during a long call into C++) can stop the process meanwhile."""
+    outcome = {}
+
+    def run():
+        try:
+            outcome["value"] = function(**kwargs)
+        except BaseException as error:  # handed to the caller
+            outcome["error"] = error
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(0.1)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")
 
 
 def process_index():
@@ -251,7 +275,8 @@ def start_shared():
 def wait_for_process_zero():
     """On a process other than 0: waits until process 0 has checked its run directory; raises
     `StartupFailed` with process 0's reason if it cannot start."""
-    outcome = _client().blocking_key_value_get(_START_KEY, _WAIT_MS)
+    outcome = _in_a_thread(_client().blocking_key_value_get, key=_START_KEY,
+                           timeout_in_ms=_WAIT_MS)
     if outcome != "ok":
         raise StartupFailed(f"process 0 cannot start this run: {outcome.split(' ', 1)[-1]}")
 
