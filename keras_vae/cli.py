@@ -19,6 +19,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
               "train a VAE with model.fit and write a run directory"),
     "evaluate": ("keras_vae.commands.evaluate", "tensorflow",
                  "test ELBO and importance-sampled NLL (nats, bits/dim), pictures"),
+    "fit-prior": ("keras_vae.commands.fit_prior", "tensorflow",
+                  "fit a prior to a trained model's latents: a Gaussian mixture, a flow, diffusion"),
     "export": ("keras_vae.commands.export", "export",
                "write the decoder (fp32 or int8) and encoder as ONNX, with a parity check"),
     "score": ("keras_vae.commands.score", "serving",
@@ -37,6 +39,7 @@ EPILOG = """\
 examples:
   keras-vae train --out runs/digits --epochs 60 --dynamic-binarization
   keras-vae evaluate runs/digits
+  keras-vae fit-prior runs/digits --kind gmm
   keras-vae export runs/digits --out runs/digits/decoder.onnx
   keras-vae generate runs/digits/decoder.onnx -n 64 --out samples.png
   keras-vae score runs/digits/decoder.onnx --dataset digits --out scores.csv

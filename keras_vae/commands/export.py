@@ -17,6 +17,9 @@ A HierarchicalVAE exports in noise space (docs/hierarchical.md): the decoder tak
 standard-normal noise `z` [batch, D] of all its latent groups, the encoder gives the
 posterior in that space, and --encoder-out also writes log_weight.onnx beside the
 encoder, the graph that keras-vae score and /v1/score estimate log p(x) with.
+
+A prior fitted after training (keras-vae fit-prior; RUN/prior.keras, or --prior) is written
+as prior.onnx beside the decoder, checked against Keras as the decoder is (docs/sampling.md).
 """
 
 import argparse
@@ -44,6 +47,7 @@ examples:
   keras-vae export runs/mnist --precision int8 --out decoder.int8.onnx
   keras-vae export vae.keras --precision int8 --dataset data/mnist.npz --out d8.onnx
   keras-vae export runs/mnist --out decoder.onnx --encoder-out encoder.onnx --anomaly-fpr 0.01
+  keras-vae export runs/mnist --out decoder.onnx --prior runs/mnist/flow.keras   # + prior.onnx
 
 then: keras-vae generate decoder.onnx -n 64 --out samples.png
 """
@@ -67,6 +71,11 @@ def parse_args(argv=None):
                         help="also write a Triton model repository in this directory")
     parser.add_argument("--model-name", default="vae_decoder",
                         help="model name in the Triton repository (default: vae_decoder)")
+    parser.add_argument("--prior", help="a fitted prior's .keras file (keras-vae fit-prior) to write "
+                        "as prior.onnx beside the decoder (default: RUN/prior.keras, if there is one)")
+    parser.add_argument("--no-prior", action="store_true", help="write no prior.onnx")
+    parser.add_argument("--prior-steps", type=int, help="a diffusion prior's sampling steps in "
+                        "prior.onnx (default: its own)")
     int8 = parser.add_argument_group("int8")
     int8.add_argument("--precision", choices=["fp32", "int8"], default="fp32",
                       help="the decoder's arithmetic (default: fp32)")
@@ -111,6 +120,10 @@ def parse_args(argv=None):
         parser.error("--nll-images and --nll-samples must be at least 1")
     if not args.max_nll_cost >= 0:
         parser.error("--max-nll-cost must be a number >= 0")
+    if args.prior and args.no_prior:
+        parser.error("--prior and --no-prior exclude each other")
+    if args.prior_steps is not None and args.prior_steps < 1:
+        parser.error("--prior-steps must be at least 1")
     resolve_false_positive_rate(parser, args, "anomaly_fpr", "anomaly_percentile")
     if args.anomaly_samples < 1 or (args.anomaly_images is not None and args.anomaly_images < 1):
         parser.error("--anomaly-samples and --anomaly-images must be at least 1")
@@ -177,6 +190,13 @@ def main(argv=None):
             summaries += list(written.values())
         elif args.encoder_out:
             summaries.append(export_encoder(vae, args.encoder_out, args.opset, metadata))
+        prior = _prior_path(args, run_dir)
+        if prior:
+            from keras_vae.export.prior import export_prior, prior_path_beside
+            from keras_vae.priors.fitting import load_prior
+
+            summaries.append(export_prior(vae, load_prior(prior), prior_path_beside(args.out),
+                                          args.opset, metadata, steps=args.prior_steps))
         if args.triton_repo:
             model_dir = write_triton_repository(args.out, args.triton_repo, args.model_name,
                                                 getattr(vae, "noise_size", vae.latent_dim),
@@ -209,6 +229,17 @@ def main(argv=None):
                   f"onnxruntime {machine['onnxruntime']}")
         for warning in summary.get("warnings", []):
             print(f"  WARNING (--force): {warning}", file=sys.stderr)
+
+
+def _prior_path(args, run_dir):
+    """The fitted prior to export: --prior, else RUN/prior.keras when it exists; None with
+    --no-prior."""
+    if args.no_prior:
+        return None
+    if args.prior:
+        return args.prior
+    default = run_dir and os.path.join(run_dir, "prior.keras")
+    return default if default and os.path.isfile(default) else None
 
 
 class TestSplit(NamedTuple):
