@@ -167,8 +167,23 @@ def describe_run(config):
     if config.get("prior") == "mixture":
         objective += f", mixture prior of {config.get('prior_components')}"
     return (f"{config.get('architecture')} {hidden}, latent {config.get('latent_dim')}, "
-            f"{objective}, lr {config.get('lr')} {config.get('lr_schedule')}, "
+            f"{likelihood_text(config)}, {objective}, lr {config.get('lr')} {config.get('lr_schedule')}, "
             f"{config.get('epochs')} epochs, {ema_text(config)}backend {config.get('backend')}")
+
+
+def likelihood_text(config):
+    """The single-latent run's p(x|z): "bernoulli", "discretized_logistic (scale: decoder)", ...
+
+    A run saved before --logistic-scale existed had one scale per pixel."""
+    from keras_vae.models.options import with_options_saved_before
+
+    config = with_options_saved_before(config)
+    likelihood = config.get("likelihood", "bernoulli")
+    if likelihood == "discretized_logistic":
+        return f"{likelihood} (scale: {config.get('logistic_scale')})"
+    if likelihood == "logistic_mixture":
+        return f"{likelihood} of {config.get('mixture_components')}"
+    return likelihood
 
 
 def ema_text(config):
