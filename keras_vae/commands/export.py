@@ -145,6 +145,8 @@ def main(argv=None):
     from keras_vae.export.triton import write_triton_repository
     from keras_vae.export.hierarchical import export_hierarchical
     from keras_vae.models.hierarchical import HierarchicalVAE
+    from keras_vae.export.prior import export_prior, prior_metadata, prior_path_beside
+    from keras_vae.priors.fitting import load_prior
 
     try:
         for out in filter(None, (args.out, args.encoder_out)):
@@ -164,6 +166,10 @@ def main(argv=None):
         if args.anomaly_fpr is not None:
             metadata[ANOMALY_THRESHOLD] = _anomaly_threshold(args, vae, split)
         hierarchical = isinstance(vae, HierarchicalVAE)
+        prior_file = _prior_path(args, run_dir)
+        prior = load_prior(prior_file) if prior_file else None
+        if prior is not None:  # checked before anything is written: it must fit this model
+            prior_metadata(vae, prior, args.prior_steps)
         if hierarchical and args.precision == "int8":
             raise ValueError("int8 export is for the single-latent model's decoder; export a "
                              "HierarchicalVAE with --precision fp32")
@@ -190,13 +196,9 @@ def main(argv=None):
             summaries += list(written.values())
         elif args.encoder_out:
             summaries.append(export_encoder(vae, args.encoder_out, args.opset, metadata))
-        prior = _prior_path(args, run_dir)
-        if prior:
-            from keras_vae.export.prior import export_prior, prior_path_beside
-            from keras_vae.priors.fitting import load_prior
-
-            summaries.append(export_prior(vae, load_prior(prior), prior_path_beside(args.out),
-                                          args.opset, metadata, steps=args.prior_steps))
+        if prior is not None:
+            summaries.append(export_prior(vae, prior, prior_path_beside(args.out), args.opset,
+                                          metadata, steps=args.prior_steps))
         if args.triton_repo:
             model_dir = write_triton_repository(args.out, args.triton_repo, args.model_name,
                                                 getattr(vae, "noise_size", vae.latent_dim),

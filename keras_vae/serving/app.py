@@ -3,8 +3,9 @@
 Endpoints, one router each (``keras_vae.serving.routes``, ``keras_vae.serving.explorer``):
 
 * ``GET /healthz``, ``GET /v1/model``, ``GET /metrics`` (Prometheus text),
-* ``POST /v1/generate`` ``{"n", "seed", "temperature", "format", "ncols"}`` ->
-  a PNG grid, a ``.npy`` float32 ``[n, H, W, C]`` array, or JSON,
+* ``POST /v1/generate`` ``{"n", "seed", "temperature", "format", "ncols", "sampler"}`` ->
+  a PNG grid, a ``.npy`` float32 ``[n, H, W, C]`` array, or JSON (``sampler``: the model's
+  prior, or a prior fitted after training, ``prior.onnx``: ``keras_vae.serving.fitted``),
 * ``POST /v1/decode`` ``{"z": [[...], ...], "format"}`` -> the same formats,
 * with an encoder: ``POST /v1/encode`` (q(z|x) of images), ``POST /v1/reconstruct``
   and ``POST /v1/score`` (importance-sampled log p(x) in nats, from the two ONNX files),
@@ -30,7 +31,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from keras_vae.serving import explorer, hierarchical
+from keras_vae.serving import explorer, fitted, hierarchical
 from keras_vae.serving.admission import Admission, AdmissionMiddleware, install_overload_handler
 from keras_vae.serving.batching import MicroBatcher
 from keras_vae.serving.encoder import Encoder
@@ -65,6 +66,7 @@ def create_app(
     max_score_samples: int = _DEFAULTS["max_score_samples"].default,
     max_queue_ms: float = _DEFAULTS["max_queue_ms"].default,
     score_concurrency: int = _DEFAULTS["score_concurrency"].default,
+    prior: str | os.PathLike | fitted.FittedPriorModel | None = None,
 ) -> FastAPI:
     """Build the FastAPI app serving one decoder.
 
@@ -87,6 +89,9 @@ def create_app(
         max_queue_ms: bound of each work class's queue, in expected milliseconds
             (``inf``: none); beyond it requests get 503 with ``Retry-After``.
         score_concurrency: threads for score, encode and reconstruct work.
+        prior: a ``FittedPriorModel``, or the path of a fitted prior's ``prior.onnx`` (default:
+            ``prior.onnx`` beside the decoder, when there is one): ``/v1/generate``'s
+            ``sampler: "fitted"`` and the KServe model ``{model_name}_prior``.
         decode_fn: an async function that takes over all decode work: it gets
             validated float32 ``z`` ``[n, latent_dim]`` (n <= ``max_batch_size``)
             and returns float32 ``[n, H, W, C]``. It replaces the built-in
@@ -112,6 +117,10 @@ def create_app(
         encoder.check_pairs_with(sampler)
         check_threshold_servable(sampler, max_score_samples)
     log_weight = hierarchical.attach(sampler, encoder, provider, intra_op_threads)
+    if not isinstance(prior, fitted.FittedPriorModel):
+        prior = fitted.find_prior(sampler, prior, provider, intra_op_threads)
+    else:
+        prior.check_pairs_with(sampler)
     metrics = Metrics()
     admission = Admission(max_queue_ms, score_concurrency, metrics)
     batcher = MicroBatcher(admission.timed("decode", sampler.decode_rows), max_batch=max_batch_size, wait_ms=batch_wait_ms,
@@ -119,7 +128,7 @@ def create_app(
         micro_batching and decode_fn is None) else None
     state = ServingState(sampler, model_name, max_batch_size, metrics, batcher, decode_fn=decode_fn,
                          encoder=encoder, max_score_samples=max_score_samples,
-                         admission=admission, log_weight=log_weight)
+                         admission=admission, log_weight=log_weight, prior=prior)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -147,14 +156,15 @@ def create_app(
     install_error_handlers(app)
     install_overload_handler(app, metrics)
     app.include_router(v1_router(sampler.latent_dim, max_batch_size, sampler.class_names,
-                                 groups=sampler.groups))
+                                 groups=sampler.groups, fitted_prior=prior is not None))
     if encoder is not None:
         app.include_router(encoder_router(encoder.image_shape, max_batch_size, max_score_samples,
                                           unit_interval=sampler.likelihood == "bernoulli",
                                           class_names=sampler.class_names,
                                           score_samples=score_samples_range(sampler, max_score_samples)))
     app.include_router(model_files_router(with_encoder=encoder is not None,
-                                          with_log_weight=log_weight is not None))
+                                          with_log_weight=log_weight is not None,
+                                          with_prior=prior is not None))
     app.include_router(kserve_router())
     explorer.add_explorer_routes(app)  # the page at /, /docs and /redoc, all served locally
     # The last middleware added runs first: metrics see every request,

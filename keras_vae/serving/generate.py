@@ -20,7 +20,8 @@ import numpy as np
 from keras_vae.core import contract
 from keras_vae.core.files import write_bytes_atomic
 from keras_vae.core.images import encode_png, image_grid
-from keras_vae.serving import hierarchical
+from keras_vae.core.fitted_prior import SAMPLERS
+from keras_vae.serving.fitted import draw_latents, find_prior
 from keras_vae.serving.sampler import PROVIDERS, ModelLoadError, ProviderUnavailableError, Sampler
 
 DEFAULT_N = 64
@@ -32,6 +33,9 @@ examples:
 
   # cooler samples (closer to the mean), also saved as float32 [n, H, W, C]
   keras-vae generate decoder.onnx -n 16 --temperature 0.7 --out s.png --npy s.npy
+
+  # from the prior fitted after training (prior.onnx beside the decoder: keras-vae fit-prior)
+  keras-vae generate decoder.onnx -n 64 --seed 0 --sampler fitted --out fitted.png
 
   # decode your own latents (a [n, latent_dim] .npy file) on the GPU
   keras-vae generate decoder.onnx --z latents.npy --provider cuda --out z.png
@@ -73,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperatures", type=float, nargs="+", default=None, metavar="T",
                    help="hierarchical models: one temperature per latent group, top-down, each "
                         "multiplying --temperature for its group's noise")
+    p.add_argument("--sampler", choices=SAMPLERS, default="prior",
+                   help="where z comes from: the model's own prior, or the prior fitted after "
+                        "training (prior.onnx beside the decoder, or --prior) (default prior)")
+    p.add_argument("--prior", metavar="PRIOR.onnx", default=None,
+                   help="--sampler fitted: the fitted prior (default: prior.onnx beside the decoder)")
     p.add_argument("--z", metavar="LATENTS.npy", default=None,
                    help="decode these latents, shape [n, latent_dim], instead of sampling")
     p.add_argument("--label", nargs="+", default=None, metavar="CLASS",
@@ -98,9 +107,12 @@ def _check_args(args: argparse.Namespace) -> None:
     if args.out is None and args.npy is None:
         raise UsageError("nothing to write: give --out PNG and/or --npy FILE")
     if args.z is not None and (args.n is not None or args.seed is not None
-                               or args.temperature is not None or args.temperatures is not None):
+                               or args.temperature is not None or args.temperatures is not None
+                               or args.sampler != "prior"):
         raise UsageError("--z decodes given latents; it cannot be combined with -n, --seed, "
-                         "--temperature or --temperatures")
+                         "--temperature, --temperatures or --sampler")
+    if args.prior is not None and args.sampler != "fitted":
+        raise UsageError("--prior names the fitted prior of --sampler fitted")
     if args.n is not None and args.n <= 0:
         raise UsageError(f"-n must be a positive integer; got {args.n}")
     if args.seed is not None and args.seed < 0:
@@ -177,12 +189,11 @@ def run(args: argparse.Namespace) -> None:
         n = DEFAULT_N if args.n is None else args.n
         temperature = 1.0 if args.temperature is None else args.temperature
         labels = _labels(sampler, args.label, n)
-        if args.temperatures is not None:  # a hierarchical model's per-group temperatures
-            z = hierarchical.latents(sampler, n, args.seed, temperature, args.temperatures)
-            images = sampler.decode(z, batch_size=args.batch_size, labels=labels)
-        else:
-            images = sampler.sample(n, seed=args.seed, temperature=temperature,
-                                    batch_size=args.batch_size, labels=labels)
+        prior = (find_prior(sampler, args.prior, provider=args.provider)
+                 if args.sampler == "fitted" else None)
+        # the model's prior (a hierarchical model's per-group temperatures too), or the fitted one
+        z = draw_latents(sampler, prior, args.sampler, n, args.seed, temperature, args.temperatures)
+        images = sampler.decode(z, batch_size=args.batch_size, labels=labels)
     seconds = time.perf_counter() - start
     n = images.shape[0]
     if n == 0:

@@ -75,6 +75,9 @@ class ServingOptions(_Options):
     encoder: str | None = Field(None, min_length=1, description="also serve this encoder.onnx: "
                                 "/v1/encode, /v1/reconstruct, /v1/score",
                                 json_schema_extra={"metavar": "ENCODER.onnx"})
+    prior: str | None = Field(None, min_length=1, description="the fitted prior to serve, "
+                              "/v1/generate's sampler 'fitted' (default: prior.onnx beside the "
+                              "decoder, when there is one)", json_schema_extra={"metavar": "PRIOR.onnx"})
     model_name: str = Field("vae_decoder", min_length=1, description="model name under /v2/models/")
     provider: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="onnxruntime execution provider (cuda needs onnxruntime-gpu)")

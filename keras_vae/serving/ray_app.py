@@ -37,6 +37,7 @@ from ray import serve
 from keras_vae.serving.app import create_app
 from keras_vae.serving.encoder import Encoder
 from keras_vae.serving.errors import describe_validation_errors
+from keras_vae.serving.fitted import find_prior
 from keras_vae.serving.onnx_model import ModelLoadError, ProviderUnavailableError
 from keras_vae.serving.options import RayAppOptions, RayOptions, ServingOptions, add_arguments, parse_options
 from keras_vae.serving.sampler import Sampler
@@ -174,11 +175,13 @@ def _check_models(options: RayOptions, local: bool) -> str | None:
         return f"model file not found: {str(missing)!r}" if local else None
     options.model = str(model.resolve())
     options.encoder = str(encoder.resolve()) if encoder else None
+    options.prior = options.prior and str(Path(options.prior).expanduser().resolve())
     try:  # local replicas run here, so the provider can be checked too
         provider = options.provider if local else "cpu"
         sampler = Sampler(options.model, provider=provider, intra_op_threads=1)
         if options.encoder:
             Encoder(options.encoder, provider=provider, intra_op_threads=1).check_pairs_with(sampler)
+        find_prior(sampler, options.prior, provider, 1)  # prior.onnx beside the decoder, or --prior
     except (OSError, ModelLoadError, ProviderUnavailableError, ValueError) as exc:
         return str(exc)
     return None

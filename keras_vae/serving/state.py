@@ -54,6 +54,8 @@ class ServingState:
         admission: the bounded work queues (``keras_vae.serving.admission``).
         log_weight: a hierarchical model's ``log_weight.onnx`` (``keras_vae.serving.hierarchical``),
             which ``/v1/score`` needs; None otherwise.
+        prior: the prior fitted after training (``keras_vae.serving.fitted``), which
+            ``/v1/generate`` draws from with ``sampler: "fitted"``; None without one.
     """
 
     sampler: Sampler
@@ -67,6 +69,7 @@ class ServingState:
     max_score_samples: int = 1000
     admission: Admission | None = None
     log_weight: Any = None
+    prior: Any = None
 
     @property
     def micro_batching(self) -> bool:

@@ -19,7 +19,7 @@ ray_app = pytest.importorskip("keras_vae.serving.ray_app")
 SHARED = {"model": "decoder.onnx", "encoder": "encoder.onnx", "model_name": "digits",
           "provider": "cpu", "intra_op_threads": 3, "max_batch_size": 64, "batch_wait_ms": 5.0,
           "max_body_bytes": 1000, "max_score_samples": 7, "max_queue_ms": 250.0,
-          "score_concurrency": 2}
+          "score_concurrency": 2, "prior": "prior.onnx"}
 
 
 def argv_for(values: dict) -> list[str]:

@@ -29,7 +29,7 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 PAGE_MODULES = (
     "main.js", "hooks.js", "models.js", "pcg64.js", "normal.js", "latents.js", "likelihood.js",
     "score.js", "grid.js", "pad.js", "sliders.js", "latent.js", "interpolation.js", "drawing.js",
-    "pictures.js", "address.js", "dom.js", "hierarchy.js",
+    "pictures.js", "address.js", "dom.js", "hierarchy.js", "fitted.js",
 )
 PAGE_ASSETS = (*PAGE_MODULES, "style.css")
 #: The repository root in a checkout: node_modules/ sits beside keras_vae/.

@@ -8,6 +8,7 @@ and nothing else; any static file host serves it (no Python on the server)::
     site/explorer/ort/ort.wasm.min.js, ort-wasm-simd-threaded.mjs, ort-wasm-simd-threaded.wasm
     site/models/decoder.onnx
     site/models/encoder.onnx        (with --encoder)
+    site/models/prior.onnx          (a prior fitted after training, beside the decoder)
 
 onnxruntime-web must be installed (``npm ci`` in the repository root; ``make
 setup`` runs it): a static page has no server to fall back to.
@@ -89,8 +90,14 @@ def site_files(decoder: Path, encoder: Path | None) -> dict[str, bytes | Path]:
             encoder, provider="cpu", intra_op_threads=1), provider="cpu", intra_op_threads=1)
     except (OSError, ModelLoadError) as exc:
         raise ExportError(str(exc)) from None
+    from keras_vae.serving.fitted import find_prior
+    try:  # a prior fitted after training, beside the decoder
+        prior = find_prior(sampler, provider="cpu", intra_op_threads=1)
+    except (OSError, ModelLoadError) as exc:
+        raise ExportError(str(exc)) from None
     config = explorer.explorer_config(sampler, encoder=encoder is not None, ort=True,
-                                      server=False, log_weight=log_weight is not None)
+                                      server=False, log_weight=log_weight is not None,
+                                      fitted_prior=prior)
     files: dict[str, bytes | Path] = {
         "index.html": explorer.STATIC_DIR / "index.html",
         "explorer/config.json": (json.dumps(config, separators=(",", ":")) + "\n").encode(),
@@ -102,6 +109,8 @@ def site_files(decoder: Path, encoder: Path | None) -> dict[str, bytes | Path]:
         files["models/encoder.onnx"] = encoder
     if log_weight is not None:
         files["models/log_weight.onnx"] = log_weight.model_path
+    if prior is not None:
+        files["models/prior.onnx"] = prior.model_path
     return files
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from keras_vae.core import contract, likelihood
-from keras_vae.serving import hierarchical
+from keras_vae.serving import fitted, hierarchical
 from keras_vae.serving.scoring import threshold_summary
 
 __all__ = ["explorer_config", "prior_directions", "SLIDERS", "SCORE_SAMPLES", "SCORE_SEED"]
@@ -98,7 +98,8 @@ def _compact(values) -> list:
 
 def explorer_config(sampler, *, encoder: bool, ort: bool, server: bool,
                     max_batch: int | None = None,
-                    score_samples: int = SCORE_SAMPLES, log_weight: bool = False) -> dict[str, Any]:
+                    score_samples: int = SCORE_SAMPLES, log_weight: bool = False,
+                    fitted_prior=None) -> dict[str, Any]:
     """What the page needs to know about the model, as JSON-ready data.
 
     Args:
@@ -113,6 +114,8 @@ def explorer_config(sampler, *, encoder: bool, ort: bool, server: bool,
         score_samples: importance samples K for the score of a drawn image; the
             K of the decoder's anomaly threshold when it holds one with a K.
         log_weight: whether ``models/log_weight.onnx`` (a hierarchical model's) is there.
+        fitted_prior: the served fitted prior (``keras_vae.serving.fitted.FittedPriorModel``, as
+            ``models/prior.onnx``), which the page samples from with the loop of ``fitted.js``.
 
     ``anomaly_threshold`` is the decoder's threshold (``keras_vae.core.anomaly``:
     score, value, num_samples, fpr, ...), or None without one (or a malformed one).
@@ -157,6 +160,8 @@ def explorer_config(sampler, *, encoder: bool, ort: bool, server: bool,
         "class_names": None if sampler.class_names is None else list(sampler.class_names),
         # a hierarchical model's latent groups and log-weight graph (None: a single latent)
         "hierarchy": hierarchical.explorer_settings(sampler, log_weight),
+        # a prior fitted after training: its graph, tensors and what the sampling loop reads
+        "fitted": fitted.explorer_settings(fitted_prior),
         "tensors": {"decoder_input": contract.DECODER_INPUT, "label_input": contract.LABEL_INPUT,
                     "decoder_output": contract.DECODER_OUTPUT,
                     "decoder_logits": contract.DECODER_LOGITS,

@@ -43,7 +43,8 @@ def explorer_router(sender: StaticSender | None = None) -> APIRouter:
                 state.sampler, encoder=state.encoder is not None, ort=ort_dir is not None,
                 server=True, max_batch=state.max_batch_size,
                 score_samples=min(SCORE_SAMPLES, state.max_score_samples),
-                log_weight=getattr(state, "log_weight", None) is not None)
+                log_weight=getattr(state, "log_weight", None) is not None,
+                fitted_prior=getattr(state, "prior", None))
             body = json.dumps(config, separators=(",", ":")).encode()
             cache[key] = body, gzip_bytes(body)
         return cache[key]

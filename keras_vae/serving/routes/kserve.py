@@ -20,6 +20,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
+from keras_vae.serving import fitted
 from keras_vae.serving.batching import encode_off_loop
 from keras_vae.serving.errors import APIError
 from keras_vae.serving.kserve_protocol import (MODEL_VERSION, PLATFORM, SERVER_NAME, InferRequest,
@@ -35,10 +36,12 @@ State = Annotated[ServingState, Depends(get_state)]
 
 
 def _served(request: Request, state: ServingState) -> ServingState:
-    """``state`` if the path's ``{name}`` (and ``{version}``) is the served model, else a 404."""
+    """``state`` if the path's ``{name}`` (and ``{version}``) is a served model (the decoder, or
+    a fitted prior's ``{model_name}_prior``), else a 404."""
     name, version = request.path_params["name"], request.path_params.get("version")
-    if name != state.model_name:
-        raise APIError(404, f"unknown model {name!r}; this server serves {state.model_name!r}")
+    if name not in (state.model_name, fitted.kserve_name(state)):
+        served = " and ".join(repr(n) for n in (state.model_name, fitted.kserve_name(state)) if n)
+        raise APIError(404, f"unknown model {name!r}; this server serves {served}")
     if version not in (None, MODEL_VERSION):
         raise APIError(404, f"unknown version {version!r} of model {name!r}; "
                             f"available: {MODEL_VERSION!r}")
@@ -60,6 +63,8 @@ async def server_ready(state: State) -> JSONResponse:
 
 async def model_metadata(request: Request, state: State) -> dict:
     state = _served(request, state)
+    if request.path_params["name"] == fitted.kserve_name(state):
+        return fitted.kserve_metadata(state, MODEL_VERSION, PLATFORM)
     sampler = state.sampler
     return {
         "name": state.model_name,
@@ -76,7 +81,7 @@ async def model_metadata(request: Request, state: State) -> dict:
 
 async def model_ready(request: Request, state: State) -> JSONResponse:
     state = _served(request, state)
-    return JSONResponse({"name": state.model_name, "ready": state.ready},
+    return JSONResponse({"name": request.path_params["name"], "ready": state.ready},
                         status_code=200 if state.ready else 503)
 
 
@@ -97,18 +102,26 @@ async def infer(request: Request, state: State) -> Response:
     sampler = state.sampler
     header, binary = split_body(request, await request.body())
     req = parse_request(header)
-    z = input_tensor(req, binary, sampler.input_name, sampler.latent_dim, state.max_batch_size,
-                     sampler.label_name)
-    z, labels = z if sampler.label_name is not None else (z, None)
-    binary_out = wants_binary(req, sampler.output_name)
+    prior = state.prior if request.path_params["name"] == fitted.kserve_name(state) else None
+    if prior is not None:  # the fitted prior's graph: one call, as Triton would run prior.onnx
+        values = input_tensor(req, binary, prior.input_names[0], prior.prior.dim,
+                              state.max_batch_size, (prior.input_names + (None,))[1])
+        output_name = prior.output_name
+    else:
+        z = input_tensor(req, binary, sampler.input_name, sampler.latent_dim, state.max_batch_size,
+                         sampler.label_name)
+        z, labels = z if sampler.label_name is not None else (z, None)
+        output_name = sampler.output_name
+    binary_out = wants_binary(req, output_name)
     try:
-        x = await state.decode(z, labels)
+        x = await (fitted.run_kserve(state, values) if prior else state.decode(z, labels))
     except ValueError as exc:
         raise APIError(400, str(exc)) from None
-    state.metrics.images.inc(len(x))
+    if prior is None:
+        state.metrics.images.inc(len(x))
 
-    out: dict[str, Any] = {"name": sampler.output_name, "datatype": "FP32", "shape": list(x.shape)}
-    result: dict[str, Any] = {"model_name": state.model_name, "model_version": MODEL_VERSION}
+    out: dict[str, Any] = {"name": output_name, "datatype": "FP32", "shape": list(x.shape)}
+    result: dict[str, Any] = {"model_name": request.path_params["name"], "model_version": MODEL_VERSION}
     if req.id is not None:
         result["id"] = req.id
     result["outputs"] = [out]

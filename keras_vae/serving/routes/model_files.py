@@ -15,9 +15,11 @@ __all__ = ["model_files_router"]
 State = Annotated[ServingState, Depends(get_state)]
 
 
-def model_files_router(with_encoder: bool, with_log_weight: bool = False) -> APIRouter:
+def model_files_router(with_encoder: bool, with_log_weight: bool = False,
+                       with_prior: bool = False) -> APIRouter:
     """``GET /models/decoder.onnx``, and ``/models/encoder.onnx`` when an encoder is served
-    (``/models/log_weight.onnx``: a hierarchical model's log-weight graph, when served)."""
+    (``/models/log_weight.onnx``: a hierarchical model's log-weight graph, when served;
+    ``/models/prior.onnx``: a prior fitted after training, when served)."""
     router = APIRouter(tags=["models"], default_response_class=Response,
                        responses=binary_responses("The ONNX file, byte for byte",
                                                   "application/octet-stream"))
@@ -35,6 +37,11 @@ def model_files_router(with_encoder: bool, with_log_weight: bool = False) -> API
         @router.get("/models/log_weight.onnx", summary="The served log_weight.onnx (hierarchical models)")
         async def log_weight_file(state: State) -> Response:
             return _send(state.log_weight.model_path)
+
+    if with_prior:
+        @router.get("/models/prior.onnx", summary="The served prior.onnx (a prior fitted after training)")
+        async def prior_file(state: State) -> Response:
+            return _send(state.prior.model_path)
 
     return router
 

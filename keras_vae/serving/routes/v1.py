@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse, Response
 
 from keras_vae.core.images import encode_png, image_grid
 from keras_vae.core.likelihood import is_likelihood
-from keras_vae.serving import hierarchical
+from keras_vae.serving import fitted, hierarchical
 from keras_vae.serving.batching import encode_off_loop
 from keras_vae.serving.errors import APIError
 from keras_vae.serving.labels import fill_labels
@@ -62,13 +62,16 @@ def _labels(state: ServingState, body, n: int, per_image: bool = False):
                        getattr(body, "labels", None), n, per_image)
 
 
-def v1_router(latent_dim: int, max_batch_size: int,
-              class_names: tuple[str, ...] | None = None, groups=None) -> APIRouter:
+def v1_router(latent_dim: int, max_batch_size: int, class_names: tuple[str, ...] | None = None,
+              groups=None, fitted_prior: bool = False) -> APIRouter:
     """Health, metrics, model information, ``/v1/generate`` and ``/v1/decode`` (with per-group
-    ``temperatures`` for a hierarchical model's latent ``groups``)."""
+    ``temperatures`` for a hierarchical model's latent ``groups``, and ``sampler``, which takes
+    ``"fitted"`` when a ``fitted_prior`` is served)."""
     GenerateRequest, DecodeRequest = request_models(latent_dim, max_batch_size, class_names)
     if groups is not None:
         GenerateRequest = hierarchical.with_group_temperatures(GenerateRequest, groups)
+    if class_names is None:  # a fitted prior is for unconditional models
+        GenerateRequest = fitted.with_sampler(GenerateRequest, fitted_prior)
     router = APIRouter()
 
     @router.get("/healthz", tags=["health"])
@@ -88,6 +91,7 @@ def v1_router(latent_dim: int, max_batch_size: int,
         if state.sampler.groups is not None:
             info["log_weight"] = None if state.log_weight is None else {
                 "path": state.log_weight.model_path.name, "provider": state.log_weight.provider}
+        info["fitted_prior"] = None if state.prior is None else state.prior.describe()
         return info
 
     @router.get("/metrics", tags=["health"], **ROUTE_DOCS["/metrics"])
@@ -97,8 +101,7 @@ def v1_router(latent_dim: int, max_batch_size: int,
 
     async def generate(body, state: State) -> Response:
         try:
-            z = hierarchical.latents(state.sampler, body.n, body.seed, body.temperature,
-                                     getattr(body, "temperatures", None))
+            z = await fitted.served_latents(state, body)
             x = await state.decode(z, _labels(state, body, body.n))
         except ValueError as exc:
             raise APIError(422, str(exc)) from None

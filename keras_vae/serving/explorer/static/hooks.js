@@ -10,11 +10,14 @@
 //   explorer.current                        {z, image, imageZ}: the pad's z and its decoded pixels
 //   explorer.last                           the last drawn or dropped image: pixels, z_mean, ...
 //   explorer.drawLatents(n, seed, t)        n draws of z from the prior, flattened (draw_latents)
+//   await explorer.drawFitted(n, seed, t)   n draws of z from the fitted prior (draw_fitted)
+//   await explorer.setSampler(name)         the grid's sampler: 'prior' or 'fitted'
 //   explorer.interpolation                  {a, b, linear, spherical, images} of the strips
 //   explorer.config, backend, threads       the settings, 'onnxruntime-web' | 'server', threads
 //   explorer.stats, explorer.timing         decode counts and times, load times (ms)
 //   await explorer.bench(n, batch)          decode latency measured in the page
 
+import { drawFitted, pageRunner } from './fitted.js';
 import { drawLatents } from './latents.js';
 import { logLikelihood } from './likelihood.js';
 import { hierarchicalLogLikelihood } from './hierarchy.js';
@@ -113,6 +116,12 @@ export function createHooks(state) {
     encode,
     logLikelihood: logLikelihoods,
     drawLatents: (n, seed, temperature = 1.0) => Array.from(drawLatents(state.config, n, seed, temperature)),
+    drawFitted: async (n, seed, temperature = 1.0) => {
+      await whenReady();
+      if (!state.config.fitted) throw new Error('this model has no fitted prior');
+      return Array.from(await drawFitted(state.config, n, seed, temperature, pageRunner(state)));
+    },
+    get sampler() { return state.grid.sampler; },
     setZ: (z) => setZ(state, z),
     getZ: () => Array.from(state.current.z),
     settled: () => settled(state),

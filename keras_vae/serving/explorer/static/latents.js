@@ -56,7 +56,7 @@ export function cumulative(weights) {
 }
 
 /** The first component whose cumulative weight exceeds u (searchsorted, side='right'). */
-function pick(cdf, u) {
+export function pick(cdf, u) {
   let c = 0;
   while (c < cdf.length - 1 && u >= cdf[c]) c++;
   return c;

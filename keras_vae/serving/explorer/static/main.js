@@ -10,20 +10,21 @@
 //   ?threads=N        WebAssembly threads (default 1; more need a cross-origin isolated page)
 //   #z=0.1,-2,...     start the pad at this z (latent_dim numbers)
 //   #seed=3&t=0.8     the sample grid's seed and temperature
+//   ?sampler=fitted   the grid draws from the prior fitted after training (prior.onnx)
 //   ?class=7          a class-conditional model's class (an index or a class name)
 //
 // The hooks for scripts and tests are window.explorer (hooks.js).
 //
 // Modules: main.js (this: the state and the start), hooks.js (window.explorer),
 // models.js (onnxruntime-web or the server), pcg64.js + normal.js (NumPy's generator),
-// latents.js (z from the prior), likelihood.js (log p(x)), score.js, grid.js, pad.js,
-// sliders.js, latent.js (the pad's z and its decode), interpolation.js, drawing.js,
-// pictures.js, address.js, dom.js.
+// latents.js (z from the prior), fitted.js (z from a prior fitted after training),
+// likelihood.js (log p(x)), score.js, grid.js, pad.js, sliders.js, latent.js (the pad's z and
+// its decode), interpolation.js, drawing.js, pictures.js, address.js, dom.js, hierarchy.js.
 
 import { $, fail, showSpeed } from './dom.js';
 import { readHash } from './address.js';
 import { setupDrawing } from './drawing.js';
-import { sampleGrid, setupGrid } from './grid.js';
+import { chooseSampler, sampleGrid, setupGrid } from './grid.js';
 import { createHooks } from './hooks.js';
 import { drawInterpolation, setupInterpolation } from './interpolation.js';
 import { setZ, settled } from './latent.js';
@@ -48,7 +49,7 @@ function createState() {
     current: { z: null, image: null, imageZ: null }, // the pad's z (D,) and its image (P,)
     decoding: { busy: false, pending: false, waiters: [] },
     pad: { mode: 'pca', x: 0, y: 1, range: 3, priorDots: null, marker: null },
-    grid: { n: 16, cols: 4, z: null, layout: null },
+    grid: { n: 16, cols: 4, z: null, layout: null, sampler: 'prior' },
     interpolation: { a: null, b: null, linear: null, spherical: null, images: null },
     pen: { drawing: false, last: null },
     last: null,                                     // the last drawn or dropped image
@@ -170,5 +171,7 @@ window.explorer.setLabel = async (label) => { await state.ready; return chooseCl
 Object.defineProperty(window.explorer, 'label', { get: () => state.label });
 // explorer.setLowerGroups('seed' | 'mean'): a hierarchical model's lower groups on the pad.
 window.explorer.setLowerGroups = async (mode) => { await state.ready; setLowerGroups(state, setZ, mode); };
+// explorer.setSampler('prior' | 'fitted'): where the sample grid's z comes from.
+window.explorer.setSampler = async (name) => { await state.ready; await chooseSampler(state, name); };
 state.ready = start(state);
 state.ready.catch(fail);
