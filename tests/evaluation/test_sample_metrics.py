@@ -74,7 +74,10 @@ def test_the_test_split_against_itself_is_perfect_and_noise_is_not(classifier, d
     noise = np.random.default_rng(0).random(test.images.shape).astype(np.float32)
     other = sample_metrics(noise, reference)
     assert other["frechet_distance"] > 10 * max(same["frechet_distance"], 1.0)
-    assert other["recall"] < 0.2 and other["density"] < 0.2 and other["coverage"] < 0.2
+    assert other["recall"] < 0.2 and other["coverage"] < 0.2
+    # Density counts the reference balls around each sample (about 1 for the test set itself);
+    # noise lands in a few large balls of the sparse features, well under half of that.
+    assert other["density"] < 0.5 * same["density"]
     assert other["num_images"] == len(test.images)
 
 
