@@ -17,24 +17,37 @@ benchmarks/make_coloured_mnist.py), it measures instead the conv VAE on RGB imag
 way the decoder upsamples (--conv-upsampling transpose and subpixel), taking turns, and
 prints each one's img/s against the fastest in the same run.
 
+On the torch backend the Keras workers run once per --torch-settings entry (default
+"keras-vae": what the keras-vae commands set, keras_vae.commands.threads; "unset": torch
+as it starts; "NAME=VALUE+...": keras-vae's settings with these variables), and the plain
+PyTorch loop runs with keras-vae's settings. --neighbour N runs N CPU-bound processes beside
+every measurement.
+
 examples:
   python benchmarks/training.py --data data/mnist.npz
   python benchmarks/training.py --data data/mnist.npz --architectures mlp --images 12800
   python benchmarks/make_coloured_mnist.py data/mnist.npz data/coloured_mnist
   python benchmarks/training.py --rgb-folder data/coloured_mnist --images 2560
+  python benchmarks/training.py --data data/mnist.npz --architectures conv --neighbour 1 \\
+      --torch-settings unset,keras-vae,KERAS_VAE_TORCH_THREADS=0
 """
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
 
 from common import BACKENDS
+from common import cpu_name
 from common import machine_line
 from common import markdown_table
+from common import neighbours
 from common import peak_rss_mib
 from common import run_worker
+from common import start_torch_threads
+from common import torch_setting_environment
 
 BATCH_SIZE = 128
 LATENT_DIM = 16
@@ -107,6 +120,7 @@ def seconds_per_epoch(model, x, y):
 
 
 def keras_worker(args):
+    start_torch_threads()
     import keras
 
     import keras_vae
@@ -137,6 +151,7 @@ RGB_LATENT_DIM = 32
 
 def rgb_worker(args):
     """img/s of the conv VAE on the folder's first --images training images, per upsampling."""
+    start_torch_threads()
     import keras
 
     import keras_vae
@@ -167,9 +182,11 @@ def rgb_table(args):
     common = ["--rgb-folder", args.rgb_folder, "--images", str(args.images),
               "--repeats", str(args.repeats)]
     measured = {}
-    for backend in args.backends.split(","):
-        print(f"measuring {backend} ...", file=sys.stderr, flush=True)
-        measured[backend] = run_worker(__file__, ["--worker", "rgb", *common], backend)
+    for backend, setting in backend_rows(args):
+        print(f"measuring {row_name(backend, setting)} ...", file=sys.stderr, flush=True)
+        measured[row_name(backend, setting)] = run_worker(
+            __file__, ["--worker", "rgb", *common], backend,
+            environment=torch_setting_environment(setting))
     fastest = max(results[f"rgb/{u}"] for results in measured.values() for u in UPSAMPLINGS)
     rows = [[backend, upsampling, f"{results[f'rgb/{upsampling}']:,.0f}",
              f"{fastest / results[f'rgb/{upsampling}']:.2f}×", f"{results['peak_rss_mib']:,.0f}"]
@@ -177,9 +194,28 @@ def rgb_table(args):
     shape = "×".join(map(str, next(iter(measured.values()))["shape"]))
     print(f"Training throughput, conv VAE on {shape} images ({args.rgb_folder}), filters 32-64, "
           f"latent {RGB_LATENT_DIM}, discretized logistic decoder, batch {BATCH_SIZE}, median of "
-          f"{args.repeats} passes of {args.images:,} images. {machine_line()}\n")
+          f"{args.repeats} passes of {args.images:,} images; {conditions(args)}\n")
     print(markdown_table(["backend", "--conv-upsampling", "img/s", "time against the fastest",
                           "peak RSS MiB"], rows))
+
+
+def backend_rows(args):
+    """(backend, torch setting) per row: torch once per --torch-settings entry."""
+    return [(backend, setting) for backend in args.backends.split(",")
+            for setting in (args.torch_settings.split(",") if backend == "torch" else ["keras-vae"])]
+
+
+def row_name(backend, setting):
+    """A row's backend cell: torch under a setting other than keras-vae's says which."""
+    return backend if setting == "keras-vae" else f"{backend} ({setting.replace('+', ', ')})"
+
+
+def conditions(args):
+    """The neighbours, the load average and the machine, for a table's header."""
+    beside = (f"{args.neighbour} CPU-bound neighbour process{'es' if args.neighbour > 1 else ''}"
+              if args.neighbour else "no neighbour process")
+    return (f"{beside}; 1-minute load average {args.load_before:.1f} before, "
+            f"{os.getloadavg()[0]:.1f} after. {cpu_name()}; {machine_line()}")
 
 
 # === The plain PyTorch loop (no Keras in this process) ===
@@ -219,6 +255,7 @@ def torch_networks(architecture):
 
 
 def torch_loop_worker(args):
+    start_torch_threads()
     import numpy as np
     import torch
     import torch.nn.functional as F
@@ -261,6 +298,13 @@ def main():
                              "the table shows the median (default: 3)")
     parser.add_argument("--architectures", default="mlp,conv")
     parser.add_argument("--backends", default=",".join(BACKENDS))
+    parser.add_argument("--torch-settings", default="keras-vae",
+                        help="torch's thread settings, one torch row each: keras-vae (what the "
+                             "keras-vae commands set), unset (torch as it starts) or "
+                             "NAME=VALUE+NAME=VALUE (keras-vae's settings with these variables, "
+                             "e.g. KERAS_VAE_TORCH_THREADS=0); default: keras-vae")
+    parser.add_argument("--neighbour", type=int, default=0, metavar="N",
+                        help="run N CPU-bound processes beside every measurement (default 0)")
     parser.add_argument("--worker", choices=["keras", "torch-loop", "rgb"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker == "keras":
@@ -272,18 +316,30 @@ def main():
 
     if args.repeats < 1 or args.images < BATCH_SIZE:
         parser.error(f"--repeats must be at least 1 and --images at least {BATCH_SIZE}")
-    if args.rgb_folder:
-        return rgb_table(args)
-    if not args.data:
+    for setting in args.torch_settings.split(","):
+        try:
+            torch_setting_environment(setting)
+        except ValueError as exc:
+            parser.error(str(exc))
+    if not args.data and not args.rgb_folder:
         parser.error("pass --data (an MNIST .npz) or --rgb-folder")
+    args.load_before = os.getloadavg()[0]
+    with neighbours(args.neighbour):
+        return rgb_table(args) if args.rgb_folder else mnist_table(args)
+
+
+def mnist_table(args):
+    """Runs keras_worker under each backend and the plain PyTorch loop; prints the table."""
     common = ["--data", args.data, "--images", str(args.images), "--repeats", str(args.repeats),
               "--architectures", args.architectures]
     measured = {}
-    for backend in args.backends.split(","):
-        print(f"measuring {backend} ...", file=sys.stderr, flush=True)
-        measured[backend] = run_worker(__file__, ["--worker", "keras", *common], backend)
+    for backend, setting in backend_rows(args):
+        print(f"measuring {row_name(backend, setting)} ...", file=sys.stderr, flush=True)
+        measured[row_name(backend, setting)] = run_worker(
+            __file__, ["--worker", "keras", *common], backend,
+            environment=torch_setting_environment(setting))
     print("measuring the plain PyTorch loop ...", file=sys.stderr, flush=True)
-    torch_loop = run_worker(__file__, ["--worker", "torch-loop", *common])
+    torch_loop = run_worker(__file__, ["--worker", "torch-loop", *common], "torch")
 
     rows = []
     for architecture in args.architectures.split(","):
@@ -294,7 +350,8 @@ def main():
                          f"{builtin / ours:.2f}×", f"{reference:,.0f}", f"{ours / reference:.2f}×",
                          f"{results['peak_rss_mib']:,.0f}"])
     print(f"Training throughput, MNIST 28×28, batch {BATCH_SIZE}, latent {LATENT_DIM}, "
-          f"median of {args.repeats} passes of {args.images:,} images. {machine_line()}\n")
+          f"median of {args.repeats} passes of {args.images:,} images; the plain PyTorch loop "
+          f"with keras-vae's torch settings; {conditions(args)}\n")
     print(markdown_table(
         ["arch", "backend", "keras_vae img/s", "built-in fit img/s",
          "time keras_vae / built-in", "plain PyTorch loop img/s", "keras_vae / PyTorch loop",

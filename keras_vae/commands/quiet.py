@@ -1,7 +1,8 @@
 """The preamble of the commands that use Keras: the backend, and quiet frameworks.
 
 `add_backend_option` and `add_verbose_option` declare ``--backend`` and ``--verbose``;
-`start_keras` chooses the backend and imports the frameworks quietly, before Keras.
+`start_keras` chooses the backend, sets torch's threads and OpenMP's wait policy
+(`keras_vae.commands.threads`) and imports the frameworks quietly, before Keras.
 
 The frameworks' start-up log lines stay out of the commands' output unless ``--verbose``.
 
@@ -19,6 +20,8 @@ import importlib.util
 import os
 import sys
 
+from keras_vae.commands.threads import set_torch_threads
+
 
 BACKENDS = ("tensorflow", "jax", "torch")
 
@@ -29,11 +32,17 @@ def add_backend_option(parser, help="Keras backend (default: $KERAS_BACKEND, els
 
 
 def start_keras(args, backend=None):
-    """Sets the Keras backend (``backend``, else ``args.backend``, else $KERAS_BACKEND) and
-    imports the frameworks quietly unless ``args.verbose``; call before importing Keras."""
+    """Sets the Keras backend (``backend``, else ``args.backend``, else $KERAS_BACKEND), torch's
+    threads and OpenMP's wait policy (`keras_vae.commands.threads`), and imports the frameworks
+    quietly unless ``args.verbose``; call before importing Keras."""
     backend = backend or getattr(args, "backend", None)
     if backend:
         os.environ["KERAS_BACKEND"] = backend
+    try:
+        set_torch_threads()
+    except ValueError as exc:  # a malformed $KERAS_VAE_TORCH_THREADS: one line, exit status 2
+        print(f"keras-vae: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     quiet_frameworks(args.verbose)
 
 
