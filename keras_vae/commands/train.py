@@ -9,6 +9,7 @@ after the last completed epoch; --overwrite starts afresh.
 """
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import signal
@@ -95,7 +96,8 @@ def parse_args(argv=None):
 
     add_model_options(parser.add_argument_group(
         "hierarchical model (--model hierarchical; it also reads --latent-dim, --architecture, "
-        "--likelihood, --decoder-std, --beta, --kl-warmup-steps, --dynamic-binarization)"),
+        "--likelihood, --mixture-components, --decoder-std, --beta, --kl-warmup-steps, "
+        "--dynamic-binarization)"),
         HierarchicalOptions)
     add_model_options(parser.add_argument_group("image folders"), ImageOptions)
     add_model_options(parser.add_argument_group("model"))
@@ -240,47 +242,67 @@ def stop(message, status=1, together=False):
             sys.exit(message)
         print(message, file=sys.stderr, flush=True)
         sys.exit(status)
-    import jax
-
     if not together and any(sign in message for sign in PEER_FAILURE_SIGNS):
         from keras_vae.training.launcher import REMEDY
 
         message += ("\nerror: another process of this run stopped or became unreachable, so "
                     f"this one stops too; {REMEDY}")
-    rank = jax.process_index() if jax.distributed.is_initialized() else os.environ.get(
-        "KERAS_DISTRIBUTION_PROCESS_ID", "?")
-    print(f"{message} [process {rank}]", file=sys.stderr, flush=True)
+    print(_with_rank(message), file=sys.stderr, flush=True)
     from keras_vae.training.devices import leave
 
     leave(status, together)
 
 
-class Interrupted(KeyboardInterrupt):
-    """SIGINT or SIGTERM outside the training steps (starting up, or writing the final files)."""
-
-    together = False
-
-    def __init__(self, signum):
-        super().__init__(signum)
-        self.signum = signum
-        self.exit_status = 128 + signum
-
-    def __str__(self):
-        callbacks = sys.modules.get("keras_vae.training.callbacks")
-        name = signal.Signals(self.signum).name
-        if callbacks is not None and callbacks.StopOnSignal.fits_ended:
-            return (f"stopped after training, while writing the final files ({name}); run the "
-                    "same command again to finish")
-        return f"stopped before training began ({name}); run the same command again to resume"
-
-
 def _interrupt(signum, frame):
-    raise Interrupted(signum)
+    """SIGINT or SIGTERM outside the training steps (starting up, writing the final files) or a
+    second one during them: prints one line and exits now, with 128 + the signal.
+
+    Any moment is safe (the run directory survives kill -9 at any moment), and exiting from
+    the handler, rather than raising into whatever code runs (an import, a library's
+    `except:`), always ends the process.
+    """
+    global _line_printed
+    if not _line_printed:
+        _line_printed = True
+        callbacks = sys.modules.get("keras_vae.training.callbacks")
+        running = callbacks.StopOnSignal.running if callbacks else None
+        name = signal.Signals(signum).name
+        if running is not None:
+            line = running.at_once_line(signum)
+        elif callbacks is not None and callbacks.StopOnSignal.fits_ended:
+            line = (f"stopped after training, while writing the final files ({name}); run the "
+                    "same command again to finish")
+        else:
+            line = f"stopped before training began ({name}); run the same command again to resume"
+        # Straight to the file descriptors: the interrupted code may be writing to the same
+        # buffered stream, which Python's buffers refuse to re-enter.
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+        os.write(2, (_with_rank(line) + "\n").encode())
+    os._exit(128 + signum)
+
+
+_line_printed = False  # the one line about a signal is out; a later signal exits silently
+
+
+def _with_rank(line):
+    """`line`, followed by "[process i]" in one of several processes (known from the
+    environment, as `keras_vae.training.devices.multi_process_requested` knows it, without
+    importing Keras)."""
+    if ("KERAS_DISTRIBUTION_NUM_PROCESSES" not in os.environ
+            and os.environ.get("KERAS_VAE_CLUSTER_DETECTION") != "1"):
+        return line
+    jax = sys.modules.get("jax")
+    rank = (jax.process_index() if jax is not None and jax.distributed.is_initialized()
+            else os.environ.get("KERAS_DISTRIBUTION_PROCESS_ID", "?"))
+    return f"{line} [process {rank}]"
 
 
 def stopped(interruption):
-    """Exits after SIGINT or SIGTERM (`Interrupted`, or `TrainingStopped` from the training
-    steps) with its one line and 128 + the signal."""
+    """Exits after a stop at a step boundary (`TrainingStopped`) with its one line and
+    128 + the signal."""
+    global _line_printed
+    _line_printed = True
     if sys.stdout.isatty():
         print(flush=True)  # after a progress bar's line
     stop(str(interruption), interruption.exit_status, together=interruption.together)
@@ -308,7 +330,7 @@ def main(argv=None):
 
         config = train_config(args)
         vae = train(config)
-    except KeyboardInterrupt as interruption:  # Interrupted, or TrainingStopped
+    except KeyboardInterrupt as interruption:  # TrainingStopped: stopped at a step boundary
         if not hasattr(interruption, "exit_status"):
             raise
         stopped(interruption)

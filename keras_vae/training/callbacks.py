@@ -143,7 +143,7 @@ class TrainingStopped(KeyboardInterrupt):
 
     def __str__(self):
         name = signal.Signals(self.signum).name
-        why = (f"a second {name}" if self.at_once else name) + (
+        why = (f"a second signal, {name}" if self.at_once else name) + (
             f" on process {self.sender}" if self.sender is not None else "")
         if self.epoch is None:
             return f"stopped before training began ({why}); run the same command again to resume"
@@ -169,7 +169,9 @@ class StopOnSignal(keras.callbacks.Callback):
     raises `TrainingStopped` at `on_test_begin` or `on_epoch_end` instead: nothing of the
     unfinished epoch is written, and the run resumes after the last committed epoch, exactly
     as an uninterrupted run would have gone on. A signal in the last step of an epoch, or
-    during its validation, stops after that epoch is committed. A second signal raises at once.
+    during its validation, stops after that epoch is committed. A second signal does what the
+    handler before `handling_signals()` does (`keras-vae train`'s prints `at_once_line()` and
+    exits; Python's default raises KeyboardInterrupt for SIGINT and ends the process for SIGTERM).
 
     `agree` (several processes): called at every check with this process's signal (0 for
     none), returns (signal, process) on which every process stops at this same check, or
@@ -177,7 +179,9 @@ class StopOnSignal(keras.callbacks.Callback):
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
-    #: How many fits handling signals have ended without being stopped, in this process.
+    #: The instance handling signals now (None outside `handling_signals()`), and how many fits
+    #: handling signals have ended without being stopped, in this process.
+    running = None
     fits_ended = 0
 
     def __init__(self, agree=None):
@@ -186,6 +190,7 @@ class StopOnSignal(keras.callbacks.Callback):
         self.requested = 0  # the signal this process got
         self.stopped = None  # the TrainingStopped once training stops
         self.epoch, self.step = None, 0
+        self.previous = {}
 
     @contextlib.contextmanager
     def handling_signals(self):
@@ -195,19 +200,32 @@ class StopOnSignal(keras.callbacks.Callback):
         if threading.current_thread() is not threading.main_thread():
             yield self
             return
-        previous = {signum: signal.signal(signum, self._on_signal) for signum in self.SIGNALS}
+        self.previous = {signum: signal.signal(signum, self._on_signal)
+                         for signum in self.SIGNALS}
+        StopOnSignal.running = self
         try:
             yield self
             if self.stopped is None:
                 StopOnSignal.fits_ended += 1
         finally:
-            for signum, handler in previous.items():
+            StopOnSignal.running = None
+            for signum, handler in self.previous.items():
                 signal.signal(signum, handler)
 
     def _on_signal(self, signum, frame):
-        if self.requested or self.stopped is not None:
-            raise self._stop(signum, at_once=True)
-        self.requested = signum
+        if not (self.requested or self.stopped is not None):
+            self.requested = signum
+            return
+        previous = self.previous.get(signum)  # a second signal: as without this callback
+        if callable(previous):
+            previous(signum, frame)
+        elif previous != signal.SIG_IGN:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+
+    def at_once_line(self, signum):
+        """The line for a stop at once on `signum`, now: where training was."""
+        return str(self._stop(signum, at_once=True))
 
     def _stop(self, signum, at_once=False, sender=None):
         steps = self.params.get("steps") if self.params else None
