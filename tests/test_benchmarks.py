@@ -219,3 +219,58 @@ print(json.dumps(m))
     again = json.loads(check.stdout.strip().splitlines()[-1])
     assert again["frechet_distance"] == pytest.approx(saved[2]["frechet_distance"], rel=1e-4)
     assert again["recall"] == saved[2]["recall"]
+
+
+def test_sample_quality_measures_exported_files_with_their_fitted_prior(tmp_path):
+    """Rows from decoder.onnx as served: its own prior, the fitted prior.onnx beside it (once
+    more in another folder: the decoder's own rows are not repeated), its reconstructions through
+    encoder.onnx, and the time of each sampler; the fitted row is the metrics of the loop's
+    images, recomputed here."""
+    import json
+    import shutil
+
+    from helpers.onnx_fixtures import make_encoder_onnx
+    from helpers.prior_fixtures import make_prior_onnx
+
+    folders = []
+    for kind in ("gmm", "diffusion"):
+        folder = tmp_path / kind
+        folder.mkdir()
+        make_decoder_onnx(folder / "decoder.onnx", latent_dim=4, image_shape=(8, 8, 1))
+        make_encoder_onnx(folder / "encoder.onnx", latent_dim=4, image_shape=(8, 8, 1))
+        make_prior_onnx(folder / "prior.onnx", kind, 4, 4, metadata={
+            "fitted_prior_fit": json.dumps({"cpu_seconds": 90.0})})
+        folders.append(folder)
+    classifier = tmp_path / "classifier.keras"
+    out = tmp_path / "metrics.json"
+    result = run_python(["benchmarks/sample_quality.py", "--data", "digits", "--samples", "200",
+                         "--classifier", str(classifier), "--reconstructions", "--timing-repeats", "2",
+                         "--json", str(out), *(str(f / "decoder.onnx") for f in folders)], timeout=900)
+    tables = markdown_tables(result.stdout)
+    rows = tables[0]
+    assert [(r[0], r[1]) for r in rows] == [
+        ("training images (the floor)", ""), ("gmm/decoder.onnx", "ONNX, own prior"),
+        ("gmm/decoder.onnx", "ONNX, fitted gmm"), ("gmm/decoder.onnx", "reconstructions of the test images"),
+        ("diffusion/decoder.onnx", "ONNX, fitted diffusion")]
+    assert rows[2][-1] == "1.50" and rows[1][-1] == ""  # the fit's CPU-minutes, from prior.onnx
+    timing = tables[1]
+    assert [r[:2] for r in timing] == [["gmm/decoder.onnx", "gmm"], ["diffusion/decoder.onnx", "diffusion"]]
+    for r in timing:
+        assert number(r[4]) == pytest.approx(number(r[3]) / number(r[2]), abs=0.01)
+    saved = [r for r in json.loads(out.read_text())["rows"] if r.get("sampler") == "fitted"]
+    check = run_python(["-c", f"""
+import json, numpy as np
+from keras_vae.data.datasets import load_dataset
+from keras_vae.evaluation.sample_metrics import FeatureClassifier, Reference, sample_metrics
+from keras_vae.serving.fitted import FittedPriorModel
+from keras_vae.serving.sampler import Sampler
+train, test = load_dataset('digits', 'train'), load_dataset('digits', 'test')
+c = FeatureClassifier.train_or_load(train, test, path={str(classifier)!r})
+folder = {str(folders[1])!r}
+z = FittedPriorModel(folder + '/prior.onnx').latents(200, 0, 1.0)
+print(json.dumps(sample_metrics(Sampler(folder + '/decoder.onnx').decode(z), Reference.of(c, test.images))))
+"""])
+    again = json.loads(check.stdout.strip().splitlines()[-1])
+    assert again["frechet_distance"] == pytest.approx(saved[1]["frechet_distance"], rel=1e-4)
+    assert again["precision"] == saved[1]["precision"]
+    shutil.rmtree(tmp_path / "gmm")

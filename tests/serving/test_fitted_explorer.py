@@ -5,9 +5,6 @@ the served page and on a static export."""
 from __future__ import annotations
 
 import contextlib
-import json
-import os
-import shutil
 import subprocess
 import sys
 import time
@@ -17,44 +14,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from helpers.fitted_js import js_draws
 from helpers.headless_chromium import explorer_app, open_page, serve_app
 from helpers.hierarchical_fixtures import GROUPS, make_hierarchical_onnx
 from helpers.onnx_fixtures import make_decoder_onnx, reference_decode
 from helpers.prior_fixtures import make_prior_onnx
 
 from keras_vae.core import fitted_prior
-from keras_vae.serving import explorer
 from keras_vae.serving.fitted import FittedPriorModel, explorer_settings
 
 REPO = Path(__file__).resolve().parents[2]
-LOOP = REPO / "tests" / "helpers" / "fitted_loop.mjs"
 D = 4
 KINDS = ("gmm", "flow", "diffusion")
 #: float32 graph outputs of onnxruntime-web (WebAssembly) and Python onnxruntime differ in the
 #: last bits; a diffusion sample carries them through its steps
 TOLERANCE = 1e-5
-
-
-def node_and_ort():
-    """(node, onnxruntime-web's WebAssembly ES module), or skip (fail under CI) saying what lacks."""
-    node, ort = shutil.which("node"), explorer.ort_web_dir()
-    module = ort / "ort.wasm.bundle.min.mjs" if ort else None
-    if node and module and module.is_file():
-        return node, module
-    message = "the page's loop runs under Node.js with onnxruntime-web: need node and npm ci"
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(message)
-    pytest.skip(message)
-
-
-def js_draws(prior_path, config, draws):
-    """The page's drawFitted for each (n, seed, temperature), under Node.js: float32 (n, D) each."""
-    node, module = node_and_ort()
-    done = subprocess.run([node, str(LOOP), str(module), str(prior_path)], capture_output=True,
-                          text=True, timeout=600, input=json.dumps({"config": config, "draws": draws}))
-    assert done.returncode == 0, done.stderr
-    return [np.asarray(z, np.float32).reshape(n, config["latent_dim"])
-            for z, (n, _, _) in zip(json.loads(done.stdout)["z"], draws)]
 
 
 @pytest.fixture(scope="module")

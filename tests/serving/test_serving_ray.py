@@ -27,6 +27,7 @@ import httpx  # noqa: E402
 import yaml  # noqa: E402
 from helpers.onnx_fixtures import make_decoder_onnx, make_encoder_onnx, reference_decode  # noqa: E402
 from helpers.onnx_fixtures import reference_encode  # noqa: E402
+from helpers.prior_fixtures import make_prior_onnx  # noqa: E402
 from PIL import Image  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
@@ -64,12 +65,18 @@ def model(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def fitted(model):
+    """A fitted prior (a diffusion model's denoiser) beside the decoder, which the replicas find."""
+    return make_prior_onnx(model.parent / "prior.onnx", "diffusion", 4, 4, steps=5)
+
+
+@pytest.fixture(scope="module")
 def encoder_model(tmp_path_factory):
     return make_encoder_onnx(tmp_path_factory.mktemp("model") / "encoder.onnx")
 
 
 @pytest.fixture(scope="module")
-def url(model, encoder_model):
+def url(model, encoder_model, fitted):
     """Base URL of the app: 2 replicas on a local 2-CPU Ray instance, loopback only."""
     port = _free_port()
     ray.init(address="local", num_cpus=2, num_gpus=0, include_dashboard=False,
@@ -102,6 +109,19 @@ def test_health_and_model_info(client):
     assert info["latent_dim"] == 4 and info["image_shape"] == [8, 8, 1]
     assert info["max_batch"] == MAX_BATCH and info["micro_batching"] is True
     assert info["provider"] == "CPUExecutionProvider"
+
+
+def test_the_replicas_draw_from_the_fitted_prior_as_the_app_does(client, model, fitted):
+    from keras_vae.core.fitted_prior import draw_fitted
+
+    assert client.get("/v1/model").json()["fitted_prior"]["kind"] == "diffusion"
+    r = client.post("/v1/generate", json={"n": 6, "seed": 3, "sampler": "fitted", "format": "json"})
+    assert r.status_code == 200, r.text
+    z = draw_fitted(fitted.prior, 6, 4, fitted.run, seed=3)
+    np.testing.assert_allclose(np.array(r.json()["images"]), reference_decode(model, z), atol=1e-5)
+    r = client.post("/v1/generate", json={"n": 6, "sampler": "posterior"})
+    assert r.status_code == 422 and r.json()["error"].startswith("sampler: ")
+    assert client.get("/v2/models/vae_decoder_prior").json()["inputs"][1]["name"] == "t"
 
 
 def test_decode_matches_reference(client, model):
