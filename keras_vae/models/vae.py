@@ -175,11 +175,11 @@ class VAE(FamilyModel):
                         conv_filters=options.conv_filters, gated=options.gated,
                         num_classes=num_classes, conv_residual_blocks=options.conv_residual_blocks)
         self.encoder = build_encoder(input_shape, latent_dim, **networks)
+        self.image_shape = input_shape
         self.likelihood, self.logistic_scale = options.likelihood, options.logistic_scale
         self.mixture_components = options.mixture_components
         self.decoder = build_decoder(input_shape, latent_dim, conv_upsampling=options.conv_upsampling,
-                                     params_per_pixel=self.params_per_pixel(input_shape[-1]),
-                                     **networks)
+                                     params_per_pixel=self.params_per_pixel, **networks)
         if options.likelihood == "gaussian" and options.decoder_std == "learned":
             self.decoder_log_var = self.add_weight(
                 shape=input_shape, initializer="zeros", name="decoder_log_var"
@@ -225,7 +225,6 @@ class VAE(FamilyModel):
         self.built = True
 
         # === Config ===
-        self.image_shape = input_shape
         for name, value in options.model_kwargs().items():
             setattr(self, name, value)
         self.seed = seed
@@ -367,9 +366,11 @@ class VAE(FamilyModel):
                                              IMAGE_EVENT_AXES)
         return dist.diagonal_gaussian_log_prob(x, params, self.decoder_log_variance(), IMAGE_EVENT_AXES)
 
-    def params_per_pixel(self, channels):
+    @property
+    def params_per_pixel(self):
         """P, the decoder network's outputs per pixel: C, or for a discretized logistic with the
         decoder's scale 2C, for the mixture M(1 + 2C + C(C−1)/2)."""
+        channels = self.image_shape[-1]
         if self.likelihood == "discretized_logistic" and self.logistic_scale == "pixel":
             return channels
         return dist.params_per_pixel(self.likelihood, channels, self.mixture_components)
