@@ -87,6 +87,24 @@ def neighbours(count):
             process.wait()
 
 
+def add_torch_options(parser, default):
+    """--torch-settings (default `default`) and --neighbour, the options of the speed benchmarks."""
+    parser.add_argument("--torch-settings", default=default,
+                        help="torch's thread settings, one torch row each: keras-vae (what the "
+                             "keras-vae commands set), unset (torch as it starts) or "
+                             "NAME=VALUE+NAME=VALUE (keras-vae's settings with these variables, "
+                             f"e.g. KERAS_VAE_TORCH_THREADS=0); default: {default}")
+    parser.add_argument("--neighbour", type=int, default=0, metavar="N",
+                        help="run N CPU-bound processes beside every measurement (default 0)")
+
+
+def neighbour_phrase(count):
+    """'N CPU-bound neighbour process(es)' or 'no neighbour process', for a table's header."""
+    if not count:
+        return "no neighbour process"
+    return f"{count} CPU-bound neighbour process{'es' if count > 1 else ''}"
+
+
 def cpu_name():
     """The CPU's model name and whether it has AVX-512 VNNI (Linux; else the platform's word)."""
     try:

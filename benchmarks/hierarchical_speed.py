@@ -30,9 +30,11 @@ import sys
 import time
 
 from common import BACKENDS
+from common import add_torch_options
 from common import cpu_name
 from common import machine_line
 from common import markdown_table
+from common import neighbour_phrase
 from common import neighbours
 from common import run_worker
 from common import start_torch_threads
@@ -105,13 +107,7 @@ def main():
     parser.add_argument("--num-groups", type=int, default=4)
     parser.add_argument("--num-resolutions", type=int, default=2)
     parser.add_argument("--residual-blocks", type=int, default=1)
-    parser.add_argument("--torch-settings", default="unset,keras-vae,KERAS_VAE_TORCH_THREADS=0",
-                        help="torch's thread settings, one row each: keras-vae (what the "
-                             "keras-vae commands set), unset (torch as it starts) or "
-                             "NAME=VALUE+NAME=VALUE (keras-vae's settings with these variables, "
-                             "e.g. KERAS_VAE_TORCH_THREADS=2+OMP_WAIT_POLICY=ACTIVE)")
-    parser.add_argument("--neighbour", type=int, default=0, metavar="N",
-                        help="run N CPU-bound processes beside every measurement (default 0)")
+    add_torch_options(parser, "unset,keras-vae,KERAS_VAE_TORCH_THREADS=0")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -136,8 +132,7 @@ def main():
     fastest = max(m["images_per_second"] for m in measured.values())
     rows = [[name, f"{m['images_per_second']:,.1f}", f"{fastest / m['images_per_second']:.2f}×",
              f"{m['cpu_ms_per_image']:,.1f}", f"{m['loss']:,.1f}"] for name, m in measured.items()]
-    beside = (f"{args.neighbour} CPU-bound neighbour process{'es' if args.neighbour > 1 else ''}"
-              if args.neighbour else "no neighbour process")
+    beside = neighbour_phrase(args.neighbour)
     print(f"HierarchicalVAE conv, 32×32×3, batch {args.batch_size}, "
           f"best of {args.repeats} runs of {args.steps} steps, "
           f"{args.num_groups} groups over {args.num_resolutions} resolutions, width {args.width}, "

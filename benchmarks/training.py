@@ -40,9 +40,11 @@ import sys
 import time
 
 from common import BACKENDS
+from common import add_torch_options
 from common import cpu_name
 from common import machine_line
 from common import markdown_table
+from common import neighbour_phrase
 from common import neighbours
 from common import peak_rss_mib
 from common import run_worker
@@ -212,9 +214,7 @@ def row_name(backend, setting):
 
 def conditions(args):
     """The neighbours, the load average and the machine, for a table's header."""
-    beside = (f"{args.neighbour} CPU-bound neighbour process{'es' if args.neighbour > 1 else ''}"
-              if args.neighbour else "no neighbour process")
-    return (f"{beside}; 1-minute load average {args.load_before:.1f} before, "
+    return (f"{neighbour_phrase(args.neighbour)}; 1-minute load average {args.load_before:.1f} before, "
             f"{os.getloadavg()[0]:.1f} after. {cpu_name()}; {machine_line()}")
 
 
@@ -298,13 +298,7 @@ def main():
                              "the table shows the median (default: 3)")
     parser.add_argument("--architectures", default="mlp,conv")
     parser.add_argument("--backends", default=",".join(BACKENDS))
-    parser.add_argument("--torch-settings", default="keras-vae",
-                        help="torch's thread settings, one torch row each: keras-vae (what the "
-                             "keras-vae commands set), unset (torch as it starts) or "
-                             "NAME=VALUE+NAME=VALUE (keras-vae's settings with these variables, "
-                             "e.g. KERAS_VAE_TORCH_THREADS=0); default: keras-vae")
-    parser.add_argument("--neighbour", type=int, default=0, metavar="N",
-                        help="run N CPU-bound processes beside every measurement (default 0)")
+    add_torch_options(parser, "keras-vae")
     parser.add_argument("--worker", choices=["keras", "torch-loop", "rgb"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker == "keras":

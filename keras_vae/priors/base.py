@@ -7,6 +7,7 @@ the one loop of `keras_vae.core.fitted_prior.draw_fitted` around `graph`, so a K
 its exported `prior.onnx` draw the same z for the same seed.
 """
 
+import math
 import time
 
 import numpy as np
@@ -86,6 +87,15 @@ def standardization(latents):
     latents = np.asarray(latents, np.float64)
     std = latents.std(axis=0)
     return latents.mean(axis=0), np.where(std > 1e-6, std, 1.0)
+
+
+def fit_with_cosine_decay(prior, latents, epochs, batch_size, lr, verbose=0, clipnorm=None):
+    """Compiles ``prior`` with Adam on a cosine-decayed learning rate ending with the last step,
+    and trains it on (N, d) latents with `fit`; returns the History."""
+    steps = epochs * math.ceil(len(latents) / batch_size)
+    schedule = keras.optimizers.schedules.CosineDecay(lr, max(1, steps))
+    prior.compile(optimizer=keras.optimizers.Adam(schedule, clipnorm=clipnorm))
+    return prior.fit(latents, epochs=epochs, batch_size=batch_size, shuffle=True, verbose=verbose)
 
 
 class FitTimer:

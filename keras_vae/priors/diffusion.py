@@ -17,7 +17,8 @@ import keras
 from keras import ops
 
 from keras_vae.core import fitted_prior
-from keras_vae.priors.base import FitTimer, PriorModel, check_latents, standardization
+from keras_vae.priors.base import FitTimer, PriorModel, check_latents, fit_with_cosine_decay
+from keras_vae.priors.base import standardization
 
 
 def time_embedding(t, size):
@@ -129,11 +130,7 @@ def fit_diffusion(latents, units=512, blocks=3, embedding=64, train_steps=1000, 
         mean, std = standardization(latents)
         prior.shift.assign(mean.astype("float32"))
         prior.scale.assign(std.astype("float32"))
-        total = epochs * math.ceil(len(latents) / batch_size)
-        schedule = keras.optimizers.schedules.CosineDecay(lr, max(1, total))
-        prior.compile(optimizer=keras.optimizers.Adam(schedule))
-        history = prior.fit(latents, epochs=epochs, batch_size=batch_size, shuffle=True,
-                            verbose=verbose)
+        history = fit_with_cosine_decay(prior, latents, epochs, batch_size, lr, verbose)
     prior.fit_info = timer.record(
         **(fit or {}), kind="diffusion", units=units, blocks=blocks, train_steps=train_steps,
         epochs=epochs, batch_size=batch_size, lr=lr, backend=keras.backend.backend(),

@@ -20,7 +20,8 @@ import numpy as np
 import keras
 from keras import ops
 
-from keras_vae.priors.base import FitTimer, PriorModel, check_latents, standardization
+from keras_vae.priors.base import FitTimer, PriorModel, check_latents, fit_with_cosine_decay
+from keras_vae.priors.base import standardization
 
 #: s = SCALE_BOUND·tanh(s_raw / SCALE_BOUND)
 SCALE_BOUND = 3.0
@@ -130,11 +131,8 @@ def fit_flow(latents, layers=8, units=256, hidden_layers=2, epochs=30, batch_siz
         mean, std = standardization(latents)
         prior.shift.assign(mean.astype("float32"))
         prior.log_scale.assign(np.log(std).astype("float32"))
-        steps = epochs * math.ceil(len(latents) / batch_size)
-        schedule = keras.optimizers.schedules.CosineDecay(lr, max(1, steps))
-        prior.compile(optimizer=keras.optimizers.Adam(schedule, clipnorm=10.0))
-        history = prior.fit(latents, epochs=epochs, batch_size=batch_size, shuffle=True,
-                            verbose=verbose)
+        history = fit_with_cosine_decay(prior, latents, epochs, batch_size, lr, verbose,
+                                        clipnorm=10.0)
     prior.fit_info = timer.record(
         **(fit or {}), kind="flow", layers=layers, units=units, hidden_layers=hidden_layers,
         epochs=epochs, batch_size=batch_size, lr=lr, backend=keras.backend.backend(),
