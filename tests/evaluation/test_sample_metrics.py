@@ -57,7 +57,6 @@ def digits_data():
     return load_dataset("digits", "train"), load_dataset("digits", "test")
 
 
-@pytest.mark.backend
 def test_the_test_split_against_itself_is_perfect_and_noise_is_not(classifier, digits_data):
     _, test = digits_data
     assert classifier.accuracy > 0.9
@@ -81,7 +80,6 @@ def test_the_test_split_against_itself_is_perfect_and_noise_is_not(classifier, d
     assert other["num_images"] == len(test.images)
 
 
-@pytest.mark.backend
 def test_the_classifier_is_cached_and_reloaded(classifier, digits_data, tmp_path, monkeypatch):
     train, test = digits_data
     reloaded = FeatureClassifier.train_or_load(train, test, path=classifier.path)
