@@ -31,6 +31,7 @@ from keras_vae.core.anomaly import SCORES
 from keras_vae.core import contract
 from keras_vae.core.contract import ANOMALY_THRESHOLD
 from keras_vae.core.contract import DEFAULT_OPSET
+from keras_vae.core.contract import PARITY_TOLERANCE
 
 from keras_vae.commands.false_positive_rate import resolve_false_positive_rate
 from keras_vae.commands.quiet import add_verbose_option
@@ -71,6 +72,11 @@ def parse_args(argv=None):
                         help="also write a Triton model repository in this directory")
     parser.add_argument("--model-name", default="vae_decoder",
                         help="model name in the Triton repository (default: vae_decoder)")
+    parser.add_argument("--tolerance", type=float, default=PARITY_TOLERANCE,
+                        help="the largest difference allowed between onnxruntime and Keras on the "
+                             "same inputs (pixels absolute, logits and log weights relative to "
+                             f"their size above 1; default: {PARITY_TOLERANCE:g}); deep models "
+                             "can need 1e-4")
     parser.add_argument("--prior", help="a fitted prior's .keras file (keras-vae fit-prior) to write "
                         "as prior.onnx beside the decoder (default: RUN/prior.keras, if there is one)")
     parser.add_argument("--no-prior", action="store_true", help="write no prior.onnx")
@@ -120,6 +126,8 @@ def parse_args(argv=None):
         parser.error("--nll-images and --nll-samples must be at least 1")
     if not args.max_nll_cost >= 0:
         parser.error("--max-nll-cost must be a number >= 0")
+    if not args.tolerance > 0:
+        parser.error("--tolerance must be a positive number")
     if args.prior and args.no_prior:
         parser.error("--prior and --no-prior exclude each other")
     if args.prior_steps is not None and args.prior_steps < 1:
@@ -178,7 +186,7 @@ def main(argv=None):
             log_weight_out = args.encoder_out and os.path.join(
                 os.path.dirname(os.path.abspath(args.encoder_out)), contract.LOG_WEIGHT_FILE)
             written = export_hierarchical(vae, args.out, args.encoder_out, log_weight_out,
-                                          args.opset, metadata)
+                                          args.opset, metadata, tolerance=args.tolerance)
             decoder = written.pop("decoder")
         elif args.precision == "int8":
             images, labels = split.images, _split_labels(vae, split, args.nll_images)
@@ -190,15 +198,17 @@ def main(argv=None):
                                           args.max_nll_cost, args.force,
                                           recipe=args.int8_recipe, test_labels=labels)
         else:
-            decoder = export_decoder(vae, args.out, args.opset, metadata)
+            decoder = export_decoder(vae, args.out, args.opset, metadata, args.tolerance)
         summaries = [decoder]
         if hierarchical:
             summaries += list(written.values())
         elif args.encoder_out:
-            summaries.append(export_encoder(vae, args.encoder_out, args.opset, metadata))
+            summaries.append(export_encoder(vae, args.encoder_out, args.opset, metadata,
+                                            args.tolerance))
         if prior is not None:
             summaries.append(export_prior(vae, prior, prior_path_beside(args.out), args.opset,
-                                          metadata, steps=args.prior_steps))
+                                          metadata, steps=args.prior_steps,
+                                          tolerance=args.tolerance))
         if args.triton_repo:
             model_dir = write_triton_repository(args.out, args.triton_repo, args.model_name,
                                                 getattr(vae, "noise_size", vae.latent_dim),
@@ -206,7 +216,10 @@ def main(argv=None):
                                                 precision=args.precision,
                                                 conditional=vae.conditional)
             print(f"Triton model repository: {os.path.abspath(model_dir)}")
-    except (ValueError, FileNotFoundError, OSError, ExportError) as error:
+    except ExportError as error:
+        hint = " (--tolerance sets the bound)" if "differs from Keras" in str(error) else ""
+        sys.exit(f"error: {error}{hint}")
+    except (ValueError, FileNotFoundError, OSError) as error:
         sys.exit(f"error: {error}")
     for summary in summaries:
         print(f"Wrote {summary['path']}")

@@ -57,6 +57,10 @@ LABEL_INPUT = "label"  # int64 [batch], 0 .. number of classes − 1
 #: The ONNX opset that `keras-vae export` writes unless told otherwise (onnxruntime ≥ 1.12 runs it).
 DEFAULT_OPSET = 17
 
+#: The largest difference export allows between onnxruntime and Keras on the same inputs
+#: (pixels absolute; logits and log weights relative to their size above 1).
+PARITY_TOLERANCE = 1e-5
+
 # === Metadata keys (every value is a string) ===
 LATENT_DIM = "latent_dim"  # "16"
 IMAGE_SHAPE = "image_shape"  # "[28, 28, 1]"

@@ -31,6 +31,7 @@ import keras
 import keras_vae
 from keras_vae.core import contract
 from keras_vae.core.contract import DEFAULT_OPSET
+from keras_vae.core.contract import PARITY_TOLERANCE
 from keras_vae.core.files import write_bytes_atomic
 
 
@@ -38,8 +39,6 @@ from keras_vae.core.files import write_bytes_atomic
 
 PARITY_BATCH_SIZES = (1, 7, 64)
 
-
-PARITY_TOLERANCE = 1e-5
 
 
 class ExportError(RuntimeError):
