@@ -87,6 +87,7 @@ class FlowPrior(PriorModel):
 
     def to_noise(self, z):
         """(ε, log|det ∂ε/∂z|) of z (n, d): ε (n, d), the log-determinant (n,)."""
+        z = ops.convert_to_tensor(z, "float32")
         u = (z - self.shift) * ops.exp(-self.log_scale)
         log_det = -ops.sum(self.log_scale) * ops.ones_like(u[:, 0])
         for k in range(self.num_layers):

@@ -22,6 +22,7 @@ import pytest
 import keras
 
 from helpers.processes import ROOT
+from keras_vae.training.callbacks import StopOnSignal
 from keras_vae.training.callbacks import TrainingStopped
 from keras_vae.training.run import TrainConfig
 from keras_vae.training.run import train
@@ -70,10 +71,15 @@ class SendSignal(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         if (self.epoch, batch) == self.at:
             for _ in range(self.times):
-                # To the main thread, then a pause in which Python runs the handler: signals that
-                # arrive before the handler runs count once (CPython keeps one flag per signal).
+                # To the main thread, then wait until the handler has run: signals that arrive
+                # before it runs count once (CPython keeps one flag per signal).
                 signal.pthread_kill(threading.main_thread().ident, self.signum)
-                time.sleep(0.05)
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline:
+                    time.sleep(0.01)
+                    running = StopOnSignal.running
+                    if running is None or running.requested:
+                        break
 
 
 @pytest.fixture(scope="module")
