@@ -127,7 +127,10 @@ def test_killing_one_process_stops_the_other_and_the_same_commands_resume(even_d
     print(f"process 0 stopped {seconds:.1f} s after process 1 was killed")
     assert seconds < 30
     assert processes[0].returncode != 0
-    assert "another process of this run stopped" in log_of(tmp_path / "first", 0)
+    # the failed collective says so, or (first, on a loaded machine) JAX's heartbeat does
+    log = log_of(tmp_path / "first", 0)
+    assert ("another process of this run stopped" in log
+            or "process 1 stopped answering (no heartbeat" in log), log
 
     processes = [start_process(rank, port + 2, *args, str(tmp_path / "again")) for rank in (0, 1)]
     for process in processes:
