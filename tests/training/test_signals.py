@@ -143,7 +143,7 @@ def test_a_second_signal_does_what_the_handler_before_training_does(tmp_path):
 
 # --- the command line ---------------------------------------------------------------------
 
-EPOCHS = 3
+EPOCHS = 8  # enough that a signal 0.3 s after the first epoch lands before the last
 LINE = re.compile(r"stopped (at once )?(?:at epoch (\d+), step (\d+) of (\d+)|after epoch (\d+)) "
                   r"\((?:a second signal, )?(SIGINT|SIGTERM)\); run the same command again to "
                   r"(?:resume from (?:the start of )?epoch \d+|write the final files)")
