@@ -129,23 +129,6 @@ def test_a_signal_stops_at_the_next_step_and_the_run_resumes_exactly(
     assert not os.path.exists(tmp_path / "run" / "backup")
 
 
-def test_a_second_signal_does_what_the_handler_before_training_does(tmp_path):
-    """Python's own SIGINT handler raises KeyboardInterrupt at once (`keras-vae train`'s exits
-    at once: tested below); the unfinished epoch is not committed."""
-    config = config_in(tmp_path / "run")
-    # Python's own handler, whatever an earlier test in this process left installed
-    before = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        with pytest.raises(KeyboardInterrupt) as stopped:
-            train(config, extra_callbacks=[SendSignal(1, 2, signal.SIGINT, times=2)])
-        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    finally:
-        signal.signal(signal.SIGINT, before)
-    assert not isinstance(stopped.value, TrainingStopped)
-    assert committed_epoch(config.out) == 1
-    assert [int(row["epoch"]) for row in history(config.out)] == [0]
-
-
 # --- the command line ---------------------------------------------------------------------
 
 EPOCHS = 8  # enough that a signal 0.3 s after the first epoch lands before the last
